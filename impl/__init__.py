@@ -1,0 +1,1 @@
+"""Reference implementation over ZeroMQ."""
