@@ -1,0 +1,5 @@
+import sys
+
+from commspec.cli import main
+
+sys.exit(main())

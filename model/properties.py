@@ -1,0 +1,82 @@
+"""The system properties the checker proves, each with the reason it matters.
+
+A *state* property must hold in every reachable state; a *step* property must hold
+for every transition of the system (it sees the state before and after); the
+*liveness* property is checked on the explored graph after the search.
+The predicates live in :mod:`commspec.model.system`; this module names them so
+SPEC.md, the checker's report and the tests speak of the same list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class PropertyKind(Enum):
+    STATE = "state"
+    STEP = "step"
+    LIVENESS = "liveness"
+
+
+@dataclass(frozen=True)
+class Property:
+    name: str
+    kind: PropertyKind
+    statement: str
+    why: str
+
+
+PROPERTIES: tuple[Property, ...] = (
+    Property(
+        "one_outcome",
+        PropertyKind.STEP,
+        "A request ends in at most one outcome and never leaves it.",
+        "The caller acts on the outcome (shows a plot, reports an error). A second "
+        "outcome would be a second, contradictory answer to one question.",
+    ),
+    Property(
+        "reply_only_while_pending",
+        PropertyKind.STATE,
+        "A reply reaches its caller only while the request is pending: every request "
+        "delivers at most one reply, and only as its resolved or errored outcome.",
+        "This is the late-reply race of ark issue 841: a reply the frontend sent just "
+        "before it left can reach the kernel after the request was already failed. "
+        "It must be dropped and counted, never handed to a caller that has moved on.",
+    ),
+    Property(
+        "no_unobserved_default_comm",
+        PropertyKind.STATE,
+        "While no frontend is subscribed, no default comm is open, and no default comm "
+        "stays open whose owning frontend the kernel knows is gone.",
+        "Nobody is left to close such a comm: it would hold kernel resources for the "
+        "rest of the session. Persistent comms are exempt by design: they detach.",
+    ),
+    Property(
+        "reconciled_view",
+        PropertyKind.STATE,
+        "A ready frontend on a live link holds a comm open only if the kernel has it "
+        "too, up to the comm_open and comm_close messages still in flight between them.",
+        "After a reconnect the frontend's comms are stale; comm_info reconciliation is "
+        "what makes the two sides agree again, so no UI pane talks to a dead comm.",
+    ),
+    Property(
+        "drained_reply_wins",
+        PropertyKind.STATE,
+        "No request is invalidated while its reply already sits in the kernel's shell "
+        "inbox.",
+        "The drain rule: a reply that reached the kernel before the disconnect was "
+        "processed must resolve its request, or a correct answer is thrown away.",
+    ),
+    Property(
+        "nothing_waits_forever",
+        PropertyKind.LIVENESS,
+        "From every reachable state, every pending request can still end through "
+        "protocol steps alone (deliveries, replies, heartbeat timeouts, reconnects), "
+        "with no further crash, close, freeze or shutdown.",
+        "Timeouts are not a fix: an RPC may legitimately take minutes. A request whose "
+        "only possible answerer has departed must be failed by the protocol itself.",
+    ),
+)
+
+BY_NAME: dict[str, Property] = {p.name: p for p in PROPERTIES}
