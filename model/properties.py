@@ -53,6 +53,14 @@ PROPERTIES: tuple[Property, ...] = (
         "rest of the session. Persistent comms are exempt by design: they detach.",
     ),
     Property(
+        "persistent_comm_survives",
+        PropertyKind.STATE,
+        "A persistent comm is never closed by a disconnection: only by a close from "
+        "either side or by shutdown.",
+        "Persistent comms (plots) hold state the frontend re-attaches to after it "
+        "comes back; closing them on a disconnect loses that state for good.",
+    ),
+    Property(
         "reconciled_view",
         PropertyKind.STATE,
         "A ready frontend on a live link holds a comm open only if the kernel has it "
@@ -62,9 +70,8 @@ PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "drained_reply_wins",
-        PropertyKind.STATE,
-        "No request is invalidated while its reply already sits in the kernel's shell "
-        "inbox.",
+        PropertyKind.STEP,
+        "No request is invalidated when the kernel has already received its reply.",
         "The drain rule: a reply that reached the kernel before the disconnect was "
         "processed must resolve its request, or a correct answer is thrown away.",
     ),

@@ -7,25 +7,28 @@ Rules:
 - When the link to the kernel is lost, the frontend cannot know what the kernel
   did meanwhile (it may have closed default comms on its own), so every open comm
   becomes *stale* until the frontend reconciles it against comm_info_reply:
-  comms the kernel still has are re-attached, the others close locally.
+  comms the kernel still has are re-attached, the others close locally, and
+  comms the kernel lists that this frontend never saw are adopted (their
+  comm_open was published while its subscription was already dead).
+- comm_info_reply (shell) and comm_close (IOPub) race: a comm_close for a comm
+  the frontend never held is remembered as closed, so an outdated
+  comm_info_reply cannot revive it.
 - Closing the session closes every comm.
 """
 
 from __future__ import annotations
 
-from enum import Enum
-
-from ..declaration import MachineSpec, Transition
+from ..declaration import MachineSpec, Name, Transition
 
 
-class FrontendCommState(Enum):
+class FrontendCommState(Name):
     NEW = "new"
     OPEN = "open"
     STALE = "stale"
     CLOSED = "closed"
 
 
-class FrontendCommEvent(Enum):
+class FrontendCommEvent(Name):
     OPENED_BY_FRONTEND = "opened_by_frontend"
     OPENED_BY_KERNEL = "opened_by_kernel"
     CLOSED_BY_FRONTEND = "closed_by_frontend"
@@ -51,6 +54,10 @@ FRONTEND_COMM = MachineSpec(
                    "the frontend sent comm_open"),
         Transition(S.NEW, E.OPENED_BY_KERNEL, S.OPEN,
                    "comm_open from the kernel arrived on IOPub"),
+        Transition(S.NEW, E.CONFIRMED, S.OPEN,
+                   "comm_info_reply lists a comm we never saw (its comm_open was lost): adopt"),
+        Transition(S.NEW, E.CLOSED_BY_KERNEL, S.CLOSED,
+                   "comm_close for a comm never seen: remember it so reconciling cannot adopt it"),
         Transition(S.OPEN, E.CLOSED_BY_FRONTEND, S.CLOSED,
                    "the frontend sent comm_close; its pending requests are cancelled"),
         Transition(S.OPEN, E.CLOSED_BY_KERNEL, S.CLOSED,

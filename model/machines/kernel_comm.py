@@ -15,19 +15,17 @@ Rules:
 
 from __future__ import annotations
 
-from enum import Enum
-
-from ..declaration import MachineSpec, Transition
+from ..declaration import MachineSpec, Name, Transition
 
 
-class KernelCommState(Enum):
+class KernelCommState(Name):
     NEW = "new"
     OPEN = "open"
     DETACHED = "detached"
     CLOSED = "closed"
 
 
-class KernelCommEvent(Enum):
+class KernelCommEvent(Name):
     OPENED_BY_FRONTEND = "opened_by_frontend"
     REJECTED = "rejected"
     OPENED_BY_KERNEL = "opened_by_kernel"
@@ -38,7 +36,7 @@ class KernelCommEvent(Enum):
     KERNEL_SHUTDOWN = "kernel_shutdown"
 
 
-class KernelCommFact(Enum):
+class KernelCommFact(Name):
     PERSISTENT = "persistent"
 
 

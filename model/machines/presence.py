@@ -14,23 +14,21 @@ Rules:
 
 from __future__ import annotations
 
-from enum import Enum
-
-from ..declaration import MachineSpec, Transition
+from ..declaration import MachineSpec, Name, Transition
 
 
-class PresenceState(Enum):
+class PresenceState(Name):
     NEVER_SUBSCRIBED = "never_subscribed"
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
 
 
-class PresenceEvent(Enum):
+class PresenceEvent(Name):
     SUBSCRIBE = "subscribe"
     UNSUBSCRIBE = "unsubscribe"
 
 
-class PresenceFact(Enum):
+class PresenceFact(Name):
     OTHERS_REMAIN = "others_remain"
 
 

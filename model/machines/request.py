@@ -16,12 +16,10 @@ Rules:
 
 from __future__ import annotations
 
-from enum import Enum
-
-from ..declaration import MachineSpec, Transition
+from ..declaration import MachineSpec, Name, Transition
 
 
-class RequestState(Enum):
+class RequestState(Name):
     NEW = "new"
     PENDING = "pending"
     RESOLVED = "resolved"
@@ -33,7 +31,7 @@ class RequestState(Enum):
     UNDELIVERABLE = "undeliverable"
 
 
-class RequestEvent(Enum):
+class RequestEvent(Name):
     SENT = "sent"
     NO_RECEIVER = "no_receiver"
     RESULT = "result"
@@ -45,7 +43,7 @@ class RequestEvent(Enum):
     LATE_REPLY = "late_reply"
 
 
-class RequestFact(Enum):
+class RequestFact(Name):
     HAS_DEADLINE = "has_deadline"
 
 

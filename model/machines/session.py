@@ -17,12 +17,10 @@ Rules:
 
 from __future__ import annotations
 
-from enum import Enum
-
-from ..declaration import MachineSpec, Transition
+from ..declaration import MachineSpec, Name, Transition
 
 
-class SessionState(Enum):
+class SessionState(Name):
     CONNECTING = "connecting"
     READY = "ready"
     LOST = "lost"
@@ -31,7 +29,7 @@ class SessionState(Enum):
     CLOSED = "closed"
 
 
-class SessionEvent(Enum):
+class SessionEvent(Name):
     WELCOMED = "welcomed"
     LINK_LOST = "link_lost"
     RECONNECT = "reconnect"

@@ -13,12 +13,10 @@ Rules:
 
 from __future__ import annotations
 
-from enum import Enum
-
-from ..declaration import MachineSpec, Transition
+from ..declaration import MachineSpec, Name, Transition
 
 
-class StdinRequestState(Enum):
+class StdinRequestState(Name):
     NEW = "new"
     PENDING = "pending"
     REPLIED = "replied"
@@ -26,7 +24,7 @@ class StdinRequestState(Enum):
     INTERRUPTED = "interrupted"
 
 
-class StdinRequestEvent(Enum):
+class StdinRequestEvent(Name):
     SENT = "sent"
     HOST_UNREACHABLE = "host_unreachable"
     REPLY = "reply"

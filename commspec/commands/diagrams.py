@@ -1,0 +1,52 @@
+"""``commspec diagrams``: write every machine's state diagram (DOT, SVG, PNG)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from commspec import diagrams
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in diagrams.FORMATS]
+    if not formats or unknown:
+        raise argparse.ArgumentTypeError(
+            f"formats are a comma-separated subset of {','.join(diagrams.FORMATS)}"
+        )
+    return formats
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "diagrams",
+        help="draw the declared machines",
+        description="Write <machine>.<format> for every declared machine. DOT needs no "
+        "system Graphviz; SVG/PNG need pygraphviz or the `dot` program.",
+    )
+    p.add_argument("--out", type=Path, default=Path("diagrams"), help="output folder")
+    p.add_argument("--format", type=_formats, default=("dot", "svg"),
+                   help="comma-separated: dot,svg,png (default dot,svg)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if a committed .dot differs from the model")
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if args.check:
+        stale = diagrams.stale(out)
+        for name in stale:
+            print(f"{out / (name + '.dot')} is out of date: run `commspec diagrams`",
+                  file=sys.stderr)
+        return 1 if stale else 0
+    try:
+        written = diagrams.write(out, args.format)
+    except diagrams.RenderError as e:
+        print(f"commspec diagrams: {e}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0

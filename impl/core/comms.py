@@ -1,0 +1,193 @@
+"""The kernel's comms: who owns each one, and what a departure does to it.
+
+Rules (the ``kernel_comm`` machine, plus ownership):
+- A comm opened by a frontend (comm_open on shell from identity X) is owned by
+  X *if X is a commspec peer* (it announced ``commspec.peer/X`` at some
+  point): only X knows the comm exists. A comm the kernel opened, or one opened
+  by a stock frontend (which never names itself), is owned by every
+  subscriber. Ownership is decided when it is needed, not at open, so a peer
+  topic that lands just after the comm_open still counts.
+- When its owner leaves, an open comm fires FRONTEND_LOST with the fact
+  PERSISTENT: persistent comms detach (state kept), default ones close.
+  Comms owned by every subscriber are lost only when the last subscription goes.
+- A detached comm fires FRONTEND_BACK when its owner subscribes again (for
+  comms owned by every subscriber: when anyone subscribes).
+- Closed comms are removed, and their ids remembered (bounded), so traffic
+  for a comm that just closed is told apart from traffic for a comm that never
+  existed, and an id is never reused for a second comm.
+
+No I/O: methods fire transitions and return what happened; the endpoint
+publishes comm_close, fails requests and runs handlers.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from commspec.model.machines import (
+    KERNEL_COMM,
+    KernelCommEvent,
+    KernelCommFact,
+    KernelCommState,
+)
+from commspec.model.trace import TraceSink, discard
+from commspec.model.tracked import Tracked
+
+from ..comm import Comm
+
+__all__ = ["CommLoss", "CommRecord", "KernelComms"]
+
+ALIVE = frozenset({KernelCommState.OPEN, KernelCommState.DETACHED})
+
+KernelCommTracked = Tracked[KernelCommState, KernelCommEvent]
+
+
+@dataclass
+class CommRecord:
+    comm: Comm
+    tracked: KernelCommTracked
+    #: the identity of the frontend that opened it; None if the kernel opened it
+    opener: bytes | None
+
+    @property
+    def comm_id(self) -> str:
+        return self.comm.comm_id
+
+    @property
+    def state(self) -> KernelCommState:
+        return self.tracked.state
+
+    @property
+    def kernel_opened(self) -> bool:
+        return self.opener is None
+
+
+@dataclass(frozen=True)
+class CommLoss:
+    """A comm whose owner left: it detached (persistent) or closed (default)."""
+
+    record: CommRecord
+
+    @property
+    def closed(self) -> bool:
+        return self.record.state is KernelCommState.CLOSED
+
+
+class KernelComms:
+    def __init__(
+        self, endpoint: str, sink: TraceSink = discard, remember_closed: int = 10_000
+    ) -> None:
+        self.endpoint = endpoint
+        self.sink = sink
+        self._alive: dict[str, CommRecord] = {}
+        self._closed: OrderedDict[str, None] = OrderedDict()
+        self._remember_closed = remember_closed
+
+    # -- reading ------------------------------------------------------------
+
+    def get(self, comm_id: str) -> CommRecord | None:
+        """An open or detached comm."""
+        return self._alive.get(comm_id)
+
+    def recently_closed(self, comm_id: str) -> bool:
+        return comm_id in self._closed
+
+    def known(self, comm_id: str) -> bool:
+        return comm_id in self._alive or comm_id in self._closed
+
+    def __iter__(self) -> Iterator[CommRecord]:
+        return iter(list(self._alive.values()))
+
+    def __len__(self) -> int:
+        return len(self._alive)
+
+    def owner(self, record: CommRecord, is_known_peer: Callable[[bytes], bool]) -> bytes | None:
+        """The one frontend that owns the comm, or None when every subscriber does."""
+        if record.opener is not None and is_known_peer(record.opener):
+            return record.opener
+        return None
+
+    # -- opening ------------------------------------------------------------
+
+    def new_tracked(self, comm_id: str) -> KernelCommTracked:
+        if self.known(comm_id):
+            raise ValueError(f"comm id {comm_id} is already in use or was used recently")
+        return Tracked(KERNEL_COMM, comm_id, endpoint=self.endpoint, sink=self.sink)
+
+    def reject(self, tracked: KernelCommTracked, msg_id: str | None) -> None:
+        """comm_open for a target nobody registered: the comm never opens."""
+        tracked.fire(KernelCommEvent.REJECTED, msg_id=msg_id)
+        self._remember(tracked.object_id)
+
+    def opened(
+        self, comm: Comm, tracked: KernelCommTracked, opener: bytes | None, msg_id: str | None
+    ) -> CommRecord:
+        event = (
+            KernelCommEvent.OPENED_BY_KERNEL if opener is None
+            else KernelCommEvent.OPENED_BY_FRONTEND
+        )
+        tracked.fire(event, msg_id=msg_id)
+        record = CommRecord(comm, tracked, opener)
+        self._alive[comm.comm_id] = record
+        return record
+
+    # -- closing ------------------------------------------------------------
+
+    def close(self, record: CommRecord, event: KernelCommEvent, msg_id: str | None) -> None:
+        """CLOSED_BY_FRONTEND, CLOSED_BY_KERNEL or KERNEL_SHUTDOWN."""
+        record.tracked.fire(event, msg_id=msg_id)
+        self._forget(record)
+
+    def lose(self, record: CommRecord, msg_id: str | None = None) -> CommLoss:
+        """Its owner left: FRONTEND_LOST (detach if persistent, close if not)."""
+        record.tracked.fire(
+            KernelCommEvent.FRONTEND_LOST,
+            {KernelCommFact.PERSISTENT: record.comm.persistent},
+            msg_id=msg_id,
+        )
+        if record.state is KernelCommState.CLOSED:
+            self._forget(record)
+        return CommLoss(record)
+
+    def lost_with_peer(
+        self, peer: bytes, is_known_peer: Callable[[bytes], bool]
+    ) -> list[CommLoss]:
+        """Every open comm ``peer`` owns, after ``peer`` left."""
+        return [
+            self.lose(r)
+            for r in self
+            if r.state is KernelCommState.OPEN and self.owner(r, is_known_peer) == peer
+        ]
+
+    def lost_all(self) -> list[CommLoss]:
+        """Every open comm, after the last subscription went."""
+        return [self.lose(r) for r in self if r.state is KernelCommState.OPEN]
+
+    def back(
+        self, peer: bytes | None, is_known_peer: Callable[[bytes], bool]
+    ) -> list[CommRecord]:
+        """Detached comms that re-attach because ``peer`` (or, if None, anyone) subscribed.
+
+        A subscription by anyone re-attaches the comms every subscriber owns; a
+        peer's own topic also re-attaches the comms that peer owns.
+        """
+        back: list[CommRecord] = []
+        for r in self:
+            if r.state is not KernelCommState.DETACHED:
+                continue
+            owner = self.owner(r, is_known_peer)
+            if owner is None or (peer is not None and owner == peer):
+                r.tracked.fire(KernelCommEvent.FRONTEND_BACK)
+                back.append(r)
+        return back
+
+    def _forget(self, record: CommRecord) -> None:
+        self._alive.pop(record.comm_id, None)
+        self._remember(record.comm_id)
+
+    def _remember(self, comm_id: str) -> None:
+        self._closed[comm_id] = None
+        if len(self._closed) > self._remember_closed:
+            self._closed.popitem(last=False)

@@ -1,0 +1,106 @@
+"""The frontend's sockets to one kernel, as jupyter_client clients make them.
+
+shell, control and stdin are DEALERs whose identity is the session id (the
+kernel addresses stdin requests to it, and ROUTER_HANDOVER lets a reconnect
+take it over); iopub is a SUB subscribed to everything *and* to the per-peer
+presence topic ``commspec.peer/<session id>``: libzmq reports that topic's
+unsubscribe when this socket goes away, which tells the kernel which frontend
+left. Monitors on shell and iopub turn a dropped TCP connection into an input.
+"""
+
+from __future__ import annotations
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from commspec.impl.connection import ConnectionInfo
+
+PRESENCE_TOPIC_PREFIX = b"commspec.peer/"
+
+#: the monitor events that mean "this link is down"
+LINK_DOWN_EVENTS = zmq.EVENT_DISCONNECTED
+
+
+def readable(sock: zmq.Socket[bytes]) -> bool:
+    """Whether a message is queued on ``sock`` now (no system call, unlike poll)."""
+    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+
+def presence_topic(session_id: str) -> bytes:
+    return PRESENCE_TOPIC_PREFIX + session_id.encode()
+
+
+class Channels:
+    """One generation of sockets; a reconnect closes them and opens a new set."""
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        connection: ConnectionInfo,
+        session_id: str,
+        *,
+        presence: bool = True,
+    ) -> None:
+        identity = session_id.encode()
+        self._sockets: list[zmq.Socket[bytes]] = []
+
+        def dealer(channel: str) -> zmq.Socket[bytes]:
+            sock = self._track(context.socket(zmq.DEALER))
+            sock.setsockopt(zmq.IDENTITY, identity)
+            sock.connect(connection.url(channel))
+            return sock
+
+        try:
+            self.shell = dealer("shell")
+            self.control = dealer("control")
+            self.stdin = dealer("stdin")
+            self.iopub = self._track(context.socket(zmq.SUB))
+            # Subscribe before connecting, so the kernel's first view of us already
+            # carries both topics.
+            self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+            if presence:
+                self.iopub.setsockopt(zmq.SUBSCRIBE, presence_topic(session_id))
+            self.iopub.connect(connection.url("iopub"))
+            self.monitors = [
+                self._track(s.get_monitor_socket(LINK_DOWN_EVENTS))
+                for s in (self.shell, self.iopub)
+            ]
+        except BaseException:
+            self.close()
+            raise
+
+    def by_name(self) -> dict[str, zmq.Socket[bytes]]:
+        return {
+            "iopub": self.iopub,
+            "shell": self.shell,
+            "control": self.control,
+            "stdin": self.stdin,
+        }
+
+    def _track(self, sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+        sock.linger = 0
+        self._sockets.append(sock)
+        return sock
+
+    @staticmethod
+    def link_down(monitor: zmq.Socket[bytes]) -> bool:
+        """Read every queued monitor event; true if one says the link dropped."""
+        down = False
+        while readable(monitor):
+            event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            down = down or bool(event["event"] & LINK_DOWN_EVENTS)
+        return down
+
+    def close(self) -> None:
+        for sock in getattr(self, "monitors", ()):
+            sock.close(linger=0)
+        for sock in (getattr(self, name, None) for name in ("shell", "iopub")):
+            if sock is not None and not sock.closed:
+                try:
+                    sock.disable_monitor()
+                except zmq.ZMQError:
+                    pass  # never monitored
+        for sock in self._sockets:
+            if not sock.closed:
+                sock.close(linger=0)
+        self._sockets.clear()

@@ -1,0 +1,166 @@
+"""The kernel's five sockets, bound with the options the disconnection rules need.
+
+- shell, control, stdin: ROUTER with ROUTER_MANDATORY (a send to a departed
+  identity raises EHOSTUNREACH instead of vanishing) and ROUTER_HANDOVER (a
+  frontend that reconnects with its session id takes its identity over).
+- iopub: XPUB with XPUB_VERBOSER, so every subscribe and every unsubscribe
+  (the implicit one of a peer that went away included) reaches the kernel.
+  XPUB_VERBOSE is never set: setting it after VERBOSER turns unsubscribes off.
+- ZMTP heartbeats on all four, set before bind (libzmq reads them when a
+  connection is made): a frozen peer or a half-open link then ends in a
+  disconnect, so in an unsubscribe too.
+- hb: a ROUTER that echoes every message, on a thread of its own, so a busy
+  I/O thread never looks like a dead kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import zmq
+
+from ..connection import ConnectionInfo
+
+__all__ = ["HeartbeatEcho", "HeartbeatSettings", "KernelSockets"]
+
+log = logging.getLogger("commspec.kernel")
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    """ZMTP heartbeats on the kernel's sockets. The timeout is the longest stall
+    a healthy frontend may have (a client not draining IOPub for a while)."""
+
+    interval: float = 1.0
+    timeout: float = 10.0
+    ttl: float | None = None  # what peers are asked to use; defaults to ``timeout``
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ValueError("heartbeat interval and timeout must be positive")
+
+    def apply(self, sock: zmq.Socket[bytes]) -> None:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, _ms(self.interval))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _ms(self.timeout))
+        sock.setsockopt(zmq.HEARTBEAT_TTL, _ms(self.ttl if self.ttl is not None else self.timeout))
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class KernelSockets:
+    """Creates and binds shell, control, stdin and iopub; ports of 0 are chosen at bind."""
+
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], info: ConnectionInfo,
+        heartbeat: HeartbeatSettings,
+    ) -> None:
+        self._all: list[zmq.Socket[bytes]] = []
+        self.ports: dict[str, int] = {}
+        try:
+            self.shell = self._router(context, heartbeat)
+            self.control = self._router(context, heartbeat)
+            self.stdin = self._router(context, heartbeat)
+            self.iopub = self._track(context.socket(zmq.XPUB))
+            self.iopub.setsockopt(zmq.XPUB_VERBOSER, 1)
+            heartbeat.apply(self.iopub)
+            for name in ("shell", "control", "stdin", "iopub"):
+                self.ports[name] = _bind(getattr(self, name), info, name)
+        except BaseException:
+            self.close()
+            raise
+
+    def _track(self, sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+        sock.linger = 0
+        self._all.append(sock)
+        return sock
+
+    def _router(
+        self, context: zmq.Context[zmq.Socket[bytes]], heartbeat: HeartbeatSettings
+    ) -> zmq.Socket[bytes]:
+        sock = self._track(context.socket(zmq.ROUTER))
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        heartbeat.apply(sock)
+        return sock
+
+    def close(self, linger: float = 0.0) -> None:
+        for sock in self._all:
+            if not sock.closed:
+                sock.close(linger=_ms(linger) if linger > 0 else 0)
+        self._all.clear()
+
+
+def _bind(sock: zmq.Socket[bytes], info: ConnectionInfo, channel: str) -> int:
+    port = info.port(channel)
+    if port == 0:
+        return int(sock.bind_to_random_port(f"{info.transport}://{info.ip}"))
+    sock.bind(f"{info.transport}://{info.ip}:{port}")
+    return port
+
+
+class HeartbeatEcho:
+    """The heartbeat channel: echoes every message back to its sender, on its own thread."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], info: ConnectionInfo) -> None:
+        self._context = context
+        self._socket: zmq.Socket[bytes] | None = context.socket(zmq.ROUTER)
+        self._socket.linger = 0
+        try:
+            self.port = _bind(self._socket, info, "hb")
+        except BaseException:
+            self._socket.close()
+            raise
+        self._stop_address = f"inproc://commspec-hb-stop-{id(self)}"
+        self._stop_receiver: zmq.Socket[bytes] | None = context.socket(zmq.PULL)
+        self._stop_receiver.bind(self._stop_address)
+        self._thread = threading.Thread(target=self._run, name="commspec-kernel-hb", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            stopper = self._context.socket(zmq.PUSH)
+            stopper.linger = 0
+            try:
+                stopper.connect(self._stop_address)
+                stopper.send(b"stop")
+                self._thread.join(timeout)
+            finally:
+                stopper.close()
+        else:
+            self._close()
+
+    def _run(self) -> None:
+        assert self._socket is not None and self._stop_receiver is not None
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._stop_receiver, zmq.POLLIN)
+        try:
+            while True:
+                ready = dict(poller.poll())
+                if self._stop_receiver in ready:
+                    return
+                while True:
+                    try:
+                        frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        self._socket.send_multipart(frames, zmq.NOBLOCK)
+                    except zmq.ZMQError as e:  # the pinger left, or its queue is full
+                        log.debug("heartbeat echo dropped: %s", e)
+        except zmq.ZMQError as e:
+            log.warning("heartbeat echo stopped: %s", e)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        for sock in (self._socket, self._stop_receiver):
+            if sock is not None and not sock.closed:
+                sock.close(linger=0)
+        self._socket = self._stop_receiver = None

@@ -1,0 +1,150 @@
+"""The state of the whole system: one kernel, N frontends, the messages between them.
+
+Everything is an immutable tuple, so a state is hashable and the checker can
+remember every state it has seen. Component states are the enums of the declared
+machines; this module only says how they are laid out.
+
+Channels (each ordered, none ordered against another):
+- ``sub_up``: subscribe/unsubscribe frames a frontend's connection produces at
+  the kernel's XPUB (the implicit unsubscribe of a dead connection included);
+- ``shell``: frontend-to-kernel shell messages not yet processed by the kernel.
+  Which of them the kernel's socket has already *received* matters only when the
+  kernel acts on an unsubscribe (the drain rule processes the received ones): so
+  that step chooses, nondeterministically, how long a prefix of each queue had
+  arrived, instead of every arrival being a step of its own;
+- ``iopub``: kernel-to-frontend publications, delivered only while the
+  frontend's current subscription is live, otherwise dropped;
+- ``shell_down``: replies to the frontend's own shell requests (comm_info);
+- ``stdin_down`` / ``stdin_up``: stdin requests and their replies.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .declaration import Name
+from .machines import (
+    FrontendCommState,
+    KernelCommState,
+    PresenceState,
+    RequestState,
+    SessionState,
+    StdinRequestState,
+)
+
+
+class Proc(Name):
+    """A frontend process, as the environment sees it (not a spec machine)."""
+
+    IDLE = "idle"  # not started yet
+    RUNNING = "running"
+    FROZEN = "frozen"  # SIGSTOP or a half-open link: silent, but its sockets stay
+    DEAD = "dead"
+
+
+class Msg(Name):
+    SUB = "subscribe"
+    UNSUB = "unsubscribe"
+    WELCOME = "iopub_welcome"
+    OPEN = "comm_open"
+    CLOSE = "comm_close"
+    REQUEST = "request"  # a comm RPC request (either direction)
+    REPLY = "reply"  # a comm RPC reply (either direction)
+    INFO = "comm_info_request"
+    INFO_REPLY = "comm_info_reply"
+    STDIN_REQUEST = "stdin_request"
+    STDIN_REPLY = "stdin_reply"
+
+
+# A message is (kind, argument): a comm slot, a request slot, or the comm slots
+# listed by a comm_info_reply.
+Message = tuple[Msg, "int | tuple[int, ...]"]
+
+
+class Kind(Name):
+    KERNEL_TO_FRONTEND = "kernel request"
+    FRONTEND_TO_KERNEL = "frontend request"
+    STDIN = "stdin request"
+
+
+class CloseCause(Name):
+    NONE = "-"
+    FRONTEND = "closed by a frontend"
+    KERNEL = "closed by the kernel"
+    REJECTED = "rejected"
+    LOST = "closed by a disconnection"
+    SHUTDOWN = "closed by shutdown"
+
+
+class Target(Name):
+    """What a comm slot was opened for; the kind decides the disconnection policy."""
+
+    UNUSED = "unused"
+    DEFAULT = "default"
+    PERSISTENT = "persistent"
+
+
+class KernelComm(NamedTuple):
+    state: KernelCommState
+    owner: int  # the frontend that opened it, or for whose request the kernel did
+    cause: CloseCause
+
+
+class Request(NamedTuple):
+    kind: Kind
+    comm: int  # comm slot, or -1 for stdin
+    party: int  # the frontend that asks (frontend request) or is asked (stdin), else -1
+    state: RequestState | StdinRequestState
+    delivered: int  # replies handed to the caller: at most one, ever
+
+
+class Frontend(NamedTuple):
+    proc: Proc
+    session: SessionState | None
+    linked: bool  # its current connection is alive
+    sub_live: bool  # the kernel's XPUB has its current subscription: publications reach it
+    comms: tuple[FrontendCommState, ...]
+    owes: tuple[int, ...]  # request slots it received and has yet to answer
+    iopub: tuple[Message, ...]
+    shell: tuple[Message, ...]
+    shell_down: tuple[Message, ...]
+    stdin_down: tuple[Message, ...]
+    stdin_up: tuple[Message, ...]
+    sub_up: tuple[Message, ...]
+    late_replies: int
+
+
+class Kernel(NamedTuple):
+    up: bool
+    presence: PresenceState
+    peers: tuple[bool, ...]  # per frontend: its subscription is counted
+    comms: tuple[KernelComm, ...]
+    owed: tuple[int, ...]  # frontend requests it has accepted and must answer
+    late_replies: int
+
+
+class World(NamedTuple):
+    kernel: Kernel
+    frontends: tuple[Frontend, ...]
+    requests: tuple[Request | None, ...]
+    targets: tuple[Target, ...]  # per comm slot, fixed when it is opened
+    reconnects_left: int
+    faults_left: int  # crashes, clean exits and freezes still allowed
+
+
+def initial_world(
+    frontends: int, comms: int, requests: int, reconnects: int, faults: int
+) -> World:
+    fe = Frontend(
+        proc=Proc.IDLE, session=None, linked=False, sub_live=False,
+        comms=(FrontendCommState.NEW,) * comms, owes=(), iopub=(), shell=(),
+        shell_down=(), stdin_down=(), stdin_up=(), sub_up=(), late_replies=0,
+    )
+    kernel = Kernel(
+        up=True, presence=PresenceState.NEVER_SUBSCRIBED, peers=(False,) * frontends,
+        comms=(KernelComm(KernelCommState.NEW, -1, CloseCause.NONE),) * comms,
+        owed=(), late_replies=0,
+    )
+    return World(
+        kernel, (fe,) * frontends, (None,) * requests, (Target.UNUSED,) * comms, reconnects, faults
+    )

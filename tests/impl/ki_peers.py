@@ -1,0 +1,251 @@
+"""A small raw frontend for the kernel tests, and stock-client helpers.
+
+``RawFrontend`` speaks the wire protocol directly (pyzmq + jupyter_client's
+Session, so signing is Session's): DEALERs whose identity is the session id, a
+SUB on IOPub subscribed to everything and, if asked, to the per-peer presence
+topic. Tests drive it step by step, so each step of a race is theirs to order.
+Every wait is bounded and fails with what was seen instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+from jupyter_client import BlockingKernelClient
+from jupyter_client.session import Session
+
+from commspec.impl.comm import Comm
+from commspec.impl.connection import ConnectionInfo, read_connection_file
+from commspec.impl.core.presence import peer_topic
+from commspec.impl.kernel import KernelEndpoint
+from commspec.impl.tracing import ListSink
+
+Message = dict[str, Any]
+WAIT = 5.0
+
+
+class RawFrontend:
+    def __init__(
+        self,
+        info: ConnectionInfo,
+        *,
+        session_id: str | None = None,
+        peer: bool = True,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        self.info = info
+        self.session = Session(key=info.key.encode(), session=session_id or uuid.uuid4().hex,
+                               username="test", check_pid=False)
+        self.identity = self.session.bsession
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self.sockets: list[zmq.Socket[bytes]] = []
+        self.shell = self._dealer("shell")
+        self.control = self._dealer("control")
+        self.stdin = self._dealer("stdin")
+        self.iopub: zmq.Socket[bytes] | None = self._track(self.context.socket(zmq.SUB))
+        self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        if peer:
+            self.iopub.setsockopt(zmq.SUBSCRIBE, peer_topic(self.identity))
+        self.iopub.connect(info.url("iopub"))
+        self.seen: list[Message] = []
+
+    @classmethod
+    def from_file(cls, path: str, **kwargs: Any) -> RawFrontend:
+        return cls(read_connection_file(path), **kwargs)
+
+    def _track(self, sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+        sock.linger = 0
+        self.sockets.append(sock)
+        return sock
+
+    def _dealer(self, channel: str) -> zmq.Socket[bytes]:
+        sock = self._track(self.context.socket(zmq.DEALER))
+        sock.setsockopt(zmq.IDENTITY, self.identity)
+        sock.connect(self.info.url(channel))
+        return sock
+
+    def close_iopub(self) -> None:
+        """Close only the SUB: the kernel sees this frontend's unsubscribes."""
+        if self.iopub is not None:
+            self.iopub.close(linger=0)
+            self.sockets.remove(self.iopub)
+            self.iopub = None
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close(linger=0)
+        self.sockets.clear()
+        self.iopub = None
+        if self._own_context:
+            self.context.term()
+
+    # -- sending ------------------------------------------------------------
+
+    def send(self, sock: zmq.Socket[bytes], msg_type: str, content: Message,
+             parent: Message | None = None) -> Message:
+        msg: Message = self.session.msg(msg_type, content, parent=parent)
+        self.session.send(sock, msg)
+        return msg
+
+    def open_comm(self, target: str, comm_id: str | None = None) -> str:
+        comm_id = comm_id or uuid.uuid4().hex
+        self.send(self.shell, "comm_open", {"comm_id": comm_id, "target_name": target, "data": {}})
+        return comm_id
+
+    def request(self, comm_id: str, method: str, params: Any = None,
+                request_id: Any = None) -> Message:
+        data: Message = {"jsonrpc": "2.0", "id": request_id if request_id is not None
+                         else uuid.uuid4().hex, "method": method}
+        if params is not None:
+            data["params"] = params
+        return self.send(self.shell, "comm_msg", {"comm_id": comm_id, "data": data})
+
+    def answer(self, request: Message, result: Any) -> Message:
+        """Answer a kernel request (a comm_msg seen on IOPub) on shell."""
+        data = request["content"]["data"]
+        return self.send(self.shell, "comm_msg", {
+            "comm_id": request["content"]["comm_id"],
+            "data": {"jsonrpc": "2.0", "id": data["id"], "result": result},
+        }, parent=request)
+
+    # -- receiving ----------------------------------------------------------
+
+    def recv(self, sock: zmq.Socket[bytes], timeout: float) -> Message | None:
+        if not sock.poll(int(timeout * 1000)):
+            return None
+        frames = sock.recv_multipart()
+        _, rest = self.session.feed_identities(frames)
+        msg: Message = self.session.deserialize(rest)
+        return msg
+
+    def wait_iopub(self, predicate: Callable[[Message], bool], timeout: float = WAIT,
+                   what: str = "message") -> Message:
+        assert self.iopub is not None, "IOPub is closed"
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            msg = self.recv(self.iopub, max(0.0, left)) if left > 0 else None
+            if msg is None:
+                seen = [(m["msg_type"], m["content"]) for m in self.seen[-10:]]
+                raise TimeoutError(f"no IOPub {what} within {timeout} s; last seen: {seen}")
+            self.seen.append(msg)
+            if predicate(msg):
+                return msg
+
+    def wait_welcome(self) -> Message:
+        return self.wait_iopub(lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
+
+    def wait_reply_to(self, request: Message, timeout: float = WAIT) -> Message:
+        """The comm_msg on IOPub whose parent is ``request``: its JSON-RPC data."""
+        msg_id = request["header"]["msg_id"]
+        msg = self.wait_iopub(
+            lambda m: m["msg_type"] == "comm_msg" and m["parent_header"].get("msg_id") == msg_id
+            and "id" in m["content"]["data"] and "method" not in m["content"]["data"],
+            timeout, what=f"reply to {msg_id}")
+        data: Message = msg["content"]["data"]
+        return data
+
+    def wait_idle(self, request: Message, timeout: float = WAIT) -> Message:
+        msg_id = request["header"]["msg_id"]
+        return self.wait_iopub(
+            lambda m: m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+            and m["parent_header"].get("msg_id") == msg_id, timeout, what=f"idle of {msg_id}")
+
+    def wait_kernel_request(self, comm_id: str, timeout: float = WAIT) -> Message:
+        return self.wait_iopub(
+            lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+            and "method" in m["content"]["data"], timeout, what="kernel request")
+
+    def shell_reply(self, msg_type: str, timeout: float = WAIT) -> Message:
+        msg = self.recv(self.shell, timeout)
+        if msg is None or msg["msg_type"] != msg_type:
+            raise TimeoutError(f"no {msg_type} on shell within {timeout} s (got {msg})")
+        return msg
+
+
+def stock_client(connection_file: str) -> BlockingKernelClient:
+    """A stock jupyter_client client with a session id of its own (not KernelManager.client())."""
+    client = BlockingKernelClient(connection_file=connection_file)
+    client.load_connection_file()
+    client.session.session = uuid.uuid4().hex  # its DEALER identity
+    client.start_channels()
+    return client
+
+
+def stock_wait_iopub(client: BlockingKernelClient, predicate: Callable[[Message], bool],
+                     timeout: float = WAIT, what: str = "message") -> Message:
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no IOPub {what} within {timeout} s; seen {seen[-10:]}")
+        try:
+            msg: Message = client.get_iopub_msg(timeout=left)
+        except Exception:  # queue.Empty
+            continue
+        seen.append(msg["msg_type"])
+        if predicate(msg):
+            return msg
+
+
+@dataclass
+class Observed:
+    """What the observed targets' handlers saw, per comm id."""
+
+    comms: dict[str, Comm] = field(default_factory=dict)
+    disconnected: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class KernelUnderTest:
+    kernel: KernelEndpoint
+    sink: ListSink
+    observed: Observed
+
+    @property
+    def connection_file(self) -> str:
+        return str(self.kernel.connection_file)
+
+
+@dataclass
+class FrontendProcess:
+    process: subprocess.Popen[bytes]
+    session_id: str
+    ready: dict[str, Any]
+
+    @property
+    def identity(self) -> bytes:
+        return self.session_id.encode()
+
+    def kill(self) -> None:
+        """SIGKILL the process we started (by its pid) and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+    def freeze(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+
+def open_and_wait(frontend: RawFrontend, target: str) -> str:
+    """Open a comm and wait for that comm_open's idle: the kernel has handled it."""
+    comm_id = uuid.uuid4().hex
+    msg = frontend.send(frontend.shell, "comm_open",
+                        {"comm_id": comm_id, "target_name": target, "data": {}})
+    frontend.wait_idle(msg)
+    return comm_id

@@ -1,0 +1,229 @@
+"""Bad input: counted by reason, logged, no state change, and the kernel answers after.
+
+Each test sends one bad thing on shell, then a kernel_info_request on the same
+DEALER: ZeroMQ keeps one peer's messages in order and the kernel handles them
+in order, so once the kernel_info_reply is back the bad message was handled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import zmq
+from jupyter_client.session import DELIM, Session
+from ki_peers import KernelUnderTest, RawFrontend, open_and_wait
+
+from commspec.impl.kernel import KernelEndpoint
+from commspec.impl.targets import ECHO
+from commspec.impl.tracing import match
+
+WAIT = 5.0
+MakeRaw = Callable[..., RawFrontend]
+
+
+@pytest.fixture
+def frontend(kut: KernelUnderTest, raw_frontend: MakeRaw) -> RawFrontend:
+    fe = raw_frontend(kut)
+    fe.wait_welcome()
+    return fe
+
+
+def snapshot(kernel: KernelEndpoint) -> tuple[Any, ...]:
+    return (kernel.comm_states(), kernel.subscriptions, kernel.presence_state,
+            kernel.pending_count, kernel.late_replies)
+
+
+def kernel_still_answers(frontend: RawFrontend) -> None:
+    frontend.send(frontend.shell, "kernel_info_request", {})
+    frontend.shell_reply("kernel_info_reply")
+
+
+def signed(session: Session, header: bytes, parent: bytes = b"{}", metadata: bytes = b"{}",
+           content: bytes = b"{}") -> list[bytes]:
+    parts = [header, parent, metadata, content]
+    return [DELIM, session.sign(parts), *parts]
+
+
+def header_json(msg_type: str = "kernel_info_request", **drop: bool) -> bytes:
+    header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": "s",
+              "username": "u", "version": "5.5", "date": "2024-01-01T00:00:00Z"}
+    for key in drop:
+        header.pop(key)
+    return json.dumps(header).encode()
+
+
+def expect_bad(kut: KernelUnderTest, frontend: RawFrontend, reason: str,
+               send: Callable[[], None], caplog: pytest.LogCaptureFixture) -> None:
+    before = snapshot(kut.kernel)
+    events_before = kut.sink.mark()
+    with caplog.at_level(logging.WARNING, logger="commspec.kernel"):
+        send()
+        kernel_still_answers(frontend)
+    assert kut.kernel.bad_input[reason] == 1, kut.kernel.bad_input
+    assert sum(kut.kernel.bad_input.values()) == 1, kut.kernel.bad_input
+    assert snapshot(kut.kernel) == before
+    assert kut.sink.events[events_before:] == [], "bad input moved no machine"
+    lines = [r.getMessage() for r in caplog.records if reason in r.getMessage()]
+    assert len(lines) == 1, lines
+
+
+def test_bad_input_missigned(kut: KernelUnderTest, frontend: RawFrontend,
+                             caplog: pytest.LogCaptureFixture) -> None:
+    impostor = Session(key=b"not the key", check_pid=False)
+    expect_bad(kut, frontend, "missigned", lambda: frontend.shell.send_multipart(
+        signed(impostor, header_json())), caplog)
+
+
+def test_bad_input_unsigned(kut: KernelUnderTest, frontend: RawFrontend,
+                            caplog: pytest.LogCaptureFixture) -> None:
+    expect_bad(kut, frontend, "missigned", lambda: frontend.shell.send_multipart(
+        [DELIM, b"", header_json(), b"{}", b"{}", b"{}"]), caplog)
+
+
+def test_bad_input_replayed(kut: KernelUnderTest, frontend: RawFrontend,
+                            caplog: pytest.LogCaptureFixture) -> None:
+    frames = signed(frontend.session, header_json())
+    frontend.shell.send_multipart(frames)
+    frontend.shell_reply("kernel_info_reply")
+    expect_bad(kut, frontend, "replayed", lambda: frontend.shell.send_multipart(frames), caplog)
+
+
+@pytest.mark.parametrize("frames", [
+    [b"no delimiter at all"],
+    [DELIM, b"sig", b"{}"],
+], ids=["no_delimiter", "too_few_frames"])
+def test_bad_input_truncated(kut: KernelUnderTest, frontend: RawFrontend, frames: list[bytes],
+                             caplog: pytest.LogCaptureFixture) -> None:
+    expect_bad(kut, frontend, "truncated", lambda: frontend.shell.send_multipart(frames), caplog)
+
+
+def test_bad_input_malformed_json(kut: KernelUnderTest, frontend: RawFrontend,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    expect_bad(kut, frontend, "malformed_json", lambda: frontend.shell.send_multipart(
+        signed(frontend.session, b"{not json")), caplog)
+
+
+@pytest.mark.parametrize("parts", [
+    {"header": header_json(msg_type=True)},
+    {"header": header_json(), "content": b"[1, 2]"},
+    {"header": b"[]"},
+], ids=["no_msg_type", "content_not_object", "header_not_object"])
+def test_bad_input_missing_fields(kut: KernelUnderTest, frontend: RawFrontend,
+                                  parts: dict[str, bytes],
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    expect_bad(kut, frontend, "missing_fields", lambda: frontend.shell.send_multipart(
+        signed(frontend.session, **parts)), caplog)
+
+
+def test_bad_input_oversized(make_kernel: Callable[..., KernelUnderTest], raw_frontend: MakeRaw,
+                             caplog: pytest.LogCaptureFixture) -> None:
+    kut = make_kernel(max_message_bytes=64 * 1024)
+    frontend = raw_frontend(kut)
+    frontend.wait_welcome()
+    comm_id = open_and_wait(frontend, ECHO)
+    big = {"jsonrpc": "2.0", "id": 1, "method": "echo", "params": "x" * 100_000}
+    expect_bad(kut, frontend, "oversized", lambda: frontend.send(
+        frontend.shell, "comm_msg", {"comm_id": comm_id, "data": big}), caplog)
+
+
+def test_bad_input_unknown_msg_type(kut: KernelUnderTest, frontend: RawFrontend,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    expect_bad(kut, frontend, "unknown_msg_type", lambda: frontend.send(
+        frontend.shell, "bogus_request", {}), caplog)
+
+
+def test_bad_input_unknown_comm(kut: KernelUnderTest, frontend: RawFrontend,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    expect_bad(kut, frontend, "unknown_comm", lambda: frontend.request(
+        uuid.uuid4().hex, "echo"), caplog)
+
+
+def test_bad_input_request_on_closed_comm(kut: KernelUnderTest, frontend: RawFrontend,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    comm_id = open_and_wait(frontend, ECHO)
+    frontend.wait_idle(frontend.send(frontend.shell, "comm_close", {"comm_id": comm_id}))
+    expect_bad(kut, frontend, "closed_comm", lambda: frontend.request(comm_id, "echo"), caplog)
+
+
+def test_bad_input_unknown_reply(kut: KernelUnderTest, frontend: RawFrontend,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    comm_id = open_and_wait(frontend, ECHO)
+    expect_bad(kut, frontend, "unknown_reply", lambda: frontend.send(
+        frontend.shell, "comm_msg",
+        {"comm_id": comm_id, "data": {"jsonrpc": "2.0", "id": 1, "result": 2}}), caplog)
+
+
+def test_bad_input_invalid_request(kut: KernelUnderTest, frontend: RawFrontend,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    comm_id = open_and_wait(frontend, ECHO)
+    holder: dict[str, Any] = {}
+
+    def send() -> None:
+        holder["msg"] = frontend.send(frontend.shell, "comm_msg", {
+            "comm_id": comm_id, "data": {"jsonrpc": "2.0", "id": 5, "method": 42}})
+
+    expect_bad(kut, frontend, "invalid_request", send, caplog)
+    assert frontend.wait_reply_to(holder["msg"])["error"]["code"] == -32600
+
+
+def test_bad_input_duplicate_request_id(kut: KernelUnderTest, frontend: RawFrontend,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    comm_id = open_and_wait(frontend, ECHO)
+    first = frontend.request(comm_id, "sleep", {"seconds": 0.3}, request_id=9)
+    holder: dict[str, Any] = {}
+
+    def send() -> None:
+        holder["msg"] = frontend.request(comm_id, "echo", "again", request_id=9)
+
+    expect_bad(kut, frontend, "duplicate_request_id", send, caplog)
+    assert frontend.wait_reply_to(holder["msg"])["error"]["code"] == -32600
+    assert frontend.wait_reply_to(first)["result"] == {"slept": 0.3}, "the first still answers"
+
+
+def test_bad_input_unknown_target(kut: KernelUnderTest, frontend: RawFrontend,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    comm_id = uuid.uuid4().hex
+    with caplog.at_level(logging.WARNING, logger="commspec.kernel"):
+        frontend.open_comm("no.such.target", comm_id)
+        closed = frontend.wait_iopub(lambda m: m["msg_type"] == "comm_close",
+                                     what="comm_close answering the unknown target")
+    assert closed["content"]["comm_id"] == comm_id
+    rejected = kut.sink.wait_for(match(machine="kernel_comm", object=comm_id))
+    assert (rejected.event, rejected.dest) == ("rejected", "closed")
+    assert kut.kernel.bad_input["unknown_target"] == 1
+    assert kut.kernel.comm_states() == {}
+    kernel_still_answers(frontend)
+
+
+@pytest.fixture
+def xsub(kut: KernelUnderTest) -> Iterator[zmq.Socket[bytes]]:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = context.socket(zmq.XSUB)
+    sock.linger = 0
+    sock.connect(kut.kernel.connection_info.url("iopub"))
+    yield sock
+    sock.close(linger=0)
+    context.term()
+
+
+@pytest.mark.parametrize(("frame", "counted"), [
+    # libzmq's XPUB drops an unsubscribe it has no subscription for before we see it;
+    # the kernel's own check (unknown_unsubscribe) stays as a second line.
+    (b"\x00never-subscribed", {}),
+    (b"\x07not a subscription", {"iopub_frame": 1}),
+], ids=["unsubscribe_without_subscribe", "not_a_subscription"])
+def test_bad_input_on_iopub(kut: KernelUnderTest, xsub: zmq.Socket[bytes], frame: bytes,
+                            counted: dict[str, int]) -> None:
+    xsub.send(frame)
+    xsub.send(b"\x01sync")  # then a real subscription: its welcome proves both were read
+    assert xsub.poll(int(WAIT * 1000)), "no welcome for the XSUB's subscription"
+    topic, *_ = xsub.recv_multipart()
+    assert topic == b"sync"
+    assert kut.kernel.bad_input == counted
+    assert kut.kernel.subscriptions == 1
+    assert kut.kernel.presence_state == "connected"

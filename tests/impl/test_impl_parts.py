@@ -1,0 +1,267 @@
+"""The kernel's parts on their own: connection files, presence, comms, Comm, sinks, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ki_peers import KernelUnderTest, RawFrontend
+
+from commspec.impl.comm import Comm, Deferred, Dispatch
+from commspec.impl.connection import (
+    ConnectionInfo,
+    new_connection_info,
+    read_connection_file,
+    write_connection_file,
+)
+from commspec.impl.core.comms import KernelComms
+from commspec.impl.core.presence import Presence, SubscriptionFrameError, peer_topic
+from commspec.impl.errors import InsecureConnection
+from commspec.impl.kernel import KernelConfig, KernelEndpoint
+from commspec.impl.tracing import JsonLinesSink, ListSink, Tee, match
+from commspec.model.errors import InvalidTransition
+from commspec.model.machines import (
+    KERNEL_COMM,
+    KernelCommEvent,
+    KernelCommState,
+    PresenceState,
+)
+from commspec.model.trace import TraceEvent
+from commspec.model.tracked import Tracked
+
+# -- connection files ----------------------------------------------------------------
+
+
+def test_connection_file_is_private_and_keyed(tmp_path: Path) -> None:
+    info = new_connection_info()
+    assert len(info.key) == 64 and info.ip == "127.0.0.1"
+    path = write_connection_file(tmp_path / "k.json", info)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_connection_file(path) == info
+    assert new_connection_info().key != info.key, "a fresh key every time"
+
+
+def test_empty_key_refused_unless_insecure(tmp_path: Path) -> None:
+    info = new_connection_info(insecure=True)
+    assert info.key == ""
+    path = write_connection_file(tmp_path / "k.json", info)
+    with pytest.raises(InsecureConnection):
+        read_connection_file(path)
+    assert read_connection_file(path, insecure=True).key == ""
+    with pytest.raises(InsecureConnection):
+        KernelEndpoint(path)
+
+
+def test_kernel_fills_in_ports_of_zero(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    write_connection_file(path, ConnectionInfo(0, 0, 0, 0, 0, key="k" * 8))
+    with KernelEndpoint(path, config=KernelConfig(stop_linger=0)) as kernel:
+        info = read_connection_file(path)
+        assert all(info.port(c) > 0 for c in ("shell", "iopub", "stdin", "control", "hb"))
+        assert info == kernel.connection_info
+    assert path.exists(), "a file the kernel was given is left in place"
+
+
+# -- presence --------------------------------------------------------------------------
+
+
+def test_presence_counts_and_names_peers() -> None:
+    sink = ListSink()
+    presence = Presence("kernel", sink)
+    peer = peer_topic("abc")
+    assert presence.apply(b"\x01").subscribed
+    arrived = presence.apply(b"\x01" + peer)
+    assert arrived.peer == b"abc" and arrived.peer_arrived
+    again = presence.apply(b"\x01" + peer)  # a reconnect with the same session id
+    assert not again.peer_arrived
+    first = presence.apply(b"\x00" + peer)
+    assert not first.peer_departed, "the old connection's unsubscribe: still present"
+    last = presence.apply(b"\x00" + peer)
+    assert last.peer_departed and not last.emptied and presence.has_departed(b"abc")
+    assert presence.apply(b"\x00").emptied
+    assert presence.state is PresenceState.DISCONNECTED
+    with pytest.raises(SubscriptionFrameError):
+        presence.apply(b"\x00never")
+    with pytest.raises(SubscriptionFrameError):
+        presence.apply(b"")
+    assert presence.subscriptions == 0
+    assert [e.event for e in sink.events] == ["subscribe"] * 3 + ["unsubscribe"] * 3
+
+
+# -- kernel comms --------------------------------------------------------------------
+
+
+class NoTransport:
+    def comm_send(self, *args: Any) -> None:
+        raise AssertionError("not used")
+
+    comm_request = comm_close = comm_send
+
+
+def make_comm(comms: KernelComms, comm_id: str, persistent: bool) -> tuple[Comm, Any]:
+    tracked = comms.new_tracked(comm_id)
+    comm = Comm(comm_id, "t", persistent=persistent, tracked=tracked, transport=NoTransport())
+    return comm, tracked
+
+
+def test_comm_ownership_and_loss() -> None:
+    comms = KernelComms("kernel")
+    peers = {b"x"}
+
+    def known(identity: bytes) -> bool:
+        return identity in peers
+
+    comms.opened(*make_comm(comms, "owned", False), b"x", None)
+    kept = comms.opened(*make_comm(comms, "kept", True), b"x", None)
+    stock = comms.opened(*make_comm(comms, "stock", False), b"stock-client", None)
+    losses = comms.lost_with_peer(b"x", known)
+    assert {(loss.record.comm_id, loss.closed) for loss in losses} == {
+        ("owned", True), ("kept", False)}
+    assert comms.get("owned") is None and comms.recently_closed("owned")
+    assert kept.state is KernelCommState.DETACHED and stock.state is KernelCommState.OPEN
+    assert comms.back(None, known) == [], "only x's own return re-attaches x's comm"
+    assert comms.back(b"x", known) == [kept]
+    with pytest.raises(ValueError):
+        comms.new_tracked("owned")  # a closed id is never reused
+    assert [loss.record for loss in comms.lost_all()] == [kept, stock]
+
+
+# -- Comm and Deferred ----------------------------------------------------------------
+
+
+class Channel:
+    def __init__(self) -> None:
+        self.replies: list[dict[str, Any]] = []
+        self.abandoned = 0
+        self.event = threading.Event()
+
+    def reply(self, payload: dict[str, Any]) -> None:
+        self.replies.append(payload)
+        self.event.set()
+
+    def abandon(self) -> None:
+        self.abandoned += 1
+
+
+def test_deferred_answers_once_from_another_thread() -> None:
+    comms = KernelComms("kernel")
+    comm, _ = make_comm(comms, "c", False)
+    deferred = Deferred()
+    comm.on_request("slow", lambda params: deferred)
+    channel = Channel()
+    assert comm.handle_data({"id": 1, "method": "slow"}, channel) is Dispatch.DEFERRED
+    assert comm.handle_data({"id": 1, "method": "slow"}, Channel()) is Dispatch.DUPLICATE
+    worker = threading.Thread(target=lambda: deferred.resolve("done"))
+    worker.start()
+    worker.join()
+    assert channel.event.wait(5)
+    assert channel.replies == [{"jsonrpc": "2.0", "id": 1, "result": "done"}]
+    assert not deferred.reject(1, "again"), "a Deferred settles once"
+    assert comm.in_flight == 0
+
+
+def test_deferred_cancelled_when_comm_closes() -> None:
+    comms = KernelComms("kernel")
+    comm, _ = make_comm(comms, "c", False)
+    deferred = Deferred()
+    stopped: list[bool] = []
+    deferred.on_cancel(lambda: stopped.append(True))
+    comm.on_request("slow", lambda params: deferred)
+    channel = Channel()
+    comm.handle_data({"id": "a", "method": "slow"}, channel)
+    comm.handle_closed({})
+    assert deferred.cancelled and stopped == [True] and channel.abandoned == 1
+    assert not deferred.resolve("too late") and channel.replies == []
+
+
+def test_comm_send_refuses_an_id() -> None:
+    comm, _ = make_comm(KernelComms("kernel"), "c", False)
+    with pytest.raises(ValueError):
+        comm.send({"id": 1, "method": "x"})
+
+
+# -- sinks -----------------------------------------------------------------------------
+
+
+def test_json_lines_sink_and_tee(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    collected = ListSink()
+    with JsonLinesSink(path) as lines:
+        sink = Tee(lines, collected)
+        tracked = Tracked(KERNEL_COMM, "c", endpoint="kernel", sink=sink)
+        tracked.fire(KernelCommEvent.OPENED_BY_FRONTEND, msg_id="m")
+    events = [TraceEvent.from_json(line) for line in path.read_text().splitlines()]
+    assert events == collected.events
+    assert (events[0].source, events[0].event, events[0].dest) == ("new", "opened_by_frontend",
+                                                                   "open")
+
+
+def test_list_sink_wait_fails_clearly() -> None:
+    sink = ListSink()
+    with pytest.raises(TimeoutError, match="event=never"):
+        sink.wait_for(match(event="never"), timeout=0.01)
+
+
+# -- the dispatch boundary -------------------------------------------------------------
+
+
+def test_invalid_transition_does_not_kill_the_io_thread(
+    kut: KernelUnderTest, raw_frontend: Callable[..., RawFrontend],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frontend = raw_frontend(kut)
+    frontend.wait_welcome()
+
+    def broken(*args: Any) -> None:
+        raise InvalidTransition("kernel_comm", "closed", "opened_by_frontend", "x")
+
+    monkeypatch.setattr(kut.kernel._core, "_on_comm_info_request", broken)
+    request = frontend.send(frontend.shell, "comm_info_request", {})
+    frontend.wait_idle(request)  # still bracketed: busy, then idle
+    assert kut.kernel.bad_input["invalid_transition"] == 1
+    frontend.send(frontend.shell, "kernel_info_request", {})
+    frontend.shell_reply("kernel_info_reply")
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+def test_cli_runs_until_sigterm(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "commspec", "kernel", "--trace", str(trace),
+         "--heartbeat-interval", "0.2", "--heartbeat-timeout", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            assert selector.select(20), "the kernel printed no connection file"
+        connection_file = Path(process.stdout.readline().decode().strip())
+        info = json.loads(connection_file.read_text())
+        assert info["ip"] == "127.0.0.1" and info["key"]
+        frontend = RawFrontend.from_file(str(connection_file))
+        try:
+            frontend.wait_welcome()
+        finally:
+            frontend.close()
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert not connection_file.exists(), "the kernel removes the file it created"
+        events = [TraceEvent.from_json(line) for line in trace.read_text().splitlines()]
+        assert events[0].machine == "presence" and events[0].event == "subscribe"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
