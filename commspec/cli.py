@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each subcommand is a module in commspec.commands with ``add_parser`` and ``run``.
-COMMANDS: tuple[str, ...] = ("check", "diagrams", "spec", "kernel", "demo")
+COMMANDS: tuple[str, ...] = ("check", "diagrams", "spec", "kernel", "demo", "trace-check")
 
 
 def main(argv: list[str] | None = None) -> int:

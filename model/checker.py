@@ -111,20 +111,25 @@ def check(
             try:
                 successors = list(model.successors(world))
             except InvalidTransition as e:
-                return _finish(_count(stats, graph), start, Violation(
-                    "declared_transitions_only", str(e), graph.path(i)))
+                return _finish(
+                    _count(stats, graph),
+                    start,
+                    Violation("declared_transitions_only", str(e), graph.path(i)),
+                )
             for step, succ in successors:
                 stats.transitions += 1
                 bad = step_violations(world, succ, step.drained)
                 if bad:
-                    return _finish(_count(stats, graph), start,
-                                   Violation(*bad[0], graph.path(i, step)))
+                    return _finish(
+                        _count(stats, graph), start, Violation(*bad[0], graph.path(i, step))
+                    )
                 j = graph.index.get(succ)
                 if j is None:
                     found = state_violations(succ)
                     if found:
-                        return _finish(_count(stats, graph), start,
-                                       Violation(*found[0], graph.path(i, step)))
+                        return _finish(
+                            _count(stats, graph), start, Violation(*found[0], graph.path(i, step))
+                        )
                     j = graph.add(succ, i, step)
                     nxt.append(j)
                 if step.kind is StepKind.PROTOCOL:
@@ -140,13 +145,41 @@ def check(
     stuck = _stuck(graph)
     if stuck is not None:
         pending = ", ".join(str(r) for r in pending_requests(graph.states[stuck]))
-        return _finish(stats, start, Violation(
-            "nothing_waits_forever",
-            f"request {pending} is pending and no protocol step can ever end it",
-            graph.path(stuck)))
+        return _finish(
+            stats,
+            start,
+            Violation(
+                "nothing_waits_forever",
+                f"request {pending} is pending and no protocol step can ever end it",
+                graph.path(stuck),
+            ),
+        )
     result = _finish(stats, start, None)
     result.held = [p.name for p in PROPERTIES]
     return result
+
+
+StepPredicate = Callable[[World, Step, World], bool]
+
+
+def reach(model: SystemModel, wanted: StepPredicate, limit: int = 2_000_000) -> list[Step] | None:
+    """The shortest path whose last step satisfies ``wanted(before, step, after)``, or None.
+
+    This is how the tests show a scenario is reachable at all (a property that holds
+    only because its premise never happens proves nothing)."""
+    graph = _Graph(model.initial())
+    frontier = [0]
+    while frontier and len(graph.states) < limit:
+        nxt: list[int] = []
+        for i in frontier:
+            world = graph.states[i]
+            for step, succ in model.successors(world):
+                if wanted(world, step, succ):
+                    return graph.path(i, step)
+                if succ not in graph.index:
+                    nxt.append(graph.add(succ, i, step))
+        frontier = nxt
+    return None
 
 
 def _count(stats: Stats, graph: _Graph) -> Stats:

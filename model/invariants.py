@@ -28,20 +28,32 @@ def _terminal(req: Request) -> bool:
     return req.state in spec.terminal
 
 
-def step_violations(before: World, after: World, drained: tuple[int, ...] = ()
-                    ) -> list[Violation]:
+def step_violations(before: World, after: World, drained: tuple[int, ...] = ()) -> list[Violation]:
     """``drained``: requests whose replies the kernel received and drained in this step."""
     out: list[Violation] = []
     for r, (old, new) in enumerate(zip(before.requests, after.requests, strict=True)):
         if old is not None and _terminal(old) and (new is None or new.state != old.state):
             now = "gone" if new is None else new.state.value
-            out.append(("one_outcome", f"{old.kind.value} {r} left its outcome "
-                                       f"{old.state.value} for {now}"))
-        elif (old is not None and new is not None and old.state is RequestState.PENDING
-              and new.state is RequestState.INVALIDATED and r in drained):
-            out.append(("drained_reply_wins",
-                        f"{old.kind.value} {r} was invalidated although the kernel had "
-                        "already received its reply"))
+            out.append(
+                (
+                    "one_outcome",
+                    f"{old.kind.value} {r} left its outcome {old.state.value} for {now}",
+                )
+            )
+        elif (
+            old is not None
+            and new is not None
+            and old.state is RequestState.PENDING
+            and new.state is RequestState.INVALIDATED
+            and r in drained
+        ):
+            out.append(
+                (
+                    "drained_reply_wins",
+                    f"{old.kind.value} {r} was invalidated although the kernel had "
+                    "already received its reply",
+                )
+            )
     return out
 
 
@@ -52,36 +64,58 @@ def state_violations(w: World) -> list[Violation]:
         if req is None:
             continue
         if req.delivered > 1 or (req.delivered == 1 and req.state not in DELIVERING):
-            out.append(("reply_only_while_pending",
-                        f"{req.kind.value} {r} handed {req.delivered} repl"
-                        f"{'y' if req.delivered == 1 else 'ies'} to its caller and is "
-                        f"{req.state.value}"))
+            out.append(
+                (
+                    "reply_only_while_pending",
+                    f"{req.kind.value} {r} handed {req.delivered} repl"
+                    f"{'y' if req.delivered == 1 else 'ies'} to its caller and is "
+                    f"{req.state.value}",
+                )
+            )
     for c, kc in enumerate(k.comms):
         if w.targets[c] is Target.PERSISTENT:
             if kc.cause is CloseCause.LOST:
-                out.append(("persistent_comm_survives",
-                            f"persistent comm {c} was closed by a disconnection"))
+                out.append(
+                    (
+                        "persistent_comm_survives",
+                        f"persistent comm {c} was closed by a disconnection",
+                    )
+                )
         elif kc.state is KernelCommState.OPEN and not k.peers[kc.owner]:
-            out.append(("no_unobserved_default_comm",
-                        f"default comm {c} is open but its frontend {kc.owner} is gone"))
+            out.append(
+                (
+                    "no_unobserved_default_comm",
+                    f"default comm {c} is open but its frontend {kc.owner} is gone",
+                )
+            )
     for f, fe in enumerate(w.frontends):
         if fe.session is not SessionState.READY or not fe.linked or fe.proc is Proc.DEAD:
             continue
         outgoing = fe.shell
         for c, state in enumerate(fe.comms):
             alive = k.comms[c].state in ALIVE
-            if state is FrontendCommState.OPEN and not alive and (
-                    (Msg.CLOSE, c) not in fe.iopub and (Msg.OPEN, c) not in outgoing):
-                out.append(("reconciled_view",
-                            f"ready frontend {f} holds comm {c} open, the kernel has it "
-                            f"{k.comms[c].state.value}, and no message explains it"))
+            if (
+                state is FrontendCommState.OPEN
+                and not alive
+                and ((Msg.CLOSE, c) not in fe.iopub and (Msg.OPEN, c) not in outgoing)
+            ):
+                out.append(
+                    (
+                        "reconciled_view",
+                        f"ready frontend {f} holds comm {c} open, the kernel has it "
+                        f"{k.comms[c].state.value}, and no message explains it",
+                    )
+                )
             elif state is FrontendCommState.CLOSED and alive and (Msg.CLOSE, c) not in outgoing:
-                out.append(("reconciled_view",
-                            f"ready frontend {f} holds comm {c} closed, the kernel has it "
-                            f"{k.comms[c].state.value}, and no message explains it"))
+                out.append(
+                    (
+                        "reconciled_view",
+                        f"ready frontend {f} holds comm {c} closed, the kernel has it "
+                        f"{k.comms[c].state.value}, and no message explains it",
+                    )
+                )
             elif state is FrontendCommState.STALE:
-                out.append(("reconciled_view",
-                            f"ready frontend {f} still holds comm {c} stale"))
+                out.append(("reconciled_view", f"ready frontend {f} still holds comm {c} stale"))
     return out
 
 

@@ -102,8 +102,13 @@ class StepKind(Name):
     ENVIRONMENT = "environment"
 
 
+Action = tuple[str | int, ...]
+
+
 class Step(NamedTuple):
     kind: StepKind
+    #: what happened, as data: a name and its arguments (frontend, comm, request...)
+    action: Action
     text: str
     #: requests whose replies the kernel had received and drained in this step
     drained: tuple[int, ...] = ()
@@ -129,8 +134,14 @@ class Draft:
 
     def freeze(self) -> World:
         kernel = self.kernel._replace(comms=tuple(self.kcomms))
-        return World(kernel, tuple(self.fe), tuple(self.req), tuple(self.targets),
-                     self.reconnects_left, self.faults_left)
+        return World(
+            kernel,
+            tuple(self.fe),
+            tuple(self.req),
+            tuple(self.targets),
+            self.reconnects_left,
+            self.faults_left,
+        )
 
     # -- small mutators ----------------------------------------------------
 
@@ -192,7 +203,10 @@ class SystemModel:
             (_, s) = fe.stdin_down[0]
             assert isinstance(s, int)
             d.set_fe(f, stdin_down=fe.stdin_down[1:], owes=(*fe.owes, s))
-            yield Step(P, f"frontend {f} receives stdin request {s}"), d.freeze()
+            yield (
+                Step(P, ("deliver_stdin", f), f"frontend {f} receives stdin request {s}"),
+                d.freeze(),
+            )
         if fe.linked:
             for r in fe.owes:
                 if _answerable(w.requests[r], fe.comms):
@@ -228,7 +242,14 @@ class SystemModel:
                 msg = fe.shell[0]
                 d.set_fe(f, shell=fe.shell[1:])
                 self._kernel_shell(d, f, msg)
-                yield Step(P, f"kernel processes {_show(msg, w)} from frontend {f}"), d.freeze()
+                yield (
+                    Step(
+                        P,
+                        ("kernel_shell", f),
+                        f"kernel processes {_show(msg, w)} from frontend {f}",
+                    ),
+                    d.freeze(),
+                )
             if fe.stdin_up:
                 yield self._kernel_stdin_reply(w, f, fe)
         for r in k.owed:
@@ -257,9 +278,14 @@ class SystemModel:
 
     def _start(self, w: World, f: int) -> tuple[Step, World]:
         d = Draft(w)
-        d.set_fe(f, proc=Proc.RUNNING, session=SessionState.CONNECTING, linked=True,
-                 sub_up=(*w.frontends[f].sub_up, (Msg.SUB, f)))
-        return Step(ENV, f"frontend {f} starts and subscribes to IOPub"), d.freeze()
+        d.set_fe(
+            f,
+            proc=Proc.RUNNING,
+            session=SessionState.CONNECTING,
+            linked=True,
+            sub_up=(*w.frontends[f].sub_up, (Msg.SUB, f)),
+        )
+        return Step(ENV, ("start", f), f"frontend {f} starts and subscribes to IOPub"), d.freeze()
 
     def _frontend_freezes(self, w: World, f: int) -> tuple[Step, World]:
         # A freeze that ends before the heartbeat timeout is only a slow frontend,
@@ -267,7 +293,9 @@ class SystemModel:
         d = Draft(w)
         d.set_fe(f, proc=Proc.FROZEN)
         d.faults_left -= 1
-        return Step(ENV, f"frontend {f} freezes (SIGSTOP or half-open link)"), d.freeze()
+        return Step(
+            ENV, ("freeze", f), f"frontend {f} freezes (SIGSTOP or half-open link)"
+        ), d.freeze()
 
     def _frontend_iopub(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
         d = Draft(w)
@@ -299,8 +327,9 @@ class SystemModel:
             req = w.requests[arg]
             assert req is not None
             if fe.comms[req.comm] is FrontendCommState.OPEN or (
-                    fe.session is SessionState.RECONCILING
-                    and fe.comms[req.comm] in (FrontendCommState.NEW, FrontendCommState.STALE)):
+                fe.session is SessionState.RECONCILING
+                and fe.comms[req.comm] in (FrontendCommState.NEW, FrontendCommState.STALE)
+            ):
                 # While reconciling, a request on an unknown or stale comm waits for the
                 # comm_info_reply, which decides whether this frontend holds it.
                 d.set_fe(f, owes=(*fe.owes, arg))
@@ -310,7 +339,9 @@ class SystemModel:
             self._caller_gets_reply(d, arg, frontend=f)
         else:  # pragma: no cover - the model never publishes anything else
             raise AssertionError(msg)
-        return Step(P, f"frontend {f} receives {_show(msg, w)}{note}"), d.freeze()
+        return Step(
+            P, ("deliver_iopub", f), f"frontend {f} receives {_show(msg, w)}{note}"
+        ), d.freeze()
 
     def _frontend_shell_reply(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
         d = Draft(w)
@@ -318,21 +349,27 @@ class SystemModel:
         assert isinstance(alive, tuple)
         d.set_fe(f, shell_down=fe.shell_down[1:])
         if fe.session is not SessionState.RECONCILING:
-            return Step(P, f"frontend {f} drops an outdated comm_info_reply"), d.freeze()
+            return Step(
+                P, ("deliver_shell_reply", f), f"frontend {f} drops an outdated comm_info_reply"
+            ), d.freeze()
         comms = list(fe.comms)
         for c, state in enumerate(comms):
-            if state is FrontendCommState.STALE or (
-                    state is FrontendCommState.NEW and c in alive):
-                event = (FrontendCommEvent.CONFIRMED if c in alive
-                         else FrontendCommEvent.NOT_FOUND)
+            if state is FrontendCommState.STALE or (state is FrontendCommState.NEW and c in alive):
+                event = FrontendCommEvent.CONFIRMED if c in alive else FrontendCommEvent.NOT_FOUND
                 comms[c] = FRONTEND_COMM.step(state, event)
         owes = tuple(r for r in fe.owes if _answerable(d.req[r], comms))
-        d.set_fe(f, comms=tuple(comms), owes=owes,
-                 session=SESSION.step(fe.session, SessionEvent.RECONCILED))
-        listed = ", ".join(str(c) for c in alive) or "none"
-        return Step(P, f"frontend {f} reconciles against comm_info_reply (comms: {listed})"), (
-            d.freeze()
+        d.set_fe(
+            f,
+            comms=tuple(comms),
+            owes=owes,
+            session=SESSION.step(fe.session, SessionEvent.RECONCILED),
         )
+        listed = ", ".join(str(c) for c in alive) or "none"
+        return Step(
+            P,
+            ("deliver_shell_reply", f),
+            f"frontend {f} reconciles against comm_info_reply (comms: {listed})",
+        ), (d.freeze())
 
     def _frontend_answer(self, w: World, f: int, fe: Frontend, r: int) -> tuple[Step, World]:
         d = Draft(w)
@@ -343,44 +380,65 @@ class SystemModel:
             d.set_fe(f, stdin_up=(*fe.stdin_up, (Msg.STDIN_REPLY, r)))
         else:
             d.set_fe(f, shell=(*fe.shell, (Msg.REPLY, r)))
-        return Step(P, f"frontend {f} answers {req.kind.value} {r}"), d.freeze()
+        return Step(P, ("answer", f, r), f"frontend {f} answers {req.kind.value} {r}"), d.freeze()
 
     def _frontend_link_lost(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
         d = Draft(w)
         assert fe.session is not None
         comms = tuple(
             FRONTEND_COMM.step(s, FrontendCommEvent.LINK_LOST)
-            if s in (FrontendCommState.OPEN, FrontendCommState.STALE) else s
+            if s in (FrontendCommState.OPEN, FrontendCommState.STALE)
+            else s
             for s in fe.comms
         )
-        d.set_fe(f, session=SESSION.step(fe.session, SessionEvent.LINK_LOST), comms=comms,
-                 owes=(), iopub=(), shell_down=(), stdin_down=())
+        d.set_fe(
+            f,
+            session=SESSION.step(fe.session, SessionEvent.LINK_LOST),
+            comms=comms,
+            owes=(),
+            iopub=(),
+            shell_down=(),
+            stdin_down=(),
+        )
         for r, req in enumerate(w.requests):
             if _pending(req) and req.kind is Kind.FRONTEND_TO_KERNEL and req.party == f:
                 d.set_req(r, REQUEST.step(RequestState.PENDING, RequestEvent.PEER_LOST))
-        return Step(P, f"frontend {f} notices its link is lost (heartbeat)"), d.freeze()
+        return Step(
+            P, ("notice_link_lost", f), f"frontend {f} notices its link is lost (heartbeat)"
+        ), d.freeze()
 
     def _frontend_reconnect(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
         d = Draft(w)
         d.reconnects_left -= 1
-        d.set_fe(f, session=SESSION.step(SessionState.LOST, SessionEvent.RECONNECT), linked=True,
-                 sub_up=(*fe.sub_up, (Msg.SUB, f)))
-        return Step(P, f"frontend {f} reconnects and subscribes again"), d.freeze()
+        d.set_fe(
+            f,
+            session=SESSION.step(SessionState.LOST, SessionEvent.RECONNECT),
+            linked=True,
+            sub_up=(*fe.sub_up, (Msg.SUB, f)),
+        )
+        return Step(
+            P, ("reconnect", f), f"frontend {f} reconnects and subscribes again"
+        ), d.freeze()
 
-    def _frontend_open(self, w: World, f: int, fe: Frontend, c: int, target: Target
-                       ) -> tuple[Step, World]:
+    def _frontend_open(
+        self, w: World, f: int, fe: Frontend, c: int, target: Target
+    ) -> tuple[Step, World]:
         d = Draft(w)
         d.targets[c] = target
         comms = list(fe.comms)
         comms[c] = FRONTEND_COMM.step(comms[c], FrontendCommEvent.OPENED_BY_FRONTEND)
         d.set_fe(f, comms=tuple(comms), shell=(*fe.shell, (Msg.OPEN, c)))
-        return Step(ENV, f"frontend {f} opens {_comm(c, d.targets)}"), d.freeze()
+        return Step(
+            ENV, ("frontend_open", f, c, target.value), f"frontend {f} opens {_comm(c, d.targets)}"
+        ), d.freeze()
 
     def _frontend_close(self, w: World, f: int, fe: Frontend, c: int) -> tuple[Step, World]:
         d = Draft(w)
         self._frontend_comm_closed(d, f, c, FrontendCommEvent.CLOSED_BY_FRONTEND)
         d.set_fe(f, shell=(*fe.shell, (Msg.CLOSE, c)))
-        return Step(ENV, f"frontend {f} closes {_comm(c, w.targets)}"), d.freeze()
+        return Step(
+            ENV, ("frontend_close", f, c), f"frontend {f} closes {_comm(c, w.targets)}"
+        ), d.freeze()
 
     def _frontend_comm_closed(self, d: Draft, f: int, c: int, event: FrontendCommEvent) -> None:
         fe = d.fe[f]
@@ -389,17 +447,27 @@ class SystemModel:
         owes = tuple(r for r in fe.owes if not _on_comm(d.req[r], c))
         d.set_fe(f, comms=tuple(comms), owes=owes)
         for r, req in enumerate(d.req):
-            if (_pending(req) and req.kind is Kind.FRONTEND_TO_KERNEL and req.party == f
-                    and req.comm == c):
+            if (
+                _pending(req)
+                and req.kind is Kind.FRONTEND_TO_KERNEL
+                and req.party == f
+                and req.comm == c
+            ):
                 d.set_req(r, REQUEST.step(RequestState.PENDING, RequestEvent.COMM_CLOSED))
 
-    def _frontend_request(self, w: World, f: int, fe: Frontend, c: int, r: int
-                          ) -> tuple[Step, World]:
+    def _frontend_request(
+        self, w: World, f: int, fe: Frontend, c: int, r: int
+    ) -> tuple[Step, World]:
         d = Draft(w)
-        d.req[r] = Request(Kind.FRONTEND_TO_KERNEL, c, f,
-                           REQUEST.step(RequestState.NEW, RequestEvent.SENT), 0)
+        d.req[r] = Request(
+            Kind.FRONTEND_TO_KERNEL, c, f, REQUEST.step(RequestState.NEW, RequestEvent.SENT), 0
+        )
         d.set_fe(f, shell=(*fe.shell, (Msg.REQUEST, r)))
-        return Step(ENV, f"frontend {f} sends request {r} on {_comm(c, w.targets)}"), d.freeze()
+        return Step(
+            ENV,
+            ("frontend_request", f, c, r),
+            f"frontend {f} sends request {r} on {_comm(c, w.targets)}",
+        ), d.freeze()
 
     def _frontend_goes(self, w: World, f: int, fe: Frontend, clean: bool) -> tuple[Step, World]:
         d = Draft(w)
@@ -408,7 +476,8 @@ class SystemModel:
             assert fe.session is not None
             comms = tuple(
                 FRONTEND_COMM.step(s, FrontendCommEvent.SESSION_CLOSED)
-                if s in (FrontendCommState.OPEN, FrontendCommState.STALE) else s
+                if s in (FrontendCommState.OPEN, FrontendCommState.STALE)
+                else s
                 for s in fe.comms
             )
             d.set_fe(f, session=SESSION.step(fe.session, SessionEvent.CLOSE), comms=comms)
@@ -418,26 +487,48 @@ class SystemModel:
         sub_up = (*fe.sub_up, (Msg.UNSUB, f)) if fe.linked else fe.sub_up
         # Nothing a dead process held can matter again: forget it, so the futures
         # of a crash and of a clean exit are one set of states. What it sent stays.
-        d.set_fe(f, proc=Proc.DEAD, session=None, linked=False, sub_live=False, sub_up=sub_up,
-                 comms=(FrontendCommState.NEW,) * len(fe.comms), owes=(), iopub=(),
-                 shell_down=(), stdin_down=(), late_replies=0)
+        d.set_fe(
+            f,
+            proc=Proc.DEAD,
+            session=None,
+            linked=False,
+            sub_live=False,
+            sub_up=sub_up,
+            comms=(FrontendCommState.NEW,) * len(fe.comms),
+            owes=(),
+            iopub=(),
+            shell_down=(),
+            stdin_down=(),
+            late_replies=0,
+        )
         what = "closes its session and exits" if clean else "crashes (SIGKILL)"
-        return Step(ENV, f"frontend {f} {what}"), d.freeze()
+        return Step(ENV, ("exit" if clean else "crash", f), f"frontend {f} {what}"), d.freeze()
 
     def _heartbeat_timeout(self, w: World, f: int) -> tuple[Step, World]:
         d = Draft(w)
         fe = w.frontends[f]
-        d.set_fe(f, proc=Proc.RUNNING, linked=False, sub_live=False,
-                 sub_up=(*fe.sub_up, (Msg.UNSUB, f)), iopub=(), shell_down=(), stdin_down=())
-        return Step(P, f"the kernel's ZMTP heartbeat to frozen frontend {f} times out; "
-                       "libzmq drops the connection, and the frontend later resumes"), d.freeze()
+        d.set_fe(
+            f,
+            proc=Proc.RUNNING,
+            linked=False,
+            sub_live=False,
+            sub_up=(*fe.sub_up, (Msg.UNSUB, f)),
+            iopub=(),
+            shell_down=(),
+            stdin_down=(),
+        )
+        return Step(
+            P,
+            ("heartbeat_timeout", f),
+            f"the kernel's ZMTP heartbeat to frozen frontend {f} times out; "
+            "libzmq drops the connection, and the frontend later resumes",
+        ), d.freeze()
 
     # =====================================================================
     # kernel actions
     # =====================================================================
 
-    def _kernel_subscription(self, w: World, f: int, fe: Frontend
-                             ) -> Iterator[tuple[Step, World]]:
+    def _kernel_subscription(self, w: World, f: int, fe: Frontend) -> Iterator[tuple[Step, World]]:
         (kind, _) = fe.sub_up[0]
         if kind is Msg.SUB:
             yield self._kernel_subscribe(w, f, fe)
@@ -460,32 +551,44 @@ class SystemModel:
         for c, kc in enumerate(d.kcomms):
             if kc.state is KernelCommState.DETACHED and kc.owner == f:
                 d.kcomms[c] = kc._replace(
-                    state=KERNEL_COMM.step(kc.state, KernelCommEvent.FRONTEND_BACK))
-        return Step(P, f"kernel's XPUB sees frontend {f} subscribe; it publishes a welcome"), (
-            d.freeze()
-        )
+                    state=KERNEL_COMM.step(kc.state, KernelCommEvent.FRONTEND_BACK)
+                )
+        return Step(
+            P,
+            ("kernel_subscribe", f),
+            f"kernel's XPUB sees frontend {f} subscribe; it publishes a welcome",
+        ), (d.freeze())
 
-    def _kernel_unsubscribe(self, w: World, f: int, fe: Frontend, received: tuple[int, ...]
-                            ) -> tuple[Step, World]:
+    def _kernel_unsubscribe(
+        self, w: World, f: int, fe: Frontend, received: tuple[int, ...]
+    ) -> tuple[Step, World]:
         d = Draft(w)
         d.set_fe(f, sub_up=fe.sub_up[1:])
         replies = tuple(
-            arg for x, n in zip(w.frontends, received, strict=True) for kind, arg in x.shell[:n]
+            arg
+            for x, n in zip(w.frontends, received, strict=True)
+            for kind, arg in x.shell[:n]
             if kind is Msg.REPLY and isinstance(arg, int)
         )
         self._policy_drain(d, received)
         k = d.kernel
         others = sum(k.peers) > 1
-        presence = PRESENCE.step(k.presence, PresenceEvent.UNSUBSCRIBE,
-                                 {PresenceFact.OTHERS_REMAIN: others})
+        presence = PRESENCE.step(
+            k.presence, PresenceEvent.UNSUBSCRIBE, {PresenceFact.OTHERS_REMAIN: others}
+        )
         peers = list(k.peers)
         peers[f] = False
         d.kernel = k._replace(presence=presence, peers=tuple(peers))
         self._policy_frontend_lost(d, f)
         n = sum(received)
         note = f" (after draining {n} received shell message{'s' * (n != 1)})" if n else ""
-        return Step(P, f"kernel's XPUB sees frontend {f} unsubscribe{note}; it applies the "
-                       "disconnection policy", replies), d.freeze()
+        return Step(
+            P,
+            ("kernel_unsubscribe", f, *received),
+            f"kernel's XPUB sees frontend {f} unsubscribe{note}; it applies the "
+            "disconnection policy",
+            replies,
+        ), d.freeze()
 
     def _policy_drain(self, d: Draft, received: tuple[int, ...]) -> None:
         """The drain rule: process every shell message already received."""
@@ -500,33 +603,48 @@ class SystemModel:
             if kc.owner == f and kc.state is KernelCommState.OPEN:
                 self._policy_comm_lost(d, c)
         for r, req in enumerate(d.req):
-            if _pending(req) and req.kind is Kind.KERNEL_TO_FRONTEND and (
-                    d.kcomms[req.comm].owner == f):
+            if (
+                _pending(req)
+                and req.kind is Kind.KERNEL_TO_FRONTEND
+                and (d.kcomms[req.comm].owner == f)
+            ):
                 d.set_req(r, REQUEST.step(RequestState.PENDING, RequestEvent.PEER_LOST))
-            elif req is not None and req.kind is Kind.STDIN and req.party == f and (
-                    req.state is StdinRequestState.PENDING):
+            elif (
+                req is not None
+                and req.kind is Kind.STDIN
+                and req.party == f
+                and (req.state is StdinRequestState.PENDING)
+            ):
                 d.set_req(r, STDIN_REQUEST.step(req.state, StdinRequestEvent.PEER_LOST))
 
     def _policy_comm_lost(self, d: Draft, c: int) -> None:
         """A comm's owner is gone: persistent comms detach, default comms close."""
         kc = d.kcomms[c]
         persistent = d.targets[c] is Target.PERSISTENT
-        state = KERNEL_COMM.step(kc.state, KernelCommEvent.FRONTEND_LOST,
-                                 {KernelCommFact.PERSISTENT: persistent})
+        state = KERNEL_COMM.step(
+            kc.state, KernelCommEvent.FRONTEND_LOST, {KernelCommFact.PERSISTENT: persistent}
+        )
         if state is KernelCommState.CLOSED:
             self._kernel_comm_closed(d, c, CloseCause.LOST, RequestEvent.PEER_LOST, state)
         else:
             d.kcomms[c] = kc._replace(state=state)
 
-    def _kernel_comm_closed(self, d: Draft, c: int, cause: CloseCause,
-                            request_event: RequestEvent, state: KernelCommState,
-                            skip: int | None = None) -> None:
+    def _kernel_comm_closed(
+        self,
+        d: Draft,
+        c: int,
+        cause: CloseCause,
+        request_event: RequestEvent,
+        state: KernelCommState,
+        skip: int | None = None,
+    ) -> None:
         d.kcomms[c] = d.kcomms[c]._replace(state=state, cause=cause)
         for r, req in enumerate(d.req):
             if _pending(req) and req.kind is Kind.KERNEL_TO_FRONTEND and req.comm == c:
                 d.set_req(r, REQUEST.step(RequestState.PENDING, request_event))
         d.kernel = d.kernel._replace(
-            owed=tuple(r for r in d.kernel.owed if not _on_comm(d.req[r], c)))
+            owed=tuple(r for r in d.kernel.owed if not _on_comm(d.req[r], c))
+        )
         d.publish((Msg.CLOSE, c), skip=skip)
 
     def _kernel_shell(self, d: Draft, f: int, msg: Message) -> None:
@@ -536,7 +654,8 @@ class SystemModel:
             assert isinstance(arg, int)
             kc = d.kcomms[arg]
             d.kcomms[arg] = kc._replace(
-                state=KERNEL_COMM.step(kc.state, KernelCommEvent.OPENED_BY_FRONTEND), owner=f)
+                state=KERNEL_COMM.step(kc.state, KernelCommEvent.OPENED_BY_FRONTEND), owner=f
+            )
             if not k.peers[f]:
                 # The owner left before its comm_open was read: lost at once.
                 self._policy_comm_lost(d, arg)
@@ -545,8 +664,9 @@ class SystemModel:
             kc = d.kcomms[arg]
             if kc.state in ALIVE:
                 state = KERNEL_COMM.step(kc.state, KernelCommEvent.CLOSED_BY_FRONTEND)
-                self._kernel_comm_closed(d, arg, CloseCause.FRONTEND, RequestEvent.COMM_CLOSED,
-                                         state, skip=f)
+                self._kernel_comm_closed(
+                    d, arg, CloseCause.FRONTEND, RequestEvent.COMM_CLOSED, state, skip=f
+                )
         elif kind is Msg.REQUEST:
             assert isinstance(arg, int)
             req = d.req[arg]
@@ -595,7 +715,9 @@ class SystemModel:
             d.set_req(s, STDIN_REQUEST.step(req.state, StdinRequestEvent.LATE_REPLY))  # type: ignore[arg-type]
             d.kernel = d.kernel._replace(late_replies=d.kernel.late_replies + 1)
             note = " (late: dropped and counted)"
-        return Step(P, f"kernel receives the stdin reply to request {s}{note}"), d.freeze()
+        return Step(
+            P, ("kernel_stdin_reply", f), f"kernel receives the stdin reply to request {s}{note}"
+        ), d.freeze()
 
     def _kernel_answer(self, w: World, r: int) -> tuple[Step, World]:
         d = Draft(w)
@@ -603,24 +725,29 @@ class SystemModel:
         assert req is not None
         d.kernel = w.kernel._replace(owed=_without(w.kernel.owed, r))
         d.publish((Msg.REPLY, r), only=req.party)
-        return Step(P, f"kernel publishes its reply to frontend request {r}"), d.freeze()
+        return Step(
+            P, ("kernel_answer", r), f"kernel publishes its reply to frontend request {r}"
+        ), d.freeze()
 
     def _kernel_open(self, w: World, c: int, owner: int, target: Target) -> tuple[Step, World]:
         d = Draft(w)
         d.targets[c] = target
         kc = w.kernel.comms[c]
         d.kcomms[c] = kc._replace(
-            state=KERNEL_COMM.step(kc.state, KernelCommEvent.OPENED_BY_KERNEL), owner=owner)
-        d.publish((Msg.OPEN, c))
-        return Step(ENV, f"kernel opens {_comm(c, d.targets)} for frontend {owner}'s request"), (
-            d.freeze()
+            state=KERNEL_COMM.step(kc.state, KernelCommEvent.OPENED_BY_KERNEL), owner=owner
         )
+        d.publish((Msg.OPEN, c))
+        return Step(
+            ENV,
+            ("kernel_open", c, owner, target.value),
+            f"kernel opens {_comm(c, d.targets)} for frontend {owner}'s request",
+        ), (d.freeze())
 
     def _kernel_close(self, w: World, c: int) -> tuple[Step, World]:
         d = Draft(w)
         state = KERNEL_COMM.step(w.kernel.comms[c].state, KernelCommEvent.CLOSED_BY_KERNEL)
         self._kernel_comm_closed(d, c, CloseCause.KERNEL, RequestEvent.COMM_CLOSED, state)
-        return Step(ENV, f"kernel closes {_comm(c, w.targets)}"), d.freeze()
+        return Step(ENV, ("kernel_close", c), f"kernel closes {_comm(c, w.targets)}"), d.freeze()
 
     def _kernel_request(self, w: World, c: int, r: int) -> tuple[Step, World]:
         d = Draft(w)
@@ -630,9 +757,15 @@ class SystemModel:
         d.req[r] = Request(Kind.KERNEL_TO_FRONTEND, c, -1, REQUEST.step(RequestState.NEW, event), 0)
         if receiver:
             d.publish((Msg.REQUEST, r))
-            return Step(ENV, f"kernel sends request {r} on {_comm(c, w.targets)}"), d.freeze()
-        return Step(ENV, f"kernel tries request {r} on {_comm(c, w.targets)}: nobody can "
-                         "receive it, undeliverable"), d.freeze()
+            return Step(
+                ENV, ("kernel_request", c, r), f"kernel sends request {r} on {_comm(c, w.targets)}"
+            ), d.freeze()
+        return Step(
+            ENV,
+            ("kernel_request", c, r),
+            f"kernel tries request {r} on {_comm(c, w.targets)}: nobody can "
+            "receive it, undeliverable",
+        ), d.freeze()
 
     def _policy_receiver_present(self, w: World, kc: KernelComm) -> bool:
         return kc.state is KernelCommState.OPEN and w.kernel.peers[kc.owner]
@@ -644,27 +777,35 @@ class SystemModel:
         d.req[s] = Request(Kind.STDIN, -1, f, STDIN_REQUEST.step(StdinRequestState.NEW, event), 0)
         if reachable:
             d.set_fe(f, stdin_down=(*w.frontends[f].stdin_down, (Msg.STDIN_REQUEST, s)))
-            return Step(ENV, f"kernel sends stdin request {s} to frontend {f}"), d.freeze()
-        return Step(ENV, f"kernel sends stdin request {s} to frontend {f}: EHOSTUNREACH"), (
-            d.freeze()
-        )
+            return Step(
+                ENV,
+                ("kernel_stdin_request", f, s),
+                f"kernel sends stdin request {s} to frontend {f}",
+            ), d.freeze()
+        return Step(
+            ENV,
+            ("kernel_stdin_request", f, s),
+            f"kernel sends stdin request {s} to frontend {f}: EHOSTUNREACH",
+        ), (d.freeze())
 
     def _kernel_shutdown(self, w: World) -> tuple[Step, World]:
         d = Draft(w)
         for c, kc in enumerate(w.kernel.comms):
             if kc.state in ALIVE:
                 state = KERNEL_COMM.step(kc.state, KernelCommEvent.KERNEL_SHUTDOWN)
-                self._kernel_comm_closed(d, c, CloseCause.SHUTDOWN, RequestEvent.COMM_CLOSED,
-                                         state)
+                self._kernel_comm_closed(d, c, CloseCause.SHUTDOWN, RequestEvent.COMM_CLOSED, state)
         for r, req in enumerate(d.req):
-            if req is not None and req.kind is Kind.STDIN and (
-                    req.state is StdinRequestState.PENDING):
+            if (
+                req is not None
+                and req.kind is Kind.STDIN
+                and (req.state is StdinRequestState.PENDING)
+            ):
                 d.set_req(r, STDIN_REQUEST.step(req.state, StdinRequestEvent.INTERRUPT))
         d.kernel = d.kernel._replace(up=False, owed=())
         for f, fe in enumerate(d.fe):
             # The kernel process exits: every connection ends; what was sent stays sent.
             d.fe[f] = fe._replace(linked=False, sub_live=False, sub_up=(), shell=(), stdin_up=())
-        return Step(ENV, "kernel shuts down"), d.freeze()
+        return Step(ENV, ("shutdown",), "kernel shuts down"), d.freeze()
 
 
 # =========================================================================
@@ -687,8 +828,9 @@ def _on_comm(req: Request | None, c: int) -> bool:
     return req is not None and req.kind is not Kind.STDIN and req.comm == c
 
 
-def _answerable(req: Request | None, comms: tuple[FrontendCommState, ...] | list[FrontendCommState]
-                ) -> bool:
+def _answerable(
+    req: Request | None, comms: tuple[FrontendCommState, ...] | list[FrontendCommState]
+) -> bool:
     """Stdin requests always; comm requests once their comm is open here."""
     assert req is not None
     return req.kind is Kind.STDIN or comms[req.comm] is FrontendCommState.OPEN
@@ -710,4 +852,4 @@ def _show(msg: Message, w: World) -> str:
     return str(kind.value)
 
 
-__all__ = ["Bounds", "Draft", "Step", "StepKind", "SystemModel"]
+__all__ = ["Action", "Bounds", "Draft", "Step", "StepKind", "SystemModel"]

@@ -44,6 +44,8 @@ class Tracked(Generic[S, E]):
         except InvalidTransition as e:
             raise InvalidTransition(e.machine, e.state, e.event, self.object_id) from None
         source, self.state = self.state, row.dest
+        if self.sink is discard:
+            return row.dest  # nobody traces: skip building the event (hot path)
         self.sink(
             TraceEvent(
                 endpoint=self.endpoint,

@@ -132,18 +132,29 @@ class World(NamedTuple):
     faults_left: int  # crashes, clean exits and freezes still allowed
 
 
-def initial_world(
-    frontends: int, comms: int, requests: int, reconnects: int, faults: int
-) -> World:
+def initial_world(frontends: int, comms: int, requests: int, reconnects: int, faults: int) -> World:
     fe = Frontend(
-        proc=Proc.IDLE, session=None, linked=False, sub_live=False,
-        comms=(FrontendCommState.NEW,) * comms, owes=(), iopub=(), shell=(),
-        shell_down=(), stdin_down=(), stdin_up=(), sub_up=(), late_replies=0,
+        proc=Proc.IDLE,
+        session=None,
+        linked=False,
+        sub_live=False,
+        comms=(FrontendCommState.NEW,) * comms,
+        owes=(),
+        iopub=(),
+        shell=(),
+        shell_down=(),
+        stdin_down=(),
+        stdin_up=(),
+        sub_up=(),
+        late_replies=0,
     )
     kernel = Kernel(
-        up=True, presence=PresenceState.NEVER_SUBSCRIBED, peers=(False,) * frontends,
+        up=True,
+        presence=PresenceState.NEVER_SUBSCRIBED,
+        peers=(False,) * frontends,
         comms=(KernelComm(KernelCommState.NEW, -1, CloseCause.NONE),) * comms,
-        owed=(), late_replies=0,
+        owed=(),
+        late_replies=0,
     )
     return World(
         kernel, (fe,) * frontends, (None,) * requests, (Target.UNUSED,) * comms, reconnects, faults

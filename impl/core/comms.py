@@ -1,11 +1,11 @@
 """The kernel's comms: who owns each one, and what a departure does to it.
 
 Rules (the ``kernel_comm`` machine, plus ownership):
-- A comm opened by a frontend (comm_open on shell from identity X) is owned by
-  X *if X is a commspec peer* (it announced ``commspec.peer/X`` at some
-  point): only X knows the comm exists. A comm the kernel opened, or one opened
-  by a stock frontend (which never names itself), is owned by every
-  subscriber. Ownership is decided when it is needed, not at open, so a peer
+- A comm opened by a frontend (comm_open on shell from identity X), or by the
+  kernel while it handled X's request, is owned by X *if X is a commspec peer*
+  (it announced ``commspec.peer/X`` at some point). A comm the kernel opened on
+  its own, or one owned by a stock frontend (which never names itself), is
+  owned by every subscriber. Ownership is decided when it is needed, not at open, so a peer
   topic that lands just after the comm_open still counts.
 - When its owner leaves, an open comm fires FRONTEND_LOST with the fact
   PERSISTENT: persistent comms detach (state kept), default ones close.

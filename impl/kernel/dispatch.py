@@ -409,15 +409,20 @@ class KernelDispatcher:
     # -- kernel-initiated -------------------------------------------------------
 
     def open_kernel_comm(
-        self, target_name: str, data: Message, persistent: bool, comm_id: str | None
+        self, target_name: str, data: Message, persistent: bool, comm_id: str | None,
+        owner: bytes | None = None,
     ) -> Comm:
         if self.presence.subscriptions == 0:
             raise NoFrontend("no frontend is subscribed to IOPub: nobody would see the comm")
+        if owner is None and self.current is not None and self.current.identities:
+            # Opened while handling a frontend's request (a plot from its execute):
+            # that frontend owns it, so its departure alone settles the comm.
+            owner = self.current.identities[0]
         comm_id = comm_id or uuid.uuid4().hex
         tracked = self.comms.new_tracked(comm_id)
         comm = Comm(comm_id, target_name, persistent=persistent, tracked=tracked,
                     transport=self.transport)
-        self.comms.opened(comm, tracked, None, None)
+        self.comms.opened(comm, tracked, owner, None)
         parent = self.current.header if self.current is not None else None
         self.io.publish(
             "comm_open", {"comm_id": comm_id, "target_name": target_name, "data": data},

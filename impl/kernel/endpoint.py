@@ -304,12 +304,19 @@ class KernelEndpoint:
         *,
         persistent: bool = False,
         comm_id: str | None = None,
+        owner: bytes | None = None,
     ) -> Comm:
-        """Open a comm from the kernel (owned by every subscriber); NoFrontend if none."""
+        """Open a comm from the kernel; NoFrontend if nobody is subscribed.
+
+        Its owner is ``owner`` (a frontend's session id), else the frontend whose
+        shell request is being handled, else every subscriber (SPEC.md, ownership).
+        """
         if not self._loop.alive and not self._loop.in_loop_thread():
             raise EndpointClosed("the kernel is not running")
         comm: Comm = self._loop.call_sync(
-            lambda: self._core.open_kernel_comm(target_name, data or {}, persistent, comm_id)
+            lambda: self._core.open_kernel_comm(
+                target_name, data or {}, persistent, comm_id, owner
+            )
         )
         return comm
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from commspec.model import MACHINES, MachineSpec
-from commspec.model.machines import KERNEL_COMM
 
 from commspec import diagrams
 from commspec.commands import diagrams as diagrams_command
+from commspec.model import MACHINES, MachineSpec
+from commspec.model.machines import KERNEL_COMM
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "diagrams"

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 import pytest
-from commspec.model import MACHINES
 
 from commspec import specdoc
 from commspec.cli import COMMANDS
 from commspec.commands import spec as spec_command
+from commspec.model import MACHINES
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "SPEC.md"

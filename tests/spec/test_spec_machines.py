@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 import pytest
+
 from commspec.model import (
     MACHINES,
     InvalidTransition,

@@ -14,9 +14,10 @@ from enum import Enum
 from typing import Any
 
 import pytest
+from transitions import Machine, MachineError
+
 from commspec.model import MACHINES, InvalidTransition, MachineSpec
 from commspec.model.machines import KERNEL_COMM
-from transitions import Machine, MachineError
 
 
 def assignments(spec: MachineSpec[Any, Any]) -> Iterator[dict[Enum, bool]]:

@@ -1,0 +1,620 @@
+"""Lockstep: one environment action applied to the system model and to the live system.
+
+Rules:
+- The model is :class:`~commspec.model.system.SystemModel`. The harness holds a
+  *set* of model states the live system may be in (states that differ only in
+  what the live system does not show). An action is enabled when the model
+  enables it in at least one of them.
+- Applying an action: the model takes the environment step from every state
+  that enables it; the live system gets the same action (frontend index -> a
+  :class:`~commspec.impl.frontend.FrontendEndpoint`, comm slot -> a comm id,
+  request slot -> a future and its msg_id). The model then runs protocol steps
+  only, breadth first, to every *quiescent* state (no protocol step enabled).
+  The live system is waited on, on its trace (never on a guessed sleep, always
+  bounded), until its projection equals the projection of one of those
+  quiescent states; the matching states are the new set. No match within the
+  bound is a failure that shows the live projection and the model's options.
+- Every live transition is fed, as it happens, to a
+  :class:`~commspec.model.trace_check.TraceChecker`: an event its machine does
+  not declare fails the step. After each step the model's state properties are
+  checked on every state kept, and each live request has ended at most once,
+  with a future that agrees with its traced outcome.
+- ``close`` always releases everything (frontends, the kernel, files), even
+  after a failed step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from commspec.impl.comm import Comm
+from commspec.impl.connection import ConnectionInfo, read_connection_file
+from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
+from commspec.model.errors import InvalidTransition
+from commspec.model.invariants import state_violations
+from commspec.model.machines import MACHINES, RequestState
+from commspec.model.system import Bounds, Step, StepKind, SystemModel
+from commspec.model.trace import TraceEvent
+from commspec.model.trace_check import TraceChecker
+from commspec.model.world import Kind, Proc, World
+
+from .adapter import TARGETS, KernelAdapter
+
+__all__ = [
+    "MBT_BOUNDS",
+    "MBT_OPTIONS",
+    "SUPPORTED",
+    "Action",
+    "Coverage",
+    "Harness",
+    "MbtFailure",
+    "Observation",
+    "Recorder",
+    "project",
+]
+
+Action = tuple[str | int, ...]
+
+#: the environment actions the harness can apply to the live system
+SUPPORTED = frozenset(
+    {
+        "start",
+        "frontend_open",
+        "frontend_request",
+        "frontend_close",
+        "exit",
+        "crash",
+        "kernel_open",
+        "kernel_close",
+        "kernel_request",
+        "kernel_stdin_request",
+        "shutdown",
+    }
+)
+
+#: small bounds: a default run finishes in well under a minute
+MBT_BOUNDS = Bounds(frontends=2, comms=2, requests=2, reconnects=0, faults=2)
+
+MBT_OPTIONS = FrontendOptions(
+    heartbeat_interval=0.1,
+    heartbeat_timeout=1.0,
+    # a start against a kernel that has shut down stays "connecting" for the whole test
+    connect_timeout=120.0,
+    probe_interval=0.05,
+    no_reply_grace=0.05,
+)
+
+#: how long the live system may take to reach the quiescent point of one step
+STEP_TIMEOUT = 10.0
+#: a bound on the protocol-only exploration after each step
+QUIESCE_LIMIT = 50_000
+
+
+class MbtFailure(AssertionError):
+    """The live system and the model disagree (or a property failed)."""
+
+
+# =========================================================================
+# the live trace
+# =========================================================================
+
+Row = tuple[str, str, str, str]  # (machine, source, event, dest)
+
+
+class Coverage:
+    """Which declared transitions the live system took, over any number of runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken: Counter[Row] = Counter()
+
+    def add(self, row: Row) -> None:
+        with self._lock:
+            self.taken[row] += 1
+
+    @staticmethod
+    def declared() -> list[Row]:
+        return [
+            (m.name, t.source.value, t.event.value, t.dest.value)
+            for m in MACHINES
+            for t in m.transitions
+        ]
+
+    def uncovered(self) -> list[Row]:
+        with self._lock:
+            return [r for r in dict.fromkeys(self.declared()) if r not in self.taken]
+
+    def per_machine(self) -> dict[str, tuple[int, int]]:
+        """machine -> (rows taken, rows declared)."""
+        out: dict[str, tuple[int, int]] = {}
+        with self._lock:
+            for m in MACHINES:
+                rows = {(m.name, t.source.value, t.event.value, t.dest.value)
+                        for t in m.transitions}
+                out[m.name] = (sum(1 for r in rows if r in self.taken), len(rows))
+        return out
+
+
+class Recorder:
+    """The trace sink of every live endpoint: state per object, checked as it arrives."""
+
+    def __init__(self, coverage: Coverage | None = None) -> None:
+        self._cond = threading.Condition()
+        self.events: list[TraceEvent] = []
+        self.state: dict[tuple[str, str, str], str] = {}
+        self.late: Counter[str] = Counter()  # late_reply events per endpoint
+        #: objects that moved from pending into an outcome, and how often
+        self.outcomes: Counter[tuple[str, str, str]] = Counter()
+        self.checker = TraceChecker(context=6)
+        self.coverage = coverage
+
+    def __call__(self, event: TraceEvent) -> None:
+        with self._cond:
+            self.events.append(event)
+            self.checker.feed(len(self.events), event)
+            key = (event.endpoint, event.machine, event.object)
+            self.state[key] = event.dest
+            if event.event == "late_reply":
+                self.late[event.endpoint] += 1
+            if event.source == "pending" and event.dest != "pending":
+                self.outcomes[key] += 1
+            self._cond.notify_all()
+        if self.coverage is not None:
+            self.coverage.add((event.machine, event.source, event.event, event.dest))
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.events)
+
+    def since(self, mark: int) -> list[TraceEvent]:
+        with self._cond:
+            return list(self.events[mark:])
+
+    def get(self, endpoint: str, machine: str, obj: str, default: str) -> str:
+        with self._cond:
+            return self.state.get((endpoint, machine, obj), default)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Re-evaluate ``predicate`` on every trace event (and at least every 20 ms, for
+        the observations that are queries) until it holds or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with self._cond:
+                self._cond.wait(min(left, 0.02))
+
+
+# =========================================================================
+# projection: what the live system and the model can both show
+# =========================================================================
+
+
+class Observation(NamedTuple):
+    sessions: tuple[str, ...]  # per frontend: idle, dead, or its session state
+    presence: str
+    subscribers: int
+    kernel_comms: tuple[str, ...]  # per comm slot
+    frontend_comms: tuple[tuple[str, ...] | None, ...]  # per frontend (None: dead)
+    requests: tuple[str | None, ...]  # per request slot: its state (None: unused)
+    kernel_late: int
+    frontend_late: tuple[int, ...]
+
+    def diff(self, other: Observation) -> list[str]:
+        return [
+            f"{name}: live {a!r}, model {b!r}"
+            for name, a, b in zip(self._fields, self, other, strict=True)
+            if a != b
+        ]
+
+
+GONE = "caller gone"
+
+
+def project(w: World) -> Observation:
+    """The model state as the live system can show it."""
+    sessions = []
+    fcomms: list[tuple[str, ...] | None] = []
+    flate = []
+    for fe in w.frontends:
+        if fe.proc is Proc.IDLE:
+            sessions.append("idle")
+        elif fe.proc is Proc.DEAD:
+            sessions.append("dead")
+        else:
+            assert fe.session is not None
+            sessions.append(fe.session.value)
+        dead = fe.proc is Proc.DEAD
+        fcomms.append(None if dead else tuple(s.value for s in fe.comms))
+        flate.append(0 if dead else fe.late_replies)
+    requests: list[str | None] = []
+    for req in w.requests:
+        if req is None:
+            requests.append(None)
+        elif (
+            req.kind is Kind.FRONTEND_TO_KERNEL
+            and w.frontends[req.party].proc is Proc.DEAD
+        ):
+            requests.append(GONE)
+        else:
+            requests.append(req.state.value)
+    k = w.kernel
+    return Observation(
+        sessions=tuple(sessions),
+        presence=k.presence.value,
+        subscribers=sum(k.peers),
+        kernel_comms=tuple(kc.state.value for kc in k.comms),
+        frontend_comms=tuple(fcomms),
+        requests=tuple(requests),
+        kernel_late=k.late_replies,
+        frontend_late=tuple(flate),
+    )
+
+
+# =========================================================================
+# the harness
+# =========================================================================
+
+
+@dataclass
+class _LiveRequest:
+    kind: Kind
+    party: int  # the asking frontend (frontend request) or the asked one (stdin), else -1
+    future: Future[Any]
+    endpoint: str
+    machine: str
+    msg_id: str
+
+
+@dataclass
+class _LiveFrontend:
+    endpoint: FrontendEndpoint
+    name: str
+    session_id: str
+    comms: dict[int, Comm] = field(default_factory=dict)
+    alive: bool = True
+
+
+@dataclass
+class StepRecord:
+    action: Action
+    seconds: float
+    states: int  # model states kept after it
+
+
+class Harness:
+    def __init__(
+        self,
+        adapter: KernelAdapter,
+        bounds: Bounds = MBT_BOUNDS,
+        *,
+        options: FrontendOptions = MBT_OPTIONS,
+        coverage: Coverage | None = None,
+        step_timeout: float = STEP_TIMEOUT,
+        supported: Iterable[str] = SUPPORTED,
+    ) -> None:
+        self.adapter = adapter
+        self.bounds = bounds
+        self.model = SystemModel(bounds)
+        self.options = options
+        self.step_timeout = step_timeout
+        self.supported = frozenset(supported)
+        self.recorder = Recorder(coverage)
+        self.states: frozenset[World] = frozenset({self.model.initial()})
+        self.frontends: list[_LiveFrontend | None] = [None] * bounds.frontends
+        self.comm_ids: list[str | None] = [None] * bounds.comms
+        self.requests: list[_LiveRequest | None] = [None] * bounds.requests
+        self.program: list[Action] = []
+        self.steps: list[StepRecord] = []
+        self.connection: ConnectionInfo | None = None
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> Harness:
+        self._started = True
+        self.adapter.start(self.recorder)
+        # read once: the file may go when the kernel shuts down, frontends may start later
+        self.connection = read_connection_file(self.adapter.connection_file)
+        return self
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        errors: list[BaseException] = []
+        for fe in self.frontends:
+            if fe is not None:
+                try:
+                    fe.endpoint.close()
+                except Exception as e:  # pragma: no cover - reported below
+                    errors.append(e)
+        try:
+            self.adapter.stop()
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> Harness:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what may happen -----------------------------------------------------
+
+    def enabled(self) -> list[Action]:
+        """Environment actions the model enables in some kept state, in a stable order."""
+        seen: dict[Action, None] = {}
+        for w in sorted(self.states, key=repr):
+            for step, _ in self._env_steps(w):
+                seen.setdefault(step.action, None)
+        return list(seen)
+
+    def enabled_named(self, name: str) -> list[Action]:
+        return [a for a in self.enabled() if a[0] == name]
+
+    def _env_steps(self, w: World) -> list[tuple[Step, World]]:
+        return [
+            (step, succ)
+            for step, succ in self.model.successors(w)
+            if step.kind is StepKind.ENVIRONMENT and step.action[0] in self.supported
+        ]
+
+    # -- one step ----------------------------------------------------------------
+
+    def apply(self, action: Action) -> None:
+        began = time.monotonic()
+        self.program.append(action)
+        nexts = [succ for w in self.states for step, succ in self._env_steps(w)
+                 if step.action == action]
+        if not nexts:
+            raise MbtFailure(f"the model does not enable {action} here")
+        mark = self.recorder.mark()
+        self._live(action, mark)
+        quiescent: set[World] = set()
+        for w in nexts:
+            quiescent |= self._quiesce(w)
+        options = {project(q): q for q in quiescent}
+        matched: list[Observation] = []
+
+        def settled() -> bool:
+            self._check_trace()
+            obs = self.observe()
+            if obs in options:
+                matched.append(obs)
+                return True
+            return False
+
+        if not self.recorder.wait_until(settled, self.step_timeout):
+            raise MbtFailure(self._mismatch(action, options))
+        obs = matched[-1]
+        self.states = frozenset(q for q in quiescent if project(q) == obs)
+        self._check_invariants()
+        self.steps.append(StepRecord(action, time.monotonic() - began, len(self.states)))
+
+    def _quiesce(self, start: World) -> set[World]:
+        seen = {start}
+        frontier = [start]
+        out: set[World] = set()
+        while frontier:
+            nxt: list[World] = []
+            for w in frontier:
+                try:
+                    succs = [s for step, s in self.model.successors(w)
+                             if step.kind is StepKind.PROTOCOL]
+                except InvalidTransition as e:
+                    raise MbtFailure(f"the model itself fired an undeclared event: {e}") from e
+                if not succs:
+                    out.add(w)
+                for s in succs:
+                    if s not in seen:
+                        seen.add(s)
+                        nxt.append(s)
+                if len(seen) > QUIESCE_LIMIT:
+                    raise MbtFailure(
+                        f"more than {QUIESCE_LIMIT} model states before quiescence")
+            frontier = nxt
+        return out
+
+    def _mismatch(self, action: Action, options: dict[Observation, World]) -> str:
+        obs = self.observe()
+        lines = [f"after {action}: the live system reached no state the model allows "
+                 f"within {self.step_timeout} s", f"  live:  {obs}"]
+        ranked = sorted(options, key=lambda o: len(obs.diff(o)))
+        for o in ranked[:3]:
+            lines.append("  model option, differing in:")
+            lines.extend(f"    {d}" for d in obs.diff(o))
+        if not options:
+            lines.append("  (the model has no quiescent state here)")
+        lines.append("  program so far: " + repr(self.program))
+        return "\n".join(lines)
+
+    # -- the live side -------------------------------------------------------------
+
+    def _live(self, action: Action, mark: int) -> None:
+        name, args = action[0], action[1:]
+        if name == "start":
+            (f,) = args
+            self._start_frontend(int(f))
+        elif name == "frontend_open":
+            f, c, kind = int(args[0]), int(args[1]), str(args[2])
+            fe = self._fe(f)
+            comm = fe.endpoint.open_comm(TARGETS[kind])
+            self._serve(comm)
+            fe.comms[c] = comm
+            self.comm_ids[c] = comm.comm_id
+        elif name == "frontend_request":
+            f, c, r = int(args[0]), int(args[1]), int(args[2])
+            fe = self._fe(f)
+            future = fe.endpoint.comms()[self._cid(c)].request("echo", {"slot": r})
+            self._bind(r, Kind.FRONTEND_TO_KERNEL, f, future, fe.name, "request", mark)
+        elif name == "frontend_close":
+            f, c = int(args[0]), int(args[1])
+            self._fe(f).endpoint.comms()[self._cid(c)].close()
+        elif name in ("exit", "crash"):
+            (f,) = args
+            fe = self._fe(int(f))
+            fe.alive = False
+            fe.endpoint.close()
+        elif name == "kernel_open":
+            c, kind = int(args[0]), str(args[2])
+            self.comm_ids[c] = self.adapter.open_comm(TARGETS[kind], kind == "persistent")
+        elif name == "kernel_close":
+            (c,) = args
+            self.adapter.close_comm(self._cid(int(c)))
+        elif name == "kernel_request":
+            c, r = int(args[0]), int(args[1])
+            future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
+            self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
+        elif name == "kernel_stdin_request":
+            f, s = int(args[0]), int(args[1])
+            fe = self.frontends[f]
+            assert fe is not None
+            future = self.adapter.stdin_request(fe.session_id.encode())
+            self._bind(s, Kind.STDIN, f, future, "kernel", "stdin_request", mark)
+        elif name == "shutdown":
+            self.adapter.stop()
+        else:
+            raise MbtFailure(f"no live counterpart for {action}")
+
+    def _start_frontend(self, f: int) -> None:
+        session_id = f"mbt{f}-{uuid.uuid4().hex[:12]}"
+        endpoint = FrontendEndpoint(
+            self.connection, sink=self.recorder, options=self.options,
+            session_id=session_id,
+        )
+        fe = _LiveFrontend(endpoint, endpoint.name, session_id)
+        self.frontends[f] = fe
+        for target in TARGETS.values():
+            endpoint.register_target(target, lambda comm, data: self._serve(comm))
+        endpoint.on_input_request(lambda prompt, password: f"answer to {prompt}")
+
+    @staticmethod
+    def _serve(comm: Comm) -> None:
+        """Frontends answer the kernel's requests at once (the model's ``answer`` step)."""
+        comm.on_request("ask", lambda params: {"answered": params})
+
+    def _fe(self, f: int) -> _LiveFrontend:
+        fe = self.frontends[f]
+        if fe is None or not fe.alive:
+            raise MbtFailure(f"frontend {f} is not running")
+        return fe
+
+    def _cid(self, c: int) -> str:
+        cid = self.comm_ids[c]
+        if cid is None:
+            raise MbtFailure(f"comm slot {c} was never opened")
+        return cid
+
+    def _bind(self, r: int, kind: Kind, party: int, future: Future[Any], endpoint: str,
+              machine: str, mark: int) -> None:
+        found: list[str] = []
+
+        def started() -> bool:
+            for e in self.recorder.since(mark):
+                if e.endpoint == endpoint and e.machine == machine and e.source == "new":
+                    found.append(e.object)
+                    return True
+            return False
+
+        if not self.recorder.wait_until(started, self.step_timeout):
+            raise MbtFailure(f"request slot {r}: no {machine} started at {endpoint}")
+        self.requests[r] = _LiveRequest(kind, party, future, endpoint, machine, found[0])
+
+    # -- observing -------------------------------------------------------------------
+
+    def observe(self) -> Observation:
+        rec = self.recorder
+        sessions: list[str] = []
+        fcomms: list[tuple[str, ...] | None] = []
+        flate: list[int] = []
+        for fe in self.frontends:
+            if fe is None:
+                sessions.append("idle")
+                fcomms.append(tuple("new" for _ in self.comm_ids))
+                flate.append(0)
+            elif not fe.alive:
+                sessions.append("dead")
+                fcomms.append(None)
+                flate.append(0)
+            else:
+                sessions.append(rec.get(fe.name, "session", fe.session_id, "connecting"))
+                fcomms.append(tuple(
+                    "new" if cid is None else rec.get(fe.name, "frontend_comm", cid, "new")
+                    for cid in self.comm_ids
+                ))
+                flate.append(rec.late[fe.name])
+        requests: list[str | None] = []
+        for lr in self.requests:
+            if lr is None:
+                requests.append(None)
+            elif lr.kind is Kind.FRONTEND_TO_KERNEL and not self._alive(lr.party):
+                requests.append(GONE)
+            else:
+                requests.append(rec.get(lr.endpoint, lr.machine, lr.msg_id, "new"))
+        return Observation(
+            sessions=tuple(sessions),
+            presence=rec.get("kernel", "presence", "iopub", "never_subscribed"),
+            subscribers=self.adapter.subscriber_count,
+            kernel_comms=tuple(
+                "new" if cid is None else rec.get("kernel", "kernel_comm", cid, "new")
+                for cid in self.comm_ids
+            ),
+            frontend_comms=tuple(fcomms),
+            requests=tuple(requests),
+            kernel_late=self.adapter.late_replies,
+            frontend_late=tuple(flate),
+        )
+
+    def _alive(self, f: int) -> bool:
+        fe = self.frontends[f]
+        return fe is not None and fe.alive
+
+    # -- checks --------------------------------------------------------------------
+
+    def _check_trace(self) -> None:
+        deviation = self.recorder.checker.report.deviation
+        if deviation is not None:
+            raise MbtFailure("the live system took a transition its machine does not "
+                             "declare:\n" + deviation.describe())
+
+    def _check_invariants(self) -> None:
+        for w in self.states:
+            bad = state_violations(w)
+            if bad:
+                raise MbtFailure(f"model property {bad[0][0]} fails: {bad[0][1]}")
+        for key, n in self.recorder.outcomes.items():
+            if n > 1:
+                raise MbtFailure(f"{key} ended {n} times")
+        for r, lr in enumerate(self.requests):
+            if lr is None:
+                continue
+            state = self.recorder.get(lr.endpoint, lr.machine, lr.msg_id, "new")
+            if state in ("new", "pending"):
+                continue
+            if not lr.future.done():
+                raise MbtFailure(f"request {r} is {state} but its future is not done")
+            delivered = lr.future.exception() is None
+            if delivered != (state in (RequestState.RESOLVED.value, "replied")):
+                raise MbtFailure(
+                    f"request {r} is {state} but its future "
+                    f"{'holds a result' if delivered else 'failed'}"
+                )
+
+    def check(self) -> None:
+        """The checks of one step, on demand (the state machine's invariant)."""
+        self._check_trace()
+        self._check_invariants()
