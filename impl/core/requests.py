@@ -29,7 +29,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from enum import Enum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from commspec.model.machines import (
     REQUEST,
@@ -79,6 +79,77 @@ class ReplyOutcome(Enum):
     MALFORMED = "malformed"
 
 
+class _Record(Protocol):
+    msg_id: str
+    future: Future[Any]
+    tracked: Tracked[Any, Any]
+
+
+R = TypeVar("R", bound=_Record)
+
+
+class _Requests(Generic[R]):
+    """What both kinds of request share: the pending ones by msg_id, the ended
+    ones remembered (bounded) so a reply to them is known late, and the counters."""
+
+    def __init__(self, endpoint: str, sink: TraceSink = discard, remember: int = 10_000) -> None:
+        if remember < 0:
+            raise ValueError("remember must be >= 0")
+        self.endpoint = endpoint
+        self.sink = sink
+        self.remember = remember
+        self._pending: dict[str, R] = {}
+        self._ended: OrderedDict[str, R] = OrderedDict()
+        self._late_replies = 0
+        self._unknown_replies = 0
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def late_replies(self) -> int:
+        return self._late_replies
+
+    @property
+    def unknown_replies(self) -> int:
+        return self._unknown_replies
+
+    def _not_pending(self, msg_id: str, late_reply: Enum) -> ReplyOutcome:
+        """A reply to a request that is not pending: late if it is remembered, else unknown."""
+        ended = self._ended.get(msg_id)
+        if ended is None:
+            self._unknown_replies += 1
+            return ReplyOutcome.UNKNOWN
+        ended.tracked.fire(late_reply, msg_id=msg_id)
+        self._late_replies += 1
+        return ReplyOutcome.LATE
+
+    def _remember(self, record: R) -> None:
+        if self.remember == 0:
+            return
+        self._ended[record.msg_id] = record
+        if len(self._ended) > self.remember:
+            self._ended.popitem(last=False)
+
+
+def _running(future: Future[Any] | None) -> Future[Any]:
+    """``future`` (or a new one), running: a caller's ``cancel()`` is refused from now on,
+    since outcomes come from the machine."""
+    fut: Future[Any] = future if future is not None else Future()
+    if not fut.running() and not fut.done():
+        fut.set_running_or_notify_cancel()
+    return fut
+
+
+def _set_failure(record: _Record, comm_id: str | None, method: str, detail: str) -> None:
+    """Fail the record's future with the exception of the state its machine ended in."""
+    state = record.tracked.state
+    record.future.set_exception(
+        failure_type(state)(record.msg_id, comm_id, method, state.value, detail)
+    )
+
+
 class RequestRecord:
     """One request: its machine, its future, and where it belongs."""
 
@@ -105,36 +176,16 @@ class RequestRecord:
         return self.tracked.state
 
 
-class PendingRequests:
+class PendingRequests(_Requests[RequestRecord]):
     def __init__(self, endpoint: str, sink: TraceSink = discard, remember: int = 10_000) -> None:
-        if remember < 0:
-            raise ValueError("remember must be >= 0")
-        self.endpoint = endpoint
-        self.sink = sink
-        self.remember = remember
-        self._pending: dict[str, RequestRecord] = {}
+        super().__init__(endpoint, sink, remember)
         # insertion-ordered dicts used as ordered sets: iteration follows send order
         self._by_comm: dict[str, dict[str, None]] = {}
-        self._ended: OrderedDict[str, RequestRecord] = OrderedDict()
         # (deadline, sequence, msg_id); entries of requests that ended are skipped lazily
         self._deadlines: list[tuple[float, int, str]] = []
         self._seq = 0
-        self._late_replies = 0
-        self._unknown_replies = 0
 
     # -- reading ------------------------------------------------------------
-
-    @property
-    def pending_count(self) -> int:
-        return len(self._pending)
-
-    @property
-    def late_replies(self) -> int:
-        return self._late_replies
-
-    @property
-    def unknown_replies(self) -> int:
-        return self._unknown_replies
 
     def is_pending(self, msg_id: str) -> bool:
         return msg_id in self._pending
@@ -168,10 +219,7 @@ class PendingRequests:
         """
         if msg_id in self._pending or msg_id in self._ended:
             raise ValueError(f"msg_id {msg_id} was already used for a request")
-        fut: Future[Any] = future if future is not None else Future()
-        if not fut.running() and not fut.done():
-            # Once running, a caller's fut.cancel() is refused: outcomes come from the machine.
-            fut.set_running_or_notify_cancel()
+        fut = _running(future)
         tracked: Tracked[RequestState, RequestEvent] = Tracked(
             REQUEST, msg_id, endpoint=self.endpoint, sink=self.sink
         )
@@ -193,13 +241,7 @@ class PendingRequests:
         """A reply whose parent is ``msg_id`` arrived, with its JSON-RPC payload."""
         record = self._pending.get(msg_id)
         if record is None:
-            ended = self._ended.get(msg_id)
-            if ended is None:
-                self._unknown_replies += 1
-                return ReplyOutcome.UNKNOWN
-            ended.tracked.fire(RequestEvent.LATE_REPLY, msg_id=msg_id)
-            self._late_replies += 1
-            return ReplyOutcome.LATE
+            return self._not_pending(msg_id, RequestEvent.LATE_REPLY)
         parsed = _parse_reply(content)
         if parsed is None:
             return ReplyOutcome.MALFORMED
@@ -291,19 +333,9 @@ class PendingRequests:
                     del self._by_comm[record.comm_id]
         self._remember(record)
 
-    def _remember(self, record: RequestRecord) -> None:
-        if self.remember == 0:
-            return
-        self._ended[record.msg_id] = record
-        if len(self._ended) > self.remember:
-            self._ended.popitem(last=False)
-
     @staticmethod
     def _complete(record: RequestRecord, detail: str) -> None:
-        state = record.tracked.state
-        record.future.set_exception(
-            failure_type(state)(record.msg_id, record.comm_id, record.method, state.value, detail)
-        )
+        _set_failure(record, record.comm_id, record.method, detail)
 
 
 def _parse_reply(content: Any) -> tuple[str, Any] | None:
@@ -344,7 +376,7 @@ class StdinRecord:
         self.tracked = tracked
 
 
-class StdinRequests:
+class StdinRequests(_Requests[StdinRecord]):
     """The kernel's requests on stdin (input_request, ark's rpc_request), by msg_id.
 
     Rules (the ``stdin_request`` machine): each is addressed to one frontend
@@ -353,27 +385,6 @@ class StdinRequests:
     *unreachable* (its frontend left) or *interrupted*. A reply after the end is
     a late reply: counted, dropped. Same threading rules as PendingRequests.
     """
-
-    def __init__(self, endpoint: str, sink: TraceSink = discard, remember: int = 10_000) -> None:
-        self.endpoint = endpoint
-        self.sink = sink
-        self.remember = remember
-        self._pending: dict[str, StdinRecord] = {}
-        self._ended: OrderedDict[str, StdinRecord] = OrderedDict()
-        self._late_replies = 0
-        self._unknown_replies = 0
-
-    @property
-    def pending_count(self) -> int:
-        return len(self._pending)
-
-    @property
-    def late_replies(self) -> int:
-        return self._late_replies
-
-    @property
-    def unknown_replies(self) -> int:
-        return self._unknown_replies
 
     def start(
         self,
@@ -387,9 +398,7 @@ class StdinRequests:
     ) -> Future[Any]:
         if kind not in STDIN_KINDS:
             raise ValueError(f"not a stdin request kind: {kind!r}")
-        fut: Future[Any] = future if future is not None else Future()
-        if not fut.running() and not fut.done():
-            fut.set_running_or_notify_cancel()
+        fut = _running(future)
         tracked: Tracked[StdinRequestState, StdinRequestEvent] = Tracked(
             STDIN_REQUEST, msg_id, endpoint=self.endpoint, sink=self.sink
         )
@@ -405,13 +414,7 @@ class StdinRequests:
     def reply(self, msg_id: str, msg_type: str, content: Any) -> ReplyOutcome:
         record = self._pending.get(msg_id)
         if record is None:
-            ended = self._ended.get(msg_id)
-            if ended is None:
-                self._unknown_replies += 1
-                return ReplyOutcome.UNKNOWN
-            ended.tracked.fire(StdinRequestEvent.LATE_REPLY, msg_id=msg_id)
-            self._late_replies += 1
-            return ReplyOutcome.LATE
+            return self._not_pending(msg_id, StdinRequestEvent.LATE_REPLY)
         if msg_type != STDIN_KINDS[record.kind]:
             return ReplyOutcome.MALFORMED
         if record.kind == "input_request":
@@ -458,14 +461,4 @@ class StdinRequests:
 
     def _ended_with(self, record: StdinRecord, detail: str) -> None:
         self._remember(record)
-        state = record.tracked.state
-        record.future.set_exception(
-            failure_type(state)(record.msg_id, None, record.kind, state.value, detail)
-        )
-
-    def _remember(self, record: StdinRecord) -> None:
-        if self.remember == 0:
-            return
-        self._ended[record.msg_id] = record
-        if len(self._ended) > self.remember:
-            self._ended.popitem(last=False)
+        _set_failure(record, None, record.kind, detail)

@@ -6,7 +6,7 @@ module is the shell around them: it turns wire happenings (a message, a
 heartbeat timeout, a socket monitor event, a user call) into their input events
 and carries out what each transition implies (send, fail, close sockets).
 
-Threads: one I/O thread (:class:`~.loop.IoLoop`) owns every socket and every
+Threads: one I/O thread (:class:`~commspec.impl.loop.IoLoop`) owns every socket and every
 piece of state below. Public methods are thread-safe: they run their work on
 the I/O thread and wait for it. Futures are ``concurrent.futures.Future``,
 resolved on the I/O thread (``asyncio.wrap_future`` makes them awaitable), so
@@ -32,6 +32,7 @@ from commspec.impl.comm import Comm, Dispatch, MessageKind, classify, rpc_reques
 from commspec.impl.connection import ConnectionInfo, read_connection_file
 from commspec.impl.core.requests import PendingRequests, ReplyOutcome
 from commspec.impl.errors import EndpointClosed
+from commspec.impl.loop import IoLoop, Timer
 from commspec.model.machines import (
     FRONTEND_COMM,
     SESSION,
@@ -48,7 +49,6 @@ from .badinput import BadInput
 from .calls import KernelCallFailed, KernelCalls
 from .errors import CannotSend
 from .link import Link, LinkEvents
-from .loop import IoLoop, LoopClosed, Timer
 from .messaging import Message, Messenger
 from .options import FrontendOptions
 from .stdin import InputHandler, RpcHandler, StdinAnswers
@@ -160,7 +160,7 @@ class FrontendEndpoint:
         self._user_sink = sink
         self._owns_context = context is None
         self._context: zmq.Context[zmq.Socket[bytes]] = context or zmq.Context()
-        self._loop = IoLoop(f"commspec-{self.name[:24]}")
+        self._loop = IoLoop(f"commspec-{self.name[:24]}", log=log)
         self._state_changed = threading.Condition()
         self._session: Tracked[SessionState, SessionEvent] = Tracked(
             SESSION, self.session_id, endpoint=self.name, sink=self._trace
@@ -186,7 +186,7 @@ class FrontendEndpoint:
         self._closed = False
         self._loop.start()
         try:
-            self._loop.run_sync(self._open_link)
+            self._loop.call_sync(self._open_link)
         except BaseException:
             self.close()
             raise
@@ -340,10 +340,10 @@ class FrontendEndpoint:
         """End the session: comms close locally, sockets, thread and owned context go."""
         if self._loop.running:
             try:
-                self._loop.run_sync(self._shutdown)
+                self._loop.call_sync(self._shutdown)
             except EndpointClosed:
                 pass
-            self._loop.stop()
+            self._loop.stop(timeout=5.0)
         if self._owns_context and not self._context.closed:
             self._context.term()
 
@@ -380,8 +380,8 @@ class FrontendEndpoint:
         if self._closed and not self._loop.in_loop_thread():
             raise EndpointClosed(f"{self.name} is closed")
         try:
-            return self._loop.run_sync(fn)
-        except RuntimeError as e:
+            return self._loop.call_sync(fn)
+        except (EndpointClosed, RuntimeError) as e:
             if not self._loop.running:
                 raise EndpointClosed(f"{self.name} is closed") from e
             raise
@@ -392,8 +392,8 @@ class FrontendEndpoint:
             fn()
             return
         try:
-            self._loop.call_soon_threadsafe(fn)
-        except LoopClosed:
+            self._loop.post(fn)
+        except EndpointClosed:
             log.debug("%s: closed; dropped work handed over late", self.name)
 
     def _trace(self, event: TraceEvent) -> None:

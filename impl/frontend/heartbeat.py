@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import zmq
 
+from commspec.impl.loop import IoLoop, Timer
+
 from .channels import readable
-from .loop import IoLoop, Timer
 
 
 class Heartbeat:

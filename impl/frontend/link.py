@@ -18,11 +18,11 @@ import zmq
 
 from commspec.impl.connection import ConnectionInfo
 from commspec.impl.errors import BadMessage
+from commspec.impl.loop import IoLoop
 from commspec.model.errors import InvalidTransition
 
 from .channels import Channels, readable
 from .heartbeat import Heartbeat
-from .loop import IoLoop
 from .messaging import Message, Messenger
 from .options import FrontendOptions
 from .probe import SubscriptionProbe

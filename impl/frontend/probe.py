@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .loop import IoLoop, Timer
+from commspec.impl.loop import IoLoop, Timer
 
 Message = dict[str, Any]
 

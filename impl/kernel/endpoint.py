@@ -1,7 +1,7 @@
 """The reference kernel endpoint: its sockets, its thread, its public API.
 
 Rules:
-- One I/O thread owns every socket (loop.py). Readers turn wire happenings into
+- One I/O thread owns every socket (impl/loop.py). Readers turn wire happenings into
   inputs for the dispatcher (dispatch.py), which holds all protocol state and
   applies the spec's rules: a shell or control request, an XPUB subscribe or
   unsubscribe, a stdin reply. A disconnection is one of these inputs, never an
@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
@@ -37,10 +37,10 @@ from ..comm import Comm
 from ..connection import CHANNELS, ConnectionInfo, read_connection_file, write_connection_file
 from ..core.requests import STDIN_KINDS
 from ..errors import BadMessage, EndpointClosed
+from ..loop import Callback, IoLoop, Timer
 from ..targets import DEFAULT_TARGETS, TargetRegistry
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Received, Wire
 from .dispatch import KernelDispatcher
-from .loop import Callback, IoLoop, Timer
 from .sockets import HeartbeatEcho, HeartbeatSettings, KernelSockets
 
 __all__ = ["KernelConfig", "KernelEndpoint"]
@@ -53,6 +53,7 @@ BATCH = 256
 DRAIN_LIMIT = 100_000
 
 Message = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class KernelEndpoint:
             username="kernel",
             max_message_bytes=self.config.max_message_bytes,
         )
-        self._loop = IoLoop("commspec-kernel-io")
+        self._loop = IoLoop("commspec-kernel-io", log=log)
         self._core = KernelDispatcher(
             io=self, wire=self.wire, sink=sink, targets=self.targets, services=self,
             transport=self, remember=self.config.remember,
@@ -184,7 +185,7 @@ class KernelEndpoint:
 
     @property
     def running(self) -> bool:
-        return self._loop.alive
+        return self._loop.running
 
     def _write_connection_file(self) -> Path:
         if self._requested_file is not None:
@@ -216,7 +217,7 @@ class KernelEndpoint:
     # reading (any thread)
     # =====================================================================
 
-    def _read(self, fn: Callable[[], Any]) -> Any:
+    def _read(self, fn: Callable[[], T]) -> T:
         try:
             return self._loop.call_sync(fn)
         except EndpointClosed:
@@ -225,60 +226,46 @@ class KernelEndpoint:
     @property
     def subscriber_count(self) -> int:
         """Live IOPub subscriptions to ordinary topics (peer topics not counted)."""
-        value: int = self._read(lambda: self._core.presence.subscriber_count)
-        return value
+        return self._read(lambda: self._core.presence.subscriber_count)
 
     @property
     def subscriptions(self) -> int:
         """Every live IOPub subscription, peer topics included."""
-        value: int = self._read(lambda: self._core.presence.subscriptions)
-        return value
+        return self._read(lambda: self._core.presence.subscriptions)
 
     @property
     def live_peers(self) -> frozenset[bytes]:
-        value: frozenset[bytes] = self._read(lambda: self._core.presence.live_peers)
-        return value
+        return self._read(lambda: self._core.presence.live_peers)
 
     @property
     def presence_state(self) -> str:
-        value: str = self._read(lambda: self._core.presence.state.value)
-        return value
+        return self._read(lambda: self._core.presence.state.value)
 
     def comm_states(self) -> dict[str, str]:
         """Open and detached comms, by id, with their state's value."""
-        value: dict[str, str] = self._read(
-            lambda: {r.comm_id: r.state.value for r in self._core.comms}
-        )
-        return value
+        return self._read(lambda: {r.comm_id: r.state.value for r in self._core.comms})
 
     def comms(self) -> list[Comm]:
-        value: list[Comm] = self._read(lambda: [r.comm for r in self._core.comms])
-        return value
+        return self._read(lambda: [r.comm for r in self._core.comms])
 
     def comm(self, comm_id: str) -> Comm | None:
         """The open or detached comm with that id, if any."""
-        value: Comm | None = self._read(
+        return self._read(
             lambda: r.comm if (r := self._core.comms.get(comm_id)) is not None else None
         )
-        return value
 
     @property
     def late_replies(self) -> int:
         """Replies (comm and stdin) for requests that had already ended."""
-        value: int = self._read(
-            lambda: self._core.pending.late_replies + self._core.stdin.late_replies
-        )
-        return value
+        return self._read(lambda: self._core.pending.late_replies + self._core.stdin.late_replies)
 
     @property
     def pending_count(self) -> int:
-        value: int = self._read(lambda: self._core.pending.pending_count)
-        return value
+        return self._read(lambda: self._core.pending.pending_count)
 
     @property
     def stdin_pending_count(self) -> int:
-        value: int = self._read(lambda: self._core.stdin.pending_count)
-        return value
+        return self._read(lambda: self._core.stdin.pending_count)
 
     @property
     def bad_input(self) -> Counter[str]:
@@ -311,14 +298,11 @@ class KernelEndpoint:
         Its owner is ``owner`` (a frontend's session id), else the frontend whose
         shell request is being handled, else every subscriber (SPEC.md, ownership).
         """
-        if not self._loop.alive and not self._loop.in_loop_thread():
+        if not self._loop.running and not self._loop.in_loop_thread():
             raise EndpointClosed("the kernel is not running")
-        comm: Comm = self._loop.call_sync(
-            lambda: self._core.open_kernel_comm(
-                target_name, data or {}, persistent, comm_id, owner
-            )
+        return self._loop.call_sync(
+            lambda: self._core.open_kernel_comm(target_name, data or {}, persistent, comm_id, owner)
         )
-        return comm
 
     def stdin_request(
         self, msg_type: str, content: Message, identity: bytes | None = None

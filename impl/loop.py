@@ -1,11 +1,15 @@
-"""The kernel's I/O thread: one thread owns every socket, blocked in poll when idle.
+"""An endpoint's I/O thread: one thread owns every socket, blocked in poll when idle.
 
 ZeroMQ sockets are not thread-safe, so only this thread touches them. Other
 threads post callables on a queue and write one byte to a wake-up pipe that
 sits in the same ``zmq.Poller``; timers sit in a heap whose earliest deadline
 (together with any other deadline source, such as request deadlines) becomes
-the poll timeout. Readers are served in the order they were added, so the
-kernel can look at IOPub subscription changes before shell traffic.
+the poll timeout. Nothing spins and nothing sleeps.
+
+Each round runs the posted work, then the readers of the sockets that are
+readable, in the order the readers were added (the kernel looks at IOPub
+subscription changes before shell traffic), then the timers that are due.
+Work handed to a loop that has stopped raises :class:`EndpointClosed`.
 """
 
 from __future__ import annotations
@@ -23,11 +27,9 @@ from typing import TypeVar
 
 import zmq
 
-from ..errors import EndpointClosed
+from .errors import EndpointClosed
 
 __all__ = ["Callback", "IoLoop", "Timer"]
-
-log = logging.getLogger("commspec.kernel")
 
 T = TypeVar("T")
 Callback = Callable[[], None]
@@ -48,11 +50,15 @@ class Timer:
 
 
 class IoLoop:
-    def __init__(self, name: str) -> None:
+    """``log`` gets the callbacks that failed (the thread carries on without them)."""
+
+    def __init__(self, name: str, *, log: logging.Logger | None = None) -> None:
         self._name = name
+        self._log = log or logging.getLogger(__name__)
         self._poller = zmq.Poller()
         self._readers: dict[zmq.Socket[bytes], Callback] = {}
-        self._order: list[zmq.Socket[bytes]] = []
+        # served in this order; replaced, never mutated, so a round can go on over the old one
+        self._order: tuple[zmq.Socket[bytes], ...] = ()
         self._posted: queue.SimpleQueue[Callback] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -64,7 +70,8 @@ class IoLoop:
         self._on_exit: list[Callback] = []
         self._stopping = False
         self._closed = False
-        self._lock = threading.Lock()  # guards _closed and the pipe's write end
+        # guards _closed and the pipe, so no thread writes to a closed fd
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # -- lifecycle ----------------------------------------------------------
@@ -73,21 +80,21 @@ class IoLoop:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask the thread to end after the work already posted, and wait for it."""
+        """End the thread after the work already posted, and wait for it (any thread)."""
         if not self._thread.is_alive():
             self._close_pipe()
             return
         try:
             self.post(self.request_stop)
         except EndpointClosed:
-            pass
+            pass  # stopping already
         if not self.in_loop_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
                 raise TimeoutError(f"{self._name} did not stop within {timeout} s")
 
     @property
-    def alive(self) -> bool:
+    def running(self) -> bool:
         return self._thread.is_alive() and not self._stopping
 
     def in_loop_thread(self) -> bool:
@@ -109,9 +116,16 @@ class IoLoop:
     # -- registration (before start, or on the loop thread) ------------------
 
     def add_reader(self, sock: zmq.Socket[bytes], callback: Callback) -> None:
+        """Call ``callback`` when ``sock`` is readable; readers are served in the order added."""
+        if sock not in self._readers:
+            self._order = (*self._order, sock)
         self._readers[sock] = callback
-        self._order.append(sock)
         self._poller.register(sock, zmq.POLLIN)
+
+    def remove_reader(self, sock: zmq.Socket[bytes]) -> None:
+        if self._readers.pop(sock, None) is not None:
+            self._order = tuple(s for s in self._order if s is not sock)
+            self._poller.unregister(sock)
 
     def add_deadline_source(self, source: Callable[[], float | None]) -> None:
         """A function giving the next monotonic time the loop must wake up at (or None)."""
@@ -120,6 +134,7 @@ class IoLoop:
     # -- handing work over (any thread) ---------------------------------------
 
     def post(self, callback: Callback) -> None:
+        """Run ``callback`` on the loop thread soon; EndpointClosed once it has stopped."""
         with self._lock:
             if self._closed:
                 raise EndpointClosed(f"{self._name} has stopped")
@@ -136,9 +151,13 @@ class IoLoop:
         else:
             self.post(callback)
 
-    def call_sync(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
-        """Run ``fn`` on the loop thread and return its result, raising what it raised."""
-        if self.in_loop_thread() or not self._thread.is_alive():
+    def call_sync(self, fn: Callable[[], T], timeout: float | None = 10.0) -> T:
+        """Run ``fn`` on the loop thread and return its result, raising what it raised.
+
+        Before the thread has started nothing else touches the state, so ``fn``
+        runs on the caller's thread; once it has stopped, EndpointClosed.
+        """
+        if self.in_loop_thread() or self._thread.ident is None:
             return fn()
         result: Future[T] = Future()
 
@@ -152,8 +171,15 @@ class IoLoop:
         return result.result(timeout)
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
-        timer = Timer(time.monotonic() + max(0.0, delay), callback)
-        self.run_soon(lambda: self._push_timer(timer))
+        return self.call_at(time.monotonic() + max(0.0, delay), callback)
+
+    def call_at(self, when: float, callback: Callback) -> Timer:
+        """Run ``callback`` on the loop thread at monotonic time ``when``."""
+        timer = Timer(when, callback)
+        if self.in_loop_thread():
+            self._push_timer(timer)
+        else:
+            self.post(lambda: self._push_timer(timer))
         return timer
 
     # -- the thread ----------------------------------------------------------
@@ -169,7 +195,10 @@ class IoLoop:
                     self._run_posted()
                 for sock in self._order:
                     if sock in ready:
-                        self._guarded(self._readers[sock])
+                        # looked up now: an earlier callback may have removed it
+                        callback = self._readers.get(sock)
+                        if callback is not None:
+                            self._guarded(callback)
                 self._run_due_timers()
         finally:
             with self._lock:
@@ -203,8 +232,8 @@ class IoLoop:
         try:
             while os.read(self._wake_r, 4096):
                 pass
-        except (BlockingIOError, OSError):
-            pass
+        except OSError:
+            pass  # drained (BlockingIOError), or the pipe is already closed
         while True:
             try:
                 callback = self._posted.get_nowait()
@@ -217,7 +246,7 @@ class IoLoop:
         try:
             callback()
         except Exception:
-            log.exception("%s: %r failed", self._name, callback)
+            self._log.exception("%s: %r failed", self._name, callback)
 
     def _close_pipe(self) -> None:
         with self._lock:
