@@ -1,0 +1,155 @@
+"""Shared helpers: timing, percentiles, child processes ended by pid, loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: the ~200-byte parameter of every echo request
+PAYLOAD = "x" * 200
+#: where the benchmark package lives, so children can import it as ``benchmarks``
+ROOT = Path(__file__).resolve().parent.parent
+
+now = time.perf_counter
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest rank: for 20 trials p99 is the worst."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil
+    return ordered[int(rank) - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports the OS just handed out (held together while chosen)."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@dataclass
+class Child:
+    """A subprocess we started; every way out of it goes through its own pid."""
+
+    process: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(cls, *args: str, env: dict[str, str] | None = None,
+              stderr: Any = subprocess.DEVNULL) -> Child:
+        process = subprocess.Popen(
+            [sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=stderr, env=env or child_env(), cwd=ROOT,
+        )
+        return cls(process)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def read_json(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The next line the child prints, as JSON; TimeoutError if none comes in time."""
+        value: dict[str, Any] = json.loads(self.read_line(timeout))
+        return value
+
+    def read_line(self, timeout: float = 30.0) -> str:
+        """The next line the child prints; TimeoutError if none comes in time."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise TimeoutError(f"child {self.pid} printed nothing within {timeout} s")
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError(f"child {self.pid} exited (code {self.process.poll()})")
+        return line.decode().strip()
+
+    def tell(self, command: str) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        stdin.write(command.encode() + b"\n")
+        stdin.flush()
+
+    def signal(self, signum: int) -> None:
+        if self.process.poll() is None:
+            os.kill(self.pid, signum)
+
+    def end(self) -> None:
+        """Continue it if stopped, SIGKILL it, reap it, close its pipes."""
+        if self.process.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+                self.process.kill()
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def reply_line(**fields: Any) -> None:
+    """A child's answer to the parent: one JSON line on stdout."""
+    print(json.dumps(fields), flush=True)
+
+
+def machine() -> dict[str, str]:
+    from importlib.metadata import version
+
+    import zmq
+
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "jupyter_client": version("jupyter_client"),
+        "ipykernel": version("ipykernel"),
+    }
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")

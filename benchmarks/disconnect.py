@@ -1,0 +1,201 @@
+"""Disconnect-to-invalidation latency: ours, and the raw XPUB unsubscribe beside it.
+
+A KernelEndpoint in this process has ``PENDING`` requests out to a frontend in
+its own process (``benchmarks.peer``), which never answers them. The same
+process also holds a bare SUB connected to a raw XPUB_VERBOSER socket here, set
+with the kernel's heartbeat options. The peer then goes away:
+- ``close``: it closes the frontend's sockets; later, separately, the SUB;
+- ``kill``: SIGKILL, which takes both connections at once;
+- ``stop``: SIGSTOP, found out by the ZMTP heartbeats on both XPUBs.
+Ours: from the action to the moment the *last* of the kernel's request futures
+failed with Disconnected (noted on the kernel's I/O thread, in the future's
+done-callback). Raw: from the action to the *first* unsubscribe frame.
+
+``time.perf_counter`` is CLOCK_MONOTONIC on Linux, shared by processes, so the
+peer's "closed at" and our "failed at" are on one clock.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from commspec.impl import (
+    Comm,
+    Disconnected,
+    HeartbeatSettings,
+    KernelConfig,
+    KernelEndpoint,
+    TargetRegistry,
+)
+from commspec.impl.targets import DEFAULT_TARGETS
+
+from .common import Child, now
+from .peer import TARGET
+
+HEARTBEAT = HeartbeatSettings(interval=0.1, timeout=0.5)
+#: requests pending on the frontend when it goes away
+PENDING = 8
+WAIT = 10.0
+HOW = ("close", "kill", "stop")
+#: peers started together, so their start-up is paid before their trials
+BATCH = 10
+
+
+@dataclass
+class Latencies:
+    how: str
+    ours: list[float]
+    raw: list[float]
+
+
+class RawXpub:
+    """A bare XPUB_VERBOSER with the kernel's heartbeat options, bound here."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]]) -> None:
+        self.xpub = context.socket(zmq.XPUB)
+        self.xpub.linger = 0
+        self.xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+        HEARTBEAT.apply(self.xpub)
+        self.port = self.xpub.bind_to_random_port("tcp://127.0.0.1")
+        self._live: set[bytes] = set()
+
+    def _frame(self) -> bytes:
+        if not self.xpub.poll(int(WAIT * 1000)):
+            raise TimeoutError(f"no subscription frame within {WAIT} s")
+        return self.xpub.recv()
+
+    def wait_subscribed(self, topic: bytes) -> None:
+        expected = {b"", topic}
+        while self._live != expected:
+            frame = self._frame()
+            if frame[:1] == b"\x01":
+                self._live.add(frame[1:])
+
+    def wait_unsubscribed(self) -> float:
+        """When the first unsubscribe came; returns once all of them did."""
+        first: float | None = None
+        while self._live:
+            frame = self._frame()
+            if frame[:1] == b"\x00" and frame[1:] in self._live:
+                first = now() if first is None else first
+                self._live.discard(frame[1:])
+        assert first is not None
+        return first
+
+    def close(self) -> None:
+        self.xpub.close(linger=0)
+
+
+class Bench:
+    """Our kernel and the raw XPUB; the target hands every comm opened on it to us."""
+
+    def __init__(self) -> None:
+        self._comms: queue.Queue[Comm] = queue.Queue()
+        registry = TargetRegistry(DEFAULT_TARGETS)
+        registry.register(TARGET, lambda comm, data, kernel: self._comms.put(comm))
+        self._context = zmq.Context()
+        self.raw = RawXpub(self._context)
+        self.kernel = KernelEndpoint(
+            config=KernelConfig(heartbeat=HEARTBEAT, stop_linger=0.2), targets=registry
+        ).start()
+
+    def spawn(self, count: int) -> list[Child]:
+        children: list[Child] = []
+        try:
+            for _ in range(count):
+                children.append(Child.start(
+                    "-m", "benchmarks.peer", str(self.kernel.connection_file),
+                    str(self.raw.port), "--expect", str(PENDING)))
+            for child in children:
+                child.read_json()
+        except BaseException:
+            for child in children:
+                child.end()
+            raise
+        return children
+
+    def trial(self, child: Child, how: str) -> tuple[float, float]:
+        """(ours, raw) latency in seconds for one departure of ``child``."""
+        child.tell("connect")
+        connected = child.read_json(WAIT)
+        self.raw.wait_subscribed(connected["topic"].encode())
+        comm = self._comms.get(timeout=WAIT)
+        if comm.comm_id != connected["comm_id"]:
+            raise RuntimeError(f"expected comm {connected['comm_id']}, got {comm.comm_id}")
+        failed: list[tuple[float, BaseException | None]] = []
+        all_failed = threading.Event()
+
+        def on_done(future: Future[Any]) -> None:  # on the kernel's I/O thread
+            failed.append((now(), future.exception()))
+            if len(failed) == PENDING:
+                all_failed.set()
+
+        for _ in range(PENDING):
+            comm.request("hang").add_done_callback(on_done)
+        child.read_json(WAIT)  # {"requests": PENDING}: every one reached the frontend
+        if how == "close":
+            child.tell("close")
+            ours_from = float(child.read_json(WAIT)["closed_at"])
+            self._wait(all_failed, failed, how)
+            child.tell("close-sub")
+            raw_at = self.raw.wait_unsubscribed()
+            raw_from = float(child.read_json(WAIT)["closed_at"])
+        else:
+            ours_from = raw_from = now()
+            child.signal(signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+            raw_at = self.raw.wait_unsubscribed()
+            self._wait(all_failed, failed, how)
+        return max(t for t, _ in failed) - ours_from, raw_at - raw_from
+
+    @staticmethod
+    def _wait(
+        all_failed: threading.Event, failed: list[tuple[float, BaseException | None]], how: str
+    ) -> None:
+        if not all_failed.wait(WAIT):
+            raise TimeoutError(f"{how}: {len(failed)}/{PENDING} requests failed in {WAIT} s")
+        wrong = [e for _, e in failed if not isinstance(e, Disconnected)]
+        if wrong:
+            raise RuntimeError(f"{how}: a request ended in {wrong[0]!r}, not Disconnected")
+
+    def run(self, how: str, count: int) -> Latencies:
+        pairs: list[tuple[float, float]] = []
+        if how == "close":  # one peer connects and closes again and again
+            (child,) = self.spawn(1)
+            try:
+                self.trial(child, how)  # warm up
+                pairs = [self.trial(child, how) for _ in range(count)]
+            finally:
+                child.end()
+        while len(pairs) < count:
+            children = self.spawn(min(BATCH, count - len(pairs)))
+            try:
+                for child in children:
+                    pairs.append(self.trial(child, how))
+                    child.end()
+            finally:
+                for child in children:
+                    child.end()
+        return Latencies(how, [o for o, _ in pairs], [r for _, r in pairs])
+
+    def close(self) -> None:
+        try:
+            self.kernel.stop()
+        finally:
+            self.raw.close()
+            self._context.term()
+
+
+def measure(trials: dict[str, int]) -> list[Latencies]:
+    """Latencies (seconds) for each way of going away, ``trials[how]`` times each."""
+    bench = Bench()
+    try:
+        return [bench.run(how, trials[how]) for how in HOW]
+    finally:
+        bench.close()

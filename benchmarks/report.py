@@ -1,0 +1,98 @@
+"""The printed tables: figures, ratios, and each target with whether it is met."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .common import percentile
+from .disconnect import HEARTBEAT, Latencies
+from .fail_pending import FailCost
+from .rpc import Rates
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
+
+
+def rpc_table(rates: dict[str, Rates]) -> str:
+    rows = [[r.name, f"{r.by_window[1]:,.0f}", f"{r.by_window[64]:,.0f}"] for r in rates.values()]
+    ours = rates["ours"].by_window
+    for other in ("ipykernel", "wire", "raw"):
+        theirs = rates[other].by_window
+        label = "Jupyter wire floor" if other == "wire" else other
+        rows.append([f"ratio ours / {label}", f"{ours[1] / theirs[1]:.2f}x",
+                     f"{ours[64] / theirs[64]:.2f}x"])
+    return table(["RPC echo, round trips/s", "1 in flight", "64 in flight"], rows)
+
+
+def cpu_table(rates: dict[str, Rates]) -> str:
+    rows = [
+        [r.name, *(f"{r.cpu[w][side]:,.0f}" for w in (1, 64) for side in (0, 1))]
+        for r in rates.values()
+    ]
+    return table(["CPU us per round trip", "1: client", "1: server", "64: client",
+                  "64: server"], rows)
+
+
+def disconnect_table(latencies: list[Latencies]) -> str:
+    rows = [
+        [lat.how, str(len(lat.ours)), _ms(percentile(lat.ours, 50)), _ms(percentile(lat.ours, 99)),
+         _ms(percentile(lat.raw, 50)), _ms(percentile(lat.raw, 99))]
+        for lat in latencies
+    ]
+    return table(["disconnect (ms)", "trials", "ours p50", "ours p99", "raw unsub p50",
+                  "raw unsub p99"], rows)
+
+
+def fail_table(costs: list[FailCost]) -> str:
+    rows = [
+        [f"{c.n:,}", _ms(c.fail_all), f"{c.ns_per_request(c.fail_all):,.0f}",
+         _ms(c.fail_comm), f"{c.ns_per_request(c.fail_comm):,.0f}",
+         f"{c.ns_per_request(c.floor):,.0f}", f"{c.ns_per_request(c.future_only):,.0f}"]
+        for c in costs
+    ]
+    return table(["fail N pending", "fail_all ms", "fail_all ns/req", "fail_comm ms",
+                  "fail_comm ns/req", "floor ns/req", "future only ns/req"], rows)
+
+
+def targets_table(
+    rates: dict[str, Rates], latencies: list[Latencies], costs: list[FailCost]
+) -> str:
+    ours, ipk, raw = (rates[k].by_window for k in ("ours", "ipykernel", "raw"))
+    rows: list[list[str]] = []
+
+    def check(name: str, measured: str, met: bool) -> None:
+        rows.append([name, measured, "met" if met else "NOT met"])
+
+    check("1 in flight >= 8x ipykernel", f"{ours[1] / ipk[1]:.2f}x", ours[1] >= 8 * ipk[1])
+    check("1 in flight >= 0.5x raw", f"{ours[1] / raw[1]:.2f}x", ours[1] >= 0.5 * raw[1])
+    check("64 in flight >= 20x ipykernel", f"{ours[64] / ipk[64]:.2f}x",
+          ours[64] >= 20 * ipk[64])
+    for lat in latencies:
+        ours_p99 = percentile(lat.ours, 99)
+        if lat.how == "stop":
+            bound = HEARTBEAT.timeout + HEARTBEAT.interval
+            check("stop: p99 <= hb timeout + interval", f"{_ms(ours_p99)} ms <= {_ms(bound)} ms",
+                  ours_p99 <= bound)
+        else:
+            gap = ours_p99 - percentile(lat.raw, 99)
+            check(f"{lat.how}: p99 within 1 ms of raw unsubscribe p99",
+                  f"{gap * 1e3:+.3f} ms", gap <= 1e-3)
+    largest = max(costs, key=lambda c: c.n)
+    if largest.n >= 100_000:
+        worst = max(largest.fail_all, largest.fail_comm)
+        check("fail 100,000 pending < 200 ms", f"{_ms(worst)} ms", worst < 0.2)
+    per = [c.ns_per_request(max(c.fail_all, c.fail_comm)) for c in costs]
+    spread = max(per) / min(per)
+    check("linear in N (ns/req spread across N < 2x)", f"{spread:.2f}x", spread < 2)
+    return table(["target", "measured", "verdict"], rows)

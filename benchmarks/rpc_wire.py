@@ -1,0 +1,130 @@
+"""A second floor: the Jupyter wire itself, with no endpoint around it.
+
+One thread each side, jupyter_client's Session for every message (signed,
+verified, JSON), and the messages a comm RPC costs on the wire: the request on
+shell, then busy, the reply and idle on IOPub, every one deserialised by the
+client as a frontend must. No state machines, no thread hand-offs, no
+presence. The echo server runs in its own process (``python -m benchmarks.rpc_wire``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import uuid
+from typing import Any
+
+import zmq
+from jupyter_client.session import Session
+
+from .common import PAYLOAD, Child, reply_line
+from .rpc_loop import round_trips_per_second
+
+TIMEOUT_MS = 30_000
+TOPIC = b"kernel.bench"
+
+
+def serve(key: str) -> None:
+    session = Session(key=key.encode(), username="kernel", check_pid=False)
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    xpub = context.socket(zmq.XPUB)
+    try:
+        reply_line(shell=router.bind_to_random_port("tcp://127.0.0.1"),
+                   iopub=xpub.bind_to_random_port("tcp://127.0.0.1"))
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(xpub, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if xpub in ready:
+                xpub.recv()
+            if router not in ready:
+                continue
+            _, msg_frames = session.feed_identities(router.recv_multipart())
+            request = session.deserialize(msg_frames)
+            data = request["content"]["data"]
+            reply = {"jsonrpc": "2.0", "id": data["id"], "result": data.get("params")}
+            session.send(xpub, "status", {"execution_state": "busy"}, parent=request,
+                         ident=TOPIC)
+            session.send(xpub, "comm_msg", {"comm_id": request["content"]["comm_id"],
+                                            "data": reply}, parent=request, ident=TOPIC)
+            session.send(xpub, "status", {"execution_state": "idle"}, parent=request,
+                         ident=TOPIC)
+    finally:
+        router.close(linger=0)
+        xpub.close(linger=0)
+        context.term()
+
+
+class WireStack:
+    name = "Jupyter wire floor (Session over pyzmq, 1 thread/side)"
+
+    def __init__(self) -> None:
+        self._key = secrets.token_hex(16)
+        self._session = Session(key=self._key.encode(), session=uuid.uuid4().hex,
+                                username="bench", check_pid=False)
+        self._server: Child | None = None
+        self._context = zmq.Context()
+        self._dealer = self._context.socket(zmq.DEALER)
+        self._sub = self._context.socket(zmq.SUB)
+        for sock in (self._dealer, self._sub):
+            sock.linger = 0
+            sock.rcvtimeo = TIMEOUT_MS
+        self._comm_id = uuid.uuid4().hex
+        self._pending: set[str] = set()
+
+    def start(self) -> WireStack:
+        self._server = Child.start("-m", "benchmarks.rpc_wire", self._key)
+        ports = self._server.read_json()
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(f"tcp://127.0.0.1:{ports['iopub']}")
+        self._dealer.connect(f"tcp://127.0.0.1:{ports['shell']}")
+        while True:  # the slow joiner: ask until IOPub answers, then drain
+            self._send()
+            if self._sub.poll(50):
+                break
+        while self._sub.poll(100):
+            self._sub.recv_multipart()
+        self._pending.clear()
+        return self
+
+    def _send(self) -> None:
+        data: dict[str, Any] = {"jsonrpc": "2.0", "id": uuid.uuid4().hex, "method": "echo",
+                                "params": PAYLOAD}
+        msg = self._session.send(self._dealer, "comm_msg",
+                                 {"comm_id": self._comm_id, "data": data})
+        assert msg is not None
+        self._pending.add(msg["header"]["msg_id"])
+
+    def _recv_one(self) -> None:
+        while True:
+            _, frames = self._session.feed_identities(self._sub.recv_multipart())
+            msg = self._session.deserialize(frames)
+            if msg["msg_type"] == "comm_msg":
+                self._pending.discard(msg["parent_header"]["msg_id"])
+                return
+
+    @property
+    def server_pid(self) -> int:
+        assert self._server is not None
+        return self._server.pid
+
+    def rate(self, window: int, seconds: float) -> float:
+        return round_trips_per_second(self._send, self._recv_one, window, seconds)
+
+    def close(self) -> None:
+        try:
+            self._dealer.close(linger=0)
+            self._sub.close(linger=0)
+            self._context.term()
+        finally:
+            if self._server is not None:
+                self._server.end()
+
+
+if __name__ == "__main__":
+    try:
+        serve(sys.argv[1])
+    except KeyboardInterrupt:
+        sys.exit(0)
