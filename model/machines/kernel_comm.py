@@ -5,8 +5,10 @@ Rules:
   knows (or the kernel opens it); an open for an unknown target is *rejected*:
   the kernel answers with comm_close and the comm never opens.
 - Either side may close an open comm; closing cancels its pending requests.
-- When the last frontend goes away (the subscriber count drops to zero) the policy
-  follows from the comm's kind (ark issue 841):
+- When the comm's owner goes away (the frontend that opened it, or for whose
+  request the kernel opened it; for comms owned by every subscriber: when the
+  subscriber count drops to zero) the policy follows from the comm's kind
+  (ark issue 841):
   *persistent* comms (plots) keep their state, fail their pending requests and
   wait *detached* for a frontend to return; *default* comms close and run their
   cleanup handler, since no frontend will ever close them.
@@ -63,15 +65,15 @@ KERNEL_COMM = MachineSpec(
         Transition(S.OPEN, E.CLOSED_BY_KERNEL, S.CLOSED,
                    "the kernel closed the comm; pending requests are cancelled"),
         Transition(S.OPEN, E.FRONTEND_LOST, S.DETACHED,
-                   "last subscriber gone: a persistent comm keeps its state, fails its requests",
+                   "its owner left: a persistent comm keeps its state, fails its requests",
                    guard=F.PERSISTENT),
         Transition(S.OPEN, E.FRONTEND_LOST, S.CLOSED,
-                   "last subscriber gone: nobody can close a default comm, so the kernel does",
+                   "its owner left: nobody will close a default comm, so the kernel does",
                    guard=F.PERSISTENT, guard_holds=False),
         Transition(S.OPEN, E.KERNEL_SHUTDOWN, S.CLOSED,
                    "shutdown closes every comm"),
         Transition(S.DETACHED, E.FRONTEND_BACK, S.OPEN,
-                   "a frontend subscribed again and can re-attach to the persistent comm"),
+                   "its owner subscribed again and re-attaches to the persistent comm"),
         Transition(S.DETACHED, E.CLOSED_BY_KERNEL, S.CLOSED,
                    "the kernel may still close a detached comm"),
         Transition(S.DETACHED, E.CLOSED_BY_FRONTEND, S.CLOSED,

@@ -8,8 +8,9 @@ Rules:
 - *never subscribed* until the first subscribe; *connected* while the count is
   above zero; *disconnected* when it drops to zero. The count is a guard
   (``others_remain``), not a state per count.
-- Dropping to zero is the disconnection event the comm and request policies act
-  on (after the drain rule); rising from zero re-attaches detached comms.
+- Dropping to zero is the disconnection event for everything owned by every
+  subscriber; a frontend's own departure is told by the unsubscribe of its peer
+  topic (``commspec.peer/<session id>``). Both act after the drain rule.
 """
 
 from __future__ import annotations
