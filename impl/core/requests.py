@@ -43,7 +43,7 @@ from commspec.model.machines import (
 from commspec.model.trace import TraceSink, discard
 from commspec.model.tracked import Tracked
 
-from ..errors import RemoteError, failure_for, failure_type
+from ..errors import RemoteError, RequestFailed, failure_for, failure_type
 
 __all__ = [
     "STDIN_KINDS",
@@ -124,6 +124,21 @@ class _Requests(Generic[R]):
         ended.tracked.fire(late_reply, msg_id=msg_id)
         self._late_replies += 1
         return ReplyOutcome.LATE
+
+    def _remember_all(self, records: list[R]) -> None:
+        """``_remember`` each of ``records`` in order, without inserting the ones that
+        would be evicted again within the batch."""
+        keep = self.remember
+        if keep == 0 or not records:
+            return
+        ended = self._ended
+        if len(records) >= keep:
+            ended.clear()
+            records = records[-keep:]
+        for record in records:
+            ended[record.msg_id] = record
+        while len(ended) > keep:
+            ended.popitem(last=False)
 
     def _remember(self, record: R) -> None:
         if self.remember == 0:
@@ -276,16 +291,13 @@ class PendingRequests(_Requests[RequestRecord]):
         ids = self._by_comm.pop(comm_id, None)
         if not ids:
             return 0
-        for msg_id in ids:
-            self._fail(self._pending[msg_id], event, detail, unindex=False)
-        return len(ids)
+        return self._fail_many(list(ids), event, detail)
 
     def fail_all(self, event: RequestEvent, detail: str = "") -> int:
-        records = list(self._pending.values())
+        """End every pending request (PEER_LOST when the last peer left...)."""
+        ids = list(self._pending)
         self._by_comm.clear()
-        for record in records:
-            self._fail(record, event, detail, unindex=False)
-        return len(records)
+        return self._fail_many(ids, event, detail)
 
     def expire(self, now: float) -> int:
         """Fire DEADLINE for every pending request whose deadline is at or before ``now``."""
@@ -318,6 +330,51 @@ class PendingRequests(_Requests[RequestRecord]):
         )
         self._forget_pending(record, unindex)
         self._complete(record, detail)
+
+    def _fail_many(self, ids: list[str], event: RequestEvent, detail: str) -> int:
+        """``_fail`` for many requests at once (already unindexed from ``_by_comm``), in
+        order: each gets its own transition (traced when a sink listens), its own
+        exception and its future failed, as ``_fail`` does; what is done once instead of
+        per request is the machine row lookup (per state and deadline fact) and the
+        bounded memory of ended requests (only the last ``remember`` are kept)."""
+        if event not in _TERMINAL_EVENTS:
+            raise ValueError(f"{event.value!r} is not a failure event")
+        pending = self._pending
+        # The machine row of (state, deadline fact) is looked up once, by the first request
+        # that takes it (through Tracked.fire); the others reuse it: (dest, exception type,
+        # dest's value) by state, one table per value of the fact.
+        Move = tuple[RequestState, type[RequestFailed], str]
+        moves: tuple[dict[RequestState, Move], dict[RequestState, Move]] = ({}, {})
+        ended: list[RequestRecord] = []
+        keep = ended.append
+        try:
+            for msg_id in ids:
+                record = pending.get(msg_id)
+                if record is None:
+                    continue  # ended meanwhile (by a done-callback of an earlier one)
+                tracked = record.tracked
+                has_deadline = record.deadline is not None
+                known = moves[has_deadline]
+                move = known.get(tracked.state)
+                if move is not None and tracked.sink is discard:
+                    tracked.state = move[0]  # a known row and nobody traces: just the move
+                else:
+                    source = tracked.state
+                    dest = tracked.fire(
+                        event, _HAS_DEADLINE if has_deadline else _NO_DEADLINE, msg_id
+                    )
+                    if move is None:
+                        move = known[source] = (dest, failure_type(dest), dest.value)
+                # one at a time, after its move, as _fail does: a done-callback of an
+                # earlier request still sees the later ones pending
+                del pending[msg_id]
+                keep(record)
+                record.future.set_exception(
+                    move[1](msg_id, record.comm_id, record.method, move[2], detail)
+                )
+        finally:
+            self._remember_all(ended)
+        return len(ended)
 
     def _end(self, record: RequestRecord, event: RequestEvent) -> None:
         record.tracked.fire(event, msg_id=record.msg_id)

@@ -21,9 +21,14 @@ PRESENCE_TOPIC_PREFIX = b"commspec.peer/"
 LINK_DOWN_EVENTS = zmq.EVENT_DISCONNECTED
 
 
+#: plain ints: ``int & zmq.POLLIN`` would go through enum.Flag on every call (hot path)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
 def readable(sock: zmq.Socket[bytes]) -> bool:
     """Whether a message is queued on ``sock`` now (no system call, unlike poll)."""
-    return bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+    return bool(int(sock.get(_EVENTS)) & _POLLIN)
 
 
 def presence_topic(session_id: str) -> bytes:
@@ -92,14 +97,20 @@ class Channels:
         return down
 
     def close(self) -> None:
+        # The IOPub SUB first: its going is what the kernel's XPUB sees (the unsubscribe
+        # of our presence topic), so the kernel learns of a clean close soonest. Closing
+        # a monitored socket stops its monitor in libzmq; its PAIR is closed below.
+        iopub = getattr(self, "iopub", None)
+        if iopub is not None and not iopub.closed:
+            iopub.close(linger=0)
         for sock in getattr(self, "monitors", ()):
             sock.close(linger=0)
-        for sock in (getattr(self, name, None) for name in ("shell", "iopub")):
-            if sock is not None and not sock.closed:
-                try:
-                    sock.disable_monitor()
-                except zmq.ZMQError:
-                    pass  # never monitored
+        shell = getattr(self, "shell", None)
+        if shell is not None and not shell.closed:
+            try:
+                shell.disable_monitor()
+            except zmq.ZMQError:
+                pass  # never monitored
         for sock in self._sockets:
             if not sock.closed:
                 sock.close(linger=0)

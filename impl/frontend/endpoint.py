@@ -8,9 +8,11 @@ and carries out what each transition implies (send, fail, close sockets).
 
 Threads: one I/O thread (:class:`~commspec.impl.loop.IoLoop`) owns every socket and every
 piece of state below. Public methods are thread-safe: they run their work on
-the I/O thread and wait for it. Futures are ``concurrent.futures.Future``,
-resolved on the I/O thread (``asyncio.wrap_future`` makes them awaitable), so
-callbacks attached to them and handlers registered on comms must not block.
+the I/O thread and wait for it, except ``Comm.request``, which posts its work
+(in order with the rest) and returns its future at once. Futures are
+``concurrent.futures.Future``, resolved on the I/O thread (``asyncio.wrap_future``
+makes them awaitable), so callbacks attached to them and handlers registered on
+comms must not block.
 """
 
 from __future__ import annotations
@@ -366,8 +368,28 @@ class FrontendEndpoint:
     def comm_request(
         self, comm: Comm, method: str, params: Any = None, timeout: float | None = None
     ) -> Future[Any]:
+        """Post the request to the I/O thread and return its future at once (no hand-off
+        wait), so requests pipeline; what the I/O thread finds (undeliverable, held...)
+        ends or holds that future. Posted work runs in order, so sends from one thread
+        go out in the order they were made."""
         deadline = time.monotonic() + timeout if timeout is not None else None
-        return self._call(lambda: self._comm_request(comm.comm_id, method, params, deadline))
+        future: Future[Any] = Future()
+        if self._session.state not in _WAITING:
+            # It goes out (or fails) as soon as the I/O thread sees it: from now on its
+            # outcome comes from the machine, as for a request sent synchronously. Only
+            # a request that may be held stays cancellable until it goes out.
+            future.set_running_or_notify_cancel()
+        work = functools.partial(self._post_request, comm.comm_id, method, params, deadline, future)
+        if self._loop.in_loop_thread():
+            work()
+            return future
+        if self._closed:
+            raise EndpointClosed(f"{self.name} is closed")
+        try:
+            self._loop.post(work)
+        except EndpointClosed as e:
+            raise EndpointClosed(f"{self.name} is closed") from e
+        return future
 
     def comm_close(self, comm: Comm, data: dict[str, Any] | None = None) -> None:
         self._call(lambda: self._close_comm(comm.comm_id, data))
@@ -661,24 +683,48 @@ class FrontendEndpoint:
         else:
             raise CannotSend(comm_id, f"the session is {self._session.state.value}")
 
+    def _post_request(
+        self,
+        comm_id: str,
+        method: str,
+        params: Any,
+        deadline: float | None,
+        future: Future[Any],
+    ) -> None:
+        """The I/O thread's half of ``comm_request``: whatever fails ends ``future``."""
+        try:
+            self._comm_request(comm_id, method, params, deadline, future)
+        except Exception as e:
+            if not future.done():
+                if not future.running():
+                    future.set_running_or_notify_cancel()
+                if not future.cancelled():
+                    future.set_exception(e)
+            log.exception("%s: request %r on comm %s failed", self.name, method, comm_id)
+
     def _comm_request(
-        self, comm_id: str, method: str, params: Any, deadline: float | None
-    ) -> Future[Any]:
+        self, comm_id: str, method: str, params: Any, deadline: float | None, future: Future[Any]
+    ) -> None:
         record = self._comms.get(comm_id)
         state = self._session.state
-        if record is not None and state in _LIVE and record.tracked.state in _USABLE:
-            return self._send_request(record, method, params, deadline)
         if record is not None and state in _WAITING and record.tracked.state is not CS.CLOSED:
-            outer: Future[Any] = Future()
+            if future.cancelled():
+                return  # the caller gave up before it could go out
             item = _Held(
-                "request", record, data=params, method=method, deadline=deadline, outer=outer
+                "request", record, data=params, method=method, deadline=deadline, outer=future
             )
             self._held.append(item)
             if deadline is not None:
                 # Its deadline passes before it could go out: nobody received it in time.
                 self._loop.call_at(deadline, lambda: self._drop_held(item))
-            return outer
-        return self._undeliverable(comm_id, method)
+            return
+        # It goes out, or fails, now: only a caller that cancelled first stops that.
+        if not future.running() and not future.set_running_or_notify_cancel():
+            return  # cancelled while it waited for the I/O thread: it never went out
+        if record is not None and state in _LIVE and record.tracked.state in _USABLE:
+            self._send_request(record, method, params, deadline, future)
+        else:
+            self._undeliverable(comm_id, method, future)
 
     def _drop_held(self, item: _Held) -> None:
         if item in self._held:

@@ -16,6 +16,9 @@ from commspec.impl.wire import Wire
 
 Message = dict[str, Any]
 
+_LAST = int(zmq.NOBLOCK)
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+
 
 class Messenger:
     def __init__(self, key: bytes, signature_scheme: str, session_id: str | None = None) -> None:
@@ -38,8 +41,16 @@ class Messenger:
     ) -> None:
         frames: list[bytes] = self.wire.session.serialize(msg)
         if buffers:
+            for buffer in buffers:
+                memoryview(buffer)  # TypeError before any frame goes out, as send_multipart
             frames.extend(buffers)  # unsigned, after the four signed JSON frames
-        sock.send_multipart(frames, zmq.NOBLOCK)
+        # send_multipart's loop with plain int flags: its ``zmq.SNDMORE | flags`` is an
+        # enum.Flag operation per frame (about 0.7 us each here). As there, the first
+        # frame decides: once it is queued (no zmq.Again), the rest of the message is.
+        send = sock.send
+        for frame in frames[:-1]:
+            send(frame, _MORE)
+        send(frames[-1], _LAST)
 
     def send(
         self,
