@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each subcommand is a module in commspec.commands with ``add_parser`` and ``run``.
-COMMANDS: tuple[str, ...] = ("check", "diagrams", "spec", "kernel", "demo", "trace-check")
+COMMANDS: tuple[str, ...] = ("check", "diagrams", "spec", "kernel", "demo", "trace-check", "mbt")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,9 @@ writing one adapter. An adapter is a :class:`KernelAdapter`:
   and ``commspec.echo.persistent`` (a persistent comm), whose ``echo`` method
   returns its params.
 - Actions the harness asks of the kernel itself (the model's kernel-side
-  environment steps): ``open_comm(target, persistent)`` returns the new comm's
-  id (the comm is owned by every subscriber, and answers ``echo`` too);
+  environment steps): ``open_comm(target, persistent, owner)`` returns the new comm's
+  id (the comm is owned by the frontend whose session id is ``owner``, as if the
+  kernel opened it while handling that frontend's request, and answers ``echo`` too);
   ``close_comm(comm_id)``;
   ``comm_request(comm_id, method, params)`` and ``stdin_request(identity)``
   return a ``concurrent.futures.Future`` that ends in exactly one outcome.
@@ -66,7 +67,7 @@ class KernelAdapter(Protocol):
     @property
     def running(self) -> bool: ...
 
-    def open_comm(self, target: str, persistent: bool) -> str: ...
+    def open_comm(self, target: str, persistent: bool, owner: str | None = None) -> str: ...
 
     def close_comm(self, comm_id: str) -> None: ...
 
@@ -129,8 +130,10 @@ class ReferenceKernel:
 
     # -- actions -----------------------------------------------------------
 
-    def open_comm(self, target: str, persistent: bool) -> str:
-        comm = self._k().open_comm(target, persistent=persistent)
+    def open_comm(self, target: str, persistent: bool, owner: str | None = None) -> str:
+        comm = self._k().open_comm(
+            target, persistent=persistent, owner=owner.encode() if owner else None
+        )
         # the demo targets' factory runs for frontend opens only: serve echo here too
         comm.on_request("echo", lambda params: params)
         return comm.comm_id

@@ -34,12 +34,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from commspec.impl.comm import Comm
+from commspec.impl.comm import Comm, Deferred
 from commspec.impl.connection import ConnectionInfo, read_connection_file
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
 from commspec.model.errors import InvalidTransition
 from commspec.model.invariants import state_violations
-from commspec.model.machines import MACHINES, RequestState
+from commspec.model.machines import (
+    MACHINES,
+    FrontendCommState,
+    KernelCommState,
+    RequestState,
+)
 from commspec.model.system import Bounds, Step, StepKind, SystemModel
 from commspec.model.trace import TraceEvent
 from commspec.model.trace_check import TraceChecker
@@ -76,8 +81,18 @@ SUPPORTED = frozenset(
         "kernel_request",
         "kernel_stdin_request",
         "shutdown",
+        # not a model action: kernel_request, then its owner answers and crashes
+        "race",
     }
 )
+#: the orders the race rule makes: the reply is resolved before the frontend leaves,
+#: or the answer and the departure go back to back (either outcome the model permits)
+RACE_MODES = ("reply_first", "together")
+
+def default_supported(bounds: Bounds) -> frozenset[str]:
+    """Every supported action, whatever the bounds."""
+    return SUPPORTED
+
 
 #: small bounds: a default run finishes in well under a minute
 MBT_BOUNDS = Bounds(frontends=2, comms=2, requests=2, reconnects=0, faults=2)
@@ -93,6 +108,9 @@ MBT_OPTIONS = FrontendOptions(
 
 #: how long the live system may take to reach the quiescent point of one step
 STEP_TIMEOUT = 10.0
+#: a step whose live trace was silent this long without matching has failed (every
+#: live step takes milliseconds; the bound only makes a failing step fail fast)
+QUIET = 1.0
 #: a bound on the protocol-only exploration after each step
 QUIESCE_LIMIT = 50_000
 
@@ -154,9 +172,11 @@ class Recorder:
         self.outcomes: Counter[tuple[str, str, str]] = Counter()
         self.checker = TraceChecker(context=6)
         self.coverage = coverage
+        self._last_event = 0.0
 
     def __call__(self, event: TraceEvent) -> None:
         with self._cond:
+            self._last_event = time.monotonic()
             self.events.append(event)
             self.checker.feed(len(self.events), event)
             key = (event.endpoint, event.machine, event.object)
@@ -181,18 +201,26 @@ class Recorder:
         with self._cond:
             return self.state.get((endpoint, machine, obj), default)
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+    def wait_until(
+        self, predicate: Callable[[], bool], timeout: float, quiet: float | None = None
+    ) -> bool:
         """Re-evaluate ``predicate`` on every trace event (and at least every 20 ms, for
-        the observations that are queries) until it holds or ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
+        the observations that are queries) until it holds (True), ``timeout`` passes, or,
+        given ``quiet``, nothing was traced for that long (False): a live system with
+        nothing left in flight that still does not match will not match later."""
+        start = time.monotonic()
+        deadline = start + timeout
         while True:
             if predicate():
                 return True
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return False
             with self._cond:
-                self._cond.wait(min(left, 0.02))
+                last = max(self._last_event, start)
+                if quiet is not None and now - last >= quiet:
+                    return False
+                self._cond.wait(min(deadline - now, 0.02))
 
 
 # =========================================================================
@@ -219,6 +247,20 @@ class Observation(NamedTuple):
 
 
 GONE = "caller gone"
+#: a frontend comm it does not hold: never opened there, or closed there
+NOT_HELD = "-"
+
+
+def _held(state: str) -> str:
+    """Frontend comm states as compared: ``new`` and ``closed`` are both "not held".
+
+    The model publishes comm_close to the other frontends when one frontend closes a
+    comm it opened, so they record a comm they never saw as closed; the reference
+    kernel publishes it only for comms the kernel opened (SPEC.md requires it only when
+    the kernel closes a comm on its own), so they keep it ``new``. Both are "a comm this
+    frontend does not hold"; the trace checker still checks every transition taken.
+    """
+    return NOT_HELD if state in ("new", "closed") else state
 
 
 def project(w: World) -> Observation:
@@ -235,7 +277,7 @@ def project(w: World) -> Observation:
             assert fe.session is not None
             sessions.append(fe.session.value)
         dead = fe.proc is Proc.DEAD
-        fcomms.append(None if dead else tuple(s.value for s in fe.comms))
+        fcomms.append(None if dead else tuple(_held(s.value) for s in fe.comms))
         flate.append(0 if dead else fe.late_replies)
     requests: list[str | None] = []
     for req in w.requests:
@@ -301,14 +343,18 @@ class Harness:
         options: FrontendOptions = MBT_OPTIONS,
         coverage: Coverage | None = None,
         step_timeout: float = STEP_TIMEOUT,
-        supported: Iterable[str] = SUPPORTED,
+        quiet: float = QUIET,
+        supported: Iterable[str] | None = None,
     ) -> None:
         self.adapter = adapter
         self.bounds = bounds
         self.model = SystemModel(bounds)
         self.options = options
         self.step_timeout = step_timeout
-        self.supported = frozenset(supported)
+        self.quiet = quiet
+        self.supported = (
+            frozenset(supported) if supported is not None else default_supported(bounds)
+        )
         self.recorder = Recorder(coverage)
         self.states: frozenset[World] = frozenset({self.model.initial()})
         self.frontends: list[_LiveFrontend | None] = [None] * bounds.frontends
@@ -317,6 +363,10 @@ class Harness:
         self.program: list[Action] = []
         self.steps: list[StepRecord] = []
         self.connection: ConnectionInfo | None = None
+        self._hold_lock = threading.Lock()
+        self._hold_cond = threading.Condition(self._hold_lock)
+        self._holding = False
+        self._held: list[Deferred] = []
         self._started = False
         self._closed = False
 
@@ -361,7 +411,32 @@ class Harness:
         for w in sorted(self.states, key=repr):
             for step, _ in self._env_steps(w):
                 seen.setdefault(step.action, None)
+            if "race" in self.supported:
+                for action in self._races(w):
+                    seen.setdefault(action, None)
         return list(seen)
+
+    def _races(self, w: World) -> list[Action]:
+        """("race", c, r, mode) where kernel_request(c, r) would reach one live frontend
+        that may still crash afterwards."""
+        out: list[Action] = []
+        if w.faults_left < 1:
+            return out
+        for step, _ in self.model.successors(w):
+            if step.kind is not StepKind.ENVIRONMENT or step.action[0] != "kernel_request":
+                continue
+            c, r = int(step.action[1]), int(step.action[2])
+            kc = w.kernel.comms[c]
+            owner = kc.owner
+            if (
+                kc.state is KernelCommState.OPEN
+                and 0 <= owner < len(w.frontends)
+                and w.kernel.peers[owner]
+                and w.frontends[owner].proc is Proc.RUNNING
+                and w.frontends[owner].comms[c] is FrontendCommState.OPEN
+            ):
+                out.extend(("race", c, r, mode) for mode in RACE_MODES)
+        return out
 
     def enabled_named(self, name: str) -> list[Action]:
         return [a for a in self.enabled() if a[0] == name]
@@ -378,15 +453,20 @@ class Harness:
     def apply(self, action: Action) -> None:
         began = time.monotonic()
         self.program.append(action)
-        nexts = [succ for w in self.states for step, succ in self._env_steps(w)
-                 if step.action == action]
-        if not nexts:
-            raise MbtFailure(f"the model does not enable {action} here")
-        mark = self.recorder.mark()
-        self._live(action, mark)
-        quiescent: set[World] = set()
-        for w in nexts:
-            quiescent |= self._quiesce(w)
+        if action[0] == "race":
+            quiescent = self._race_model(action)
+            mark = self.recorder.mark()
+            self._live(action, mark)
+        else:
+            nexts = [succ for w in self.states for step, succ in self._env_steps(w)
+                     if step.action == action]
+            if not nexts:
+                raise MbtFailure(f"the model does not enable {action} here")
+            mark = self.recorder.mark()
+            self._live(action, mark)
+            quiescent = set()
+            for w in nexts:
+                quiescent |= self._quiesce(w)
         options = {project(q): q for q in quiescent}
         matched: list[Observation] = []
 
@@ -398,12 +478,53 @@ class Harness:
                 return True
             return False
 
-        if not self.recorder.wait_until(settled, self.step_timeout):
+        if not self.recorder.wait_until(settled, self.step_timeout, self.quiet):
             raise MbtFailure(self._mismatch(action, options))
         obs = matched[-1]
         self.states = frozenset(q for q in quiescent if project(q) == obs)
         self._check_invariants()
         self.steps.append(StepRecord(action, time.monotonic() - began, len(self.states)))
+
+    def _race_model(self, action: Action) -> set[World]:
+        """kernel_request(c, r), then the owner crashes at any point of the protocol's
+        progress (for reply_first: once the request is resolved), then quiescence."""
+        c, r, mode = int(action[1]), int(action[2]), str(action[3])
+        out: set[World] = set()
+        for w in self.states:
+            if action not in self._races(w):
+                continue
+            owner = w.kernel.comms[c].owner
+            for step, after in self.model.successors(w):
+                if step.action != ("kernel_request", c, r):
+                    continue
+                for mid in self._reachable(after):
+                    req = mid.requests[r]
+                    if mode == "reply_first" and (
+                        req is None or req.state is not RequestState.RESOLVED
+                    ):
+                        continue
+                    for crash, gone in self.model.successors(mid):
+                        if crash.action == ("crash", owner):
+                            out |= self._quiesce(gone)
+        if not out:
+            raise MbtFailure(f"the model does not enable {action} here")
+        return out
+
+    def _reachable(self, start: World) -> set[World]:
+        """Every state protocol steps reach from ``start`` (``start`` included)."""
+        seen = {start}
+        frontier = [start]
+        while frontier:
+            nxt: list[World] = []
+            for w in frontier:
+                for step, s in self.model.successors(w):
+                    if step.kind is StepKind.PROTOCOL and s not in seen:
+                        seen.add(s)
+                        nxt.append(s)
+            if len(seen) > QUIESCE_LIMIT:
+                raise MbtFailure(f"more than {QUIESCE_LIMIT} model states in a race")
+            frontier = nxt
+        return seen
 
     def _quiesce(self, start: World) -> set[World]:
         seen = {start}
@@ -432,7 +553,8 @@ class Harness:
     def _mismatch(self, action: Action, options: dict[Observation, World]) -> str:
         obs = self.observe()
         lines = [f"after {action}: the live system reached no state the model allows "
-                 f"within {self.step_timeout} s", f"  live:  {obs}"]
+                 f"(waited up to {self.step_timeout} s, quiet for {self.quiet} s)",
+                 f"  live:  {obs}"]
         ranked = sorted(options, key=lambda o: len(obs.diff(o)))
         for o in ranked[:3]:
             lines.append("  model option, differing in:")
@@ -470,28 +592,32 @@ class Harness:
             fe.alive = False
             fe.endpoint.close()
         elif name == "kernel_open":
-            c, kind = int(args[0]), str(args[2])
-            self.comm_ids[c] = self.adapter.open_comm(TARGETS[kind], kind == "persistent")
+            c, owner, kind = int(args[0]), int(args[1]), str(args[2])
+            self.comm_ids[c] = self.adapter.open_comm(
+                TARGETS[kind], kind == "persistent", owner=self._fe(owner).session_id
+            )
         elif name == "kernel_close":
-            (c,) = args
-            self.adapter.close_comm(self._cid(int(c)))
+            self.adapter.close_comm(self._cid(int(args[0])))
         elif name == "kernel_request":
             c, r = int(args[0]), int(args[1])
             future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
             self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
         elif name == "kernel_stdin_request":
             f, s = int(args[0]), int(args[1])
-            fe = self.frontends[f]
-            assert fe is not None
-            future = self.adapter.stdin_request(fe.session_id.encode())
+            asked = self.frontends[f]
+            assert asked is not None
+            future = self.adapter.stdin_request(asked.session_id.encode())
             self._bind(s, Kind.STDIN, f, future, "kernel", "stdin_request", mark)
         elif name == "shutdown":
             self.adapter.stop()
+        elif name == "race":
+            self._live_race(int(args[0]), int(args[1]), str(args[2]), mark)
         else:
             raise MbtFailure(f"no live counterpart for {action}")
 
     def _start_frontend(self, f: int) -> None:
         session_id = f"mbt{f}-{uuid.uuid4().hex[:12]}"
+        assert self.connection is not None, "start() the harness first"
         endpoint = FrontendEndpoint(
             self.connection, sink=self.recorder, options=self.options,
             session_id=session_id,
@@ -502,10 +628,50 @@ class Harness:
             endpoint.register_target(target, lambda comm, data: self._serve(comm))
         endpoint.on_input_request(lambda prompt, password: f"answer to {prompt}")
 
-    @staticmethod
-    def _serve(comm: Comm) -> None:
-        """Frontends answer the kernel's requests at once (the model's ``answer`` step)."""
-        comm.on_request("ask", lambda params: {"answered": params})
+    def _serve(self, comm: Comm) -> None:
+        """Frontends answer the kernel's requests at once (the model's ``answer`` step),
+        except during a race rule, which holds the answer until it chooses the order."""
+
+        def ask(params: Any) -> Any:
+            with self._hold_lock:
+                if self._holding:
+                    deferred = Deferred()
+                    self._held.append(deferred)
+                    self._hold_cond.notify_all()
+                    return deferred
+            return {"answered": params}
+
+        comm.on_request("ask", ask)
+
+    def _live_race(self, c: int, r: int, mode: str, mark: int) -> None:
+        owners = {w.kernel.comms[c].owner for w in self.states}
+        if len(owners) != 1:
+            raise MbtFailure(f"comm slot {c} has no single owner: {owners}")
+        f = owners.pop()
+        fe = self._fe(f)
+        with self._hold_lock:
+            self._holding, self._held = True, []
+        try:
+            future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
+            self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
+            with self._hold_cond:
+                if not self._hold_cond.wait_for(lambda: bool(self._held), self.step_timeout):
+                    raise MbtFailure(f"frontend {f} never received kernel request {r}")
+                deferred = self._held[0]
+        finally:
+            with self._hold_lock:
+                self._holding = False
+        deferred.resolve({"answered": r})
+        if mode == "reply_first":
+            lr = self.requests[r]
+            assert lr is not None
+            if not self.recorder.wait_until(
+                lambda: self.recorder.get("kernel", "request", lr.msg_id, "new") != "pending",
+                self.step_timeout, self.quiet,
+            ):
+                raise MbtFailure(f"kernel request {r} never ended after its answer")
+        fe.alive = False
+        fe.endpoint.close()
 
     def _fe(self, f: int) -> _LiveFrontend:
         fe = self.frontends[f]
@@ -544,7 +710,7 @@ class Harness:
         for fe in self.frontends:
             if fe is None:
                 sessions.append("idle")
-                fcomms.append(tuple("new" for _ in self.comm_ids))
+                fcomms.append(tuple(NOT_HELD for _ in self.comm_ids))
                 flate.append(0)
             elif not fe.alive:
                 sessions.append("dead")
@@ -553,7 +719,8 @@ class Harness:
             else:
                 sessions.append(rec.get(fe.name, "session", fe.session_id, "connecting"))
                 fcomms.append(tuple(
-                    "new" if cid is None else rec.get(fe.name, "frontend_comm", cid, "new")
+                    NOT_HELD if cid is None
+                    else _held(rec.get(fe.name, "frontend_comm", cid, "new"))
                     for cid in self.comm_ids
                 ))
                 flate.append(rec.late[fe.name])

@@ -48,7 +48,8 @@ KernelCommTracked = Tracked[KernelCommState, KernelCommEvent]
 class CommRecord:
     comm: Comm
     tracked: KernelCommTracked
-    #: the identity of the frontend that opened it; None if the kernel opened it
+    #: the frontend it belongs to: the one that opened it, or for whose request the
+    #: kernel opened it; None when the kernel opened it on its own
     opener: bytes | None
 
     @property
@@ -58,10 +59,6 @@ class CommRecord:
     @property
     def state(self) -> KernelCommState:
         return self.tracked.state
-
-    @property
-    def kernel_opened(self) -> bool:
-        return self.opener is None
 
 
 @dataclass(frozen=True)
@@ -122,10 +119,16 @@ class KernelComms:
         self._remember(tracked.object_id)
 
     def opened(
-        self, comm: Comm, tracked: KernelCommTracked, opener: bytes | None, msg_id: str | None
+        self,
+        comm: Comm,
+        tracked: KernelCommTracked,
+        opener: bytes | None,
+        msg_id: str | None,
+        *,
+        by_kernel: bool = False,
     ) -> CommRecord:
         event = (
-            KernelCommEvent.OPENED_BY_KERNEL if opener is None
+            KernelCommEvent.OPENED_BY_KERNEL if by_kernel
             else KernelCommEvent.OPENED_BY_FRONTEND
         )
         tracked.fire(event, msg_id=msg_id)

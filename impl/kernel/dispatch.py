@@ -386,9 +386,9 @@ class KernelDispatcher:
             return
         self.comms.close(record, KernelCommEvent.CLOSED_BY_FRONTEND, received.msg_id)
         self.pending.fail_comm(record.comm_id, RequestEvent.COMM_CLOSED, "the frontend closed it")
-        if record.kernel_opened:
-            # Every subscriber saw it open; tell the others it closed.
-            self.io.publish("comm_close", {"comm_id": record.comm_id, "data": {}}, received.msg)
+        # Tell every other frontend: the comm was broadcast (kernel-opened) or may have
+        # been adopted through comm_info, and a frontend must hear that it closed.
+        self.io.publish("comm_close", {"comm_id": record.comm_id, "data": {}}, received.msg)
         data = received.content.get("data")
         record.comm.handle_closed(data if isinstance(data, dict) else {})
 
@@ -422,7 +422,7 @@ class KernelDispatcher:
         tracked = self.comms.new_tracked(comm_id)
         comm = Comm(comm_id, target_name, persistent=persistent, tracked=tracked,
                     transport=self.transport)
-        self.comms.opened(comm, tracked, owner, None)
+        self.comms.opened(comm, tracked, owner, None, by_kernel=True)
         parent = self.current.header if self.current is not None else None
         self.io.publish(
             "comm_open", {"comm_id": comm_id, "target_name": target_name, "data": data},

@@ -151,7 +151,7 @@ def test_dropped_event_is_caught(recorded: Path) -> None:
 def test_malformed_line_is_exit_2_naming_the_line(
     recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, reason: str
 ) -> None:
-    lines = _lines(recorded)[:4] + [text] + _lines(recorded)[4:]
+    lines = [*_lines(recorded)[:4], text, *_lines(recorded)[4:]]
     bad = _write(tmp_path / "malformed.jsonl", lines)
     with pytest.raises(TraceFormatError) as raised:
         check_lines(_lines(bad))

@@ -1,0 +1,110 @@
+"""``commspec mbt``: the model-based test, live: Hypothesis drives the model and the kernel.
+
+Runs the Hypothesis state machine of ``commspec.mbt`` against the reference
+kernel (in this process, frontends too), with a progress bar; then prints a
+summary (examples, steps, live steps per second, transition coverage per
+machine). On failure it prints the shrunk program as a standalone pytest test
+that replays it. Exit status 0 when the live system always matched the model,
+1 otherwise, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from commspec.mbt import machine
+from commspec.mbt.adapter import ReferenceKernel
+from commspec.mbt.harness import MBT_BOUNDS, Coverage, default_supported
+from commspec.mbt.machine import RunResult, program_as_test
+from commspec.mbt.scenarios import run_directed
+from commspec.model.system import Bounds
+
+BAR = 30
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "mbt",
+        help="model-based test: Hypothesis drives the model and the live kernel in lockstep",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    p.add_argument("--examples", type=int, default=50, metavar="N",
+                   help="programs to run (default 50)")
+    p.add_argument("--steps", type=int, default=20, metavar="N",
+                   help="at most N actions per program (default 20)")
+    p.add_argument("--frontends", type=int, default=MBT_BOUNDS.frontends, metavar="N",
+                   help=f"frontends (default {MBT_BOUNDS.frontends})")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="Hypothesis seed, to repeat a run")
+
+
+def run(args: argparse.Namespace) -> int:
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.examples < 1 or args.steps < 1 or args.frontends < 1:
+        print("commspec mbt: --examples, --steps and --frontends must be >= 1", file=sys.stderr)
+        return 2
+    b = MBT_BOUNDS
+    bounds = Bounds(args.frontends, b.comms, b.requests, b.reconnects, b.faults)
+    supported = default_supported(bounds)
+    coverage = Coverage()
+    print(f"commspec mbt: {args.examples} examples of up to {args.steps} steps, "
+          f"{bounds.frontends} frontend(s), {bounds.comms} comm slots, {bounds.requests} "
+          f"request slots, {bounds.faults} faults; seed {args.seed}")
+    result = _mbt_run(bounds, args, coverage, supported)
+    if result.ok:
+        try:
+            directed = run_directed(coverage=coverage)
+        except AssertionError as e:
+            print(f"FAILED in a directed program: {e}")
+            return 1
+        print(f"directed programs: {len(directed)} passed")
+    _summary(result, coverage)
+    if result.ok:
+        print("OK: the live system matched the model at every step")
+        return 0
+    print(f"FAILED: {type(result.failure).__name__}")
+    print(str(result.failure))
+    if result.last is not None:
+        print(f"\nshrunk program ({len(result.last.actions)} steps), as a pytest test:\n")
+        print(program_as_test(result.last.actions, bounds, supported))
+    return 1
+
+
+def _mbt_run(
+    bounds: Bounds, args: argparse.Namespace, coverage: Coverage, supported: frozenset[str]
+) -> RunResult:
+    tty = sys.stderr.isatty()
+
+    def progress(r: RunResult) -> None:
+        done = min(r.examples, args.examples)
+        filled = BAR * done // args.examples
+        line = (f"  [{'#' * filled}{'.' * (BAR - filled)}] {r.examples} examples, "
+                f"{r.steps} steps")
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr,
+              flush=True)
+
+    result = machine.run(ReferenceKernel, bounds, examples=args.examples, steps=args.steps,
+                 seed=args.seed, coverage=coverage, supported=supported, progress=progress)
+    if tty:
+        print(file=sys.stderr)
+    return result
+
+
+def _summary(result: RunResult, coverage: Coverage) -> None:
+    overall = result.steps / result.seconds if result.seconds > 0 else 0.0
+    print(f"examples {result.examples}, steps {result.steps}, {result.seconds:.1f} s, "
+          f"{result.steps_per_second:,.0f} live steps/s ({overall:,.0f} steps/s with "
+          "kernel start/stop and Hypothesis)")
+    print(f"{'machine':<16}{'transitions taken':>20}")
+    for name, (taken, declared) in coverage.per_machine().items():
+        print(f"{name:<16}{taken:>12} / {declared:<6}")
+    missing = coverage.uncovered()
+    if missing:
+        print(f"not taken ({len(missing)}):")
+        for m, s, e, d in missing:
+            print(f"  {m}: {s} --{e}--> {d}")

@@ -1,0 +1,269 @@
+"""The Hypothesis state machine: its rules are the system model's environment actions.
+
+Rules:
+- One rule per environment action name (start, frontend_open, frontend_request,
+  frontend_close, exit, crash, kernel_open, kernel_close, kernel_request,
+  kernel_stdin_request, shutdown). A rule's precondition is "the model enables
+  an action of that name"; the rule then draws one of the enabled actions (its
+  frontend, comm slot, request slot, comm kind) and hands it to the
+  :class:`~commspec.mbt.harness.Harness`, which applies it to the model and to
+  the live system and compares them at the quiescent point.
+- Nondeterminism is the test's: which action, and with which arguments, is
+  drawn by Hypothesis, so a failure shrinks to a short program.
+- Every example gets a fresh kernel and fresh frontends; teardown closes them
+  whatever happened. The program each example ran is recorded, so the last one
+  (after shrinking, the minimal one) can be printed as a standalone test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from commspec.model.system import Bounds
+
+from .adapter import KernelAdapter, ReferenceKernel
+from .harness import MBT_BOUNDS, QUIET, Action, Coverage, Harness
+
+__all__ = ["Program", "RunResult", "make_machine", "program_as_test", "run"]
+
+AdapterFactory = Callable[[], KernelAdapter]
+
+
+@dataclass
+class Program:
+    """What one example did: its actions, and how long the live steps took."""
+
+    actions: list[Action]
+    seconds: float
+    failure: str | None = None
+
+
+@dataclass
+class RunResult:
+    examples: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    #: the last program run: after a failure and shrinking, the minimal failing one
+    last: Program | None = None
+    failure: BaseException | None = None
+    programs: list[Program] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def steps_per_second(self) -> float:
+        live = sum(p.seconds for p in self.programs)
+        return self.steps / live if live > 0 else 0.0
+
+
+def make_machine(
+    adapter_factory: AdapterFactory = ReferenceKernel,
+    bounds: Bounds = MBT_BOUNDS,
+    *,
+    coverage: Coverage | None = None,
+    supported: frozenset[str] | None = None,
+    on_program: Callable[[Program], None] | None = None,
+    quiet: float = QUIET,
+) -> type[RuleBasedStateMachine]:
+    """A state machine class bound to a kernel under test and the model's bounds."""
+
+    class ModelBasedTest(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.began = time.monotonic()
+            self.harness = Harness(
+                adapter_factory(), bounds, coverage=coverage, supported=supported, quiet=quiet
+            )
+            try:
+                self.harness.start()
+            except BaseException:
+                self.harness.close()
+                raise
+            self.failure: str | None = None
+
+        def _apply(self, name: str, data: st.DataObject) -> None:
+            choices = self.harness.enabled_named(name)
+            action = data.draw(st.sampled_from(choices), label=name)
+            try:
+                self.harness.apply(action)
+            except BaseException as e:
+                self.failure = f"{type(e).__name__}: {e}"
+                raise
+
+        def _can(self, name: str) -> bool:
+            return bool(self.harness.enabled_named(name))
+
+        @precondition(lambda self: self._can("start"))
+        @rule(data=st.data())
+        def start(self, data: st.DataObject) -> None:
+            self._apply("start", data)
+
+        @precondition(lambda self: self._can("frontend_open"))
+        @rule(data=st.data())
+        def frontend_open(self, data: st.DataObject) -> None:
+            self._apply("frontend_open", data)
+
+        @precondition(lambda self: self._can("frontend_request"))
+        @rule(data=st.data())
+        def frontend_request(self, data: st.DataObject) -> None:
+            self._apply("frontend_request", data)
+
+        @precondition(lambda self: self._can("frontend_close"))
+        @rule(data=st.data())
+        def frontend_close(self, data: st.DataObject) -> None:
+            self._apply("frontend_close", data)
+
+        @precondition(lambda self: self._can("exit"))
+        @rule(data=st.data())
+        def exit(self, data: st.DataObject) -> None:
+            self._apply("exit", data)
+
+        @precondition(lambda self: self._can("crash"))
+        @rule(data=st.data())
+        def crash(self, data: st.DataObject) -> None:
+            self._apply("crash", data)
+
+        @precondition(lambda self: self._can("kernel_open"))
+        @rule(data=st.data())
+        def kernel_open(self, data: st.DataObject) -> None:
+            self._apply("kernel_open", data)
+
+        @precondition(lambda self: self._can("kernel_close"))
+        @rule(data=st.data())
+        def kernel_close(self, data: st.DataObject) -> None:
+            self._apply("kernel_close", data)
+
+        @precondition(lambda self: self._can("kernel_request"))
+        @rule(data=st.data())
+        def kernel_request(self, data: st.DataObject) -> None:
+            self._apply("kernel_request", data)
+
+        @precondition(lambda self: self._can("kernel_stdin_request"))
+        @rule(data=st.data())
+        def kernel_stdin_request(self, data: st.DataObject) -> None:
+            self._apply("kernel_stdin_request", data)
+
+        @precondition(lambda self: self._can("shutdown"))
+        @rule(data=st.data())
+        def shutdown(self, data: st.DataObject) -> None:
+            self._apply("shutdown", data)
+
+        @precondition(lambda self: self._can("race"))
+        @rule(data=st.data())
+        def race(self, data: st.DataObject) -> None:
+            """A kernel request, then its frontend answers and crashes, in a chosen order."""
+            self._apply("race", data)
+
+        @precondition(lambda self: not self.harness.enabled())
+        @rule()
+        def nothing_left(self) -> None:
+            """Every frontend gone and the kernel down: nothing more can happen."""
+
+        @invariant()
+        def model_and_live_checks(self) -> None:
+            self.harness.check()
+
+        def teardown(self) -> None:
+            try:
+                self.harness.close()
+            finally:
+                if on_program is not None:
+                    on_program(Program(
+                        list(self.harness.program),
+                        sum(s.seconds for s in self.harness.steps),
+                        self.failure,
+                    ))
+
+    return ModelBasedTest
+
+
+def run(
+    adapter_factory: AdapterFactory = ReferenceKernel,
+    bounds: Bounds = MBT_BOUNDS,
+    *,
+    examples: int = 20,
+    steps: int = 15,
+    seed: int | None = None,
+    coverage: Coverage | None = None,
+    supported: frozenset[str] | None = None,
+    progress: Callable[[RunResult], None] | None = None,
+    derandomize: bool = False,
+    quiet: float = QUIET,
+) -> RunResult:
+    """Run the model-based test; a failure is caught and returned, not raised."""
+    result = RunResult()
+    began = time.monotonic()
+
+    def record(program: Program) -> None:
+        result.examples += 1
+        result.steps += len(program.actions)
+        result.programs.append(program)
+        result.last = program
+        if progress is not None:
+            progress(result)
+
+    machine = make_machine(
+        adapter_factory, bounds, coverage=coverage, supported=supported, on_program=record,
+        quiet=quiet,
+    )
+    if seed is not None:
+        machine = hypothesis_seed(seed)(machine)
+    config = settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,
+        derandomize=derandomize,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    try:
+        run_state_machine_as_test(machine, settings=config)  # type: ignore[no-untyped-call]
+    except BaseException as e:  # the failure, after shrinking
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        result.failure = e
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def program_as_test(
+    actions: list[Action],
+    bounds: Bounds = MBT_BOUNDS,
+    supported: frozenset[str] | None = None,
+    name: str = "test_shrunk_program",
+) -> str:
+    """A standalone pytest test that replays ``actions`` against the reference kernel."""
+    body = "".join(f"        {a!r},\n" for a in actions)
+    b = bounds
+    only = "" if supported is None else f", supported={sorted(supported)!r}"
+    return f'''from commspec.mbt.adapter import ReferenceKernel
+from commspec.mbt.harness import Harness
+from commspec.model.system import Bounds
+
+
+def {name}() -> None:
+    program = [
+{body}    ]
+    bounds = Bounds(frontends={b.frontends}, comms={b.comms}, requests={b.requests},
+                    reconnects={b.reconnects}, faults={b.faults})
+    with Harness(ReferenceKernel(), bounds{only}) as harness:
+        for action in program:
+            harness.apply(action)
+            harness.check()
+'''

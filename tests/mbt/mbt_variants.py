@@ -1,0 +1,51 @@
+"""Deliberately broken variants of the reference kernel, for the model-based test to catch.
+
+Each subclasses :class:`~commspec.mbt.adapter.ReferenceKernel` and breaks one rule
+of SPEC.md by overriding ``make`` (the implementation's files stay untouched).
+"""
+
+from __future__ import annotations
+
+from commspec.impl.kernel import KernelEndpoint
+from commspec.impl.targets import DEFAULT_TARGETS, ECHO_PERSISTENT, TargetRegistry, echo_target
+from commspec.mbt.adapter import ReferenceKernel
+from commspec.model.trace import TraceSink
+
+
+class PersistentClosedOnDisconnect(ReferenceKernel):
+    """Persistent comms are treated as default ones: closed when their frontend leaves."""
+
+    def make(self, sink: TraceSink) -> KernelEndpoint:
+        registry = TargetRegistry(DEFAULT_TARGETS)
+        registry.register(ECHO_PERSISTENT, echo_target, persistent=False)
+        kernel = super().make(sink)
+        kernel.targets = registry
+        kernel._core.targets = registry
+        return kernel
+
+
+class AcceptsWithoutSubscriber(ReferenceKernel):
+    """A kernel request is sent (and pends) even when nobody can receive it."""
+
+    def make(self, sink: TraceSink) -> KernelEndpoint:
+        kernel = super().make(sink)
+        kernel._core._receiver_present = lambda record: True  # type: ignore[method-assign]
+        return kernel
+
+
+class IgnoresUnsubscribes(ReferenceKernel):
+    """The kernel counts unsubscribes but, like ark today, acts on none of them."""
+
+    def make(self, sink: TraceSink) -> KernelEndpoint:
+        kernel = super().make(sink)
+        core = kernel._core
+        core._peer_left = lambda peer: None  # type: ignore[method-assign]
+        core._everyone_left = lambda: None  # type: ignore[method-assign]
+        return kernel
+
+
+VARIANTS: dict[str, type[ReferenceKernel]] = {
+    "persistent_closed_on_disconnect": PersistentClosedOnDisconnect,
+    "accepts_without_subscriber": AcceptsWithoutSubscriber,
+    "ignores_unsubscribes": IgnoresUnsubscribes,
+}
