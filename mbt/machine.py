@@ -233,7 +233,7 @@ def run(
         print_blob=False,
     )
     try:
-        run_state_machine_as_test(machine, settings=config)  # type: ignore[no-untyped-call]
+        run_state_machine_as_test(machine, settings=config)  # type: ignore[no-untyped-call, unused-ignore]
     except BaseException as e:  # the failure, after shrinking
         if isinstance(e, KeyboardInterrupt):
             raise
