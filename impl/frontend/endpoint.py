@@ -849,7 +849,9 @@ class FrontendEndpoint:
             # so an out-of-date comm_info_reply cannot make us adopt it.
             record = self._new_record(comm_id, "", persistent=False)
         if record is None or record.tracked.state not in (CS.NEW, CS.OPEN, CS.STALE):
-            self._bad.note("comm_close_for_closed_comm", comm_id)
+            # Already closed here: the kernel tells every frontend when a comm closes,
+            # the one that closed it included (SPEC.md). Expected, not bad input.
+            log.debug("%s: comm_close for comm %s, already closed here", self.name, comm_id)
             return
         record.tracked.fire(FrontendCommEvent.CLOSED_BY_KERNEL, msg_id=msg["msg_id"])
         self._forget_comm(record, content.get("data"))
