@@ -7,7 +7,6 @@ import os
 import platform
 import selectors
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,20 +35,6 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct loopback ports the OS just handed out (held together while chosen)."""
-    held: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
 
 
 def child_env() -> dict[str, str]:

@@ -17,7 +17,9 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from .common import PAYLOAD, Child, free_ports
+from commspec.impl.connection import free_ports
+
+from .common import PAYLOAD, Child
 from .rpc_loop import round_trips_per_second
 
 TIMEOUT = 30.0

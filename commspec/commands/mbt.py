@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from commspec.mbt import machine
 from commspec.mbt.adapter import ReferenceKernel
 from commspec.mbt.harness import MBT_BOUNDS, Coverage, default_supported
-from commspec.mbt.machine import RunResult, program_as_test
 from commspec.mbt.scenarios import run_directed
 from commspec.model.system import Bounds
+
+if TYPE_CHECKING:
+    from commspec.mbt.machine import RunResult
 
 BAR = 30
 
@@ -41,6 +42,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Hypothesis is a test dependency: import it only for this command, so every
+    # other command works from a plain `pip install .`.
+    try:
+        import hypothesis  # noqa: F401
+    except ModuleNotFoundError:
+        print("commspec mbt: needs Hypothesis; install the test extra: "
+              "python -m pip install 'commspec[test]'", file=sys.stderr)
+        return 2
     return _run(args)
 
 
@@ -71,6 +80,8 @@ def _run(args: argparse.Namespace) -> int:
     print(str(result.failure))
     if result.last is not None:
         print(f"\nshrunk program ({len(result.last.actions)} steps), as a pytest test:\n")
+        from commspec.mbt.machine import program_as_test
+
         print(program_as_test(result.last.actions, bounds, supported))
     return 1
 
@@ -87,6 +98,8 @@ def _mbt_run(
                 f"{r.steps} steps")
         print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr,
               flush=True)
+
+    from commspec.mbt import machine
 
     result = machine.run(ReferenceKernel, bounds, examples=args.examples, steps=args.steps,
                  seed=args.seed, coverage=coverage, supported=supported, progress=progress)

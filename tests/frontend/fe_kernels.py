@@ -6,27 +6,14 @@ import json
 import os
 import secrets
 import select
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from commspec.impl.connection import free_ports
+
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS just handed out on loopback (held open together, so all distinct)."""
-    held: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
 
 
 def write_connection_file(path: Path) -> dict[str, object]:
