@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 #: the ~200-byte parameter of every echo request
 PAYLOAD = "x" * 200
 #: where the benchmark package lives, so children can import it as ``benchmarks``
@@ -138,3 +140,37 @@ def process_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class DealerSubClient:
+    """The client side both bare stacks share: a DEALER to the server's shell, a
+    SUB on its IOPub, and the server itself in a child process."""
+
+    #: a receive that waits this long means the server is gone: fail, do not hang
+    TIMEOUT_MS = 30_000
+
+    def __init__(self) -> None:
+        self._server: Child | None = None
+        self._context = zmq.Context()
+        self._dealer = self._context.socket(zmq.DEALER)
+        self._sub = self._context.socket(zmq.SUB)
+        for sock in (self._dealer, self._sub):
+            sock.linger = 0
+            sock.rcvtimeo = self.TIMEOUT_MS
+
+    def _connect(self, *child_args: str) -> None:
+        """Start the server and connect to the ports it reports."""
+        self._server = Child.start(*child_args)
+        ports = self._server.read_json()
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(f"tcp://127.0.0.1:{ports['iopub']}")
+        self._dealer.connect(f"tcp://127.0.0.1:{ports['shell']}")
+
+    def close(self) -> None:
+        try:
+            self._dealer.close(linger=0)
+            self._sub.close(linger=0)
+            self._context.term()
+        finally:
+            if self._server is not None:
+                self._server.end()

@@ -10,10 +10,9 @@ import sys
 
 import zmq
 
-from .common import PAYLOAD, Child, reply_line
+from .common import PAYLOAD, DealerSubClient, reply_line
 from .rpc_loop import round_trips_per_second
 
-TIMEOUT_MS = 30_000
 FRAME = PAYLOAD.encode()
 
 
@@ -42,24 +41,11 @@ def serve() -> None:
         context.term()
 
 
-class RawStack:
+class RawStack(DealerSubClient):
     name = "raw pyzmq (DEALER->ROUTER, XPUB->SUB)"
 
-    def __init__(self) -> None:
-        self._server: Child | None = None
-        self._context = zmq.Context()
-        self._dealer = self._context.socket(zmq.DEALER)
-        self._sub = self._context.socket(zmq.SUB)
-        for sock in (self._dealer, self._sub):
-            sock.linger = 0
-            sock.rcvtimeo = TIMEOUT_MS
-
     def start(self) -> RawStack:
-        self._server = Child.start("-m", "benchmarks.rpc_raw")
-        ports = self._server.read_json()
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(f"tcp://127.0.0.1:{ports['iopub']}")
-        self._dealer.connect(f"tcp://127.0.0.1:{ports['shell']}")
+        self._connect("-m", "benchmarks.rpc_raw")
         # The slow joiner: ping until an echo arrives, then drain what else came back.
         while True:
             self._dealer.send(FRAME)
@@ -84,15 +70,6 @@ class RawStack:
             sub.recv()
 
         return round_trips_per_second(send, recv_one, window, seconds)
-
-    def close(self) -> None:
-        try:
-            self._dealer.close(linger=0)
-            self._sub.close(linger=0)
-            self._context.term()
-        finally:
-            if self._server is not None:
-                self._server.end()
 
 
 if __name__ == "__main__":

@@ -17,10 +17,9 @@ from typing import Any
 import zmq
 from jupyter_client.session import Session
 
-from .common import PAYLOAD, Child, reply_line
+from .common import PAYLOAD, DealerSubClient, reply_line
 from .rpc_loop import round_trips_per_second
 
-TIMEOUT_MS = 30_000
 TOPIC = b"kernel.bench"
 
 
@@ -57,29 +56,19 @@ def serve(key: str) -> None:
         context.term()
 
 
-class WireStack:
+class WireStack(DealerSubClient):
     name = "Jupyter wire floor (Session over pyzmq, 1 thread/side)"
 
     def __init__(self) -> None:
+        super().__init__()
         self._key = secrets.token_hex(16)
         self._session = Session(key=self._key.encode(), session=uuid.uuid4().hex,
                                 username="bench", check_pid=False)
-        self._server: Child | None = None
-        self._context = zmq.Context()
-        self._dealer = self._context.socket(zmq.DEALER)
-        self._sub = self._context.socket(zmq.SUB)
-        for sock in (self._dealer, self._sub):
-            sock.linger = 0
-            sock.rcvtimeo = TIMEOUT_MS
         self._comm_id = uuid.uuid4().hex
         self._pending: set[str] = set()
 
     def start(self) -> WireStack:
-        self._server = Child.start("-m", "benchmarks.rpc_wire", self._key)
-        ports = self._server.read_json()
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(f"tcp://127.0.0.1:{ports['iopub']}")
-        self._dealer.connect(f"tcp://127.0.0.1:{ports['shell']}")
+        self._connect("-m", "benchmarks.rpc_wire", self._key)
         while True:  # the slow joiner: ask until IOPub answers, then drain
             self._send()
             if self._sub.poll(50):
@@ -112,15 +101,6 @@ class WireStack:
 
     def rate(self, window: int, seconds: float) -> float:
         return round_trips_per_second(self._send, self._recv_one, window, seconds)
-
-    def close(self) -> None:
-        try:
-            self._dealer.close(linger=0)
-            self._sub.close(linger=0)
-            self._context.term()
-        finally:
-            if self._server is not None:
-                self._server.end()
 
 
 if __name__ == "__main__":
