@@ -322,9 +322,10 @@ class KernelDispatcher:
         tracked = self.comms.new_tracked(comm_id)
         target = self.targets.get(target_name)
         if target is None:
+            # Count before answering: whoever sees the answer must see the count.
+            self.bad.note("unknown_target", f"comm_open for target {target_name!r}: refused")
             self.comms.reject(tracked, received.msg_id)
             self.io.publish("comm_close", {"comm_id": comm_id, "data": {}}, received.msg)
-            self.bad.note("unknown_target", f"comm_open for target {target_name!r}: refused")
             return
         opener = received.identities[0] if received.identities else b""
         comm = Comm(comm_id, target_name, persistent=target.persistent, tracked=tracked,
