@@ -23,6 +23,11 @@ writing one adapter. An adapter is a :class:`KernelAdapter`:
   ``close_comm(comm_id)``;
   ``comm_request(comm_id, method, params)`` and ``stdin_request(identity)``
   return a ``concurrent.futures.Future`` that ends in exactly one outcome.
+- ``hold_inbound()``: optional (not part of the protocol), for the drain rule's
+  race. Hold the kernel's I/O until both an IOPub subscription change and a
+  shell message are queued, so the kernel finds both when it looks; the future
+  is True once they were (False after a timeout). An adapter without it is
+  still tested; the harness then skips the ``queued`` race.
 - Observations the harness compares with the model, readable from any thread
   at any time (also after ``stop``): ``subscriber_count`` (live subscriptions to
   ordinary topics, peer topics not counted), ``comm_states()`` (open and
@@ -50,7 +55,7 @@ from commspec.model.trace import TraceSink
 __all__ = ["MBT_HEARTBEAT", "KernelAdapter", "ReferenceKernel"]
 
 #: ZMTP heartbeats of the kernel under test: short, so a departed peer is noticed fast
-MBT_HEARTBEAT = HeartbeatSettings(interval=0.1, timeout=1.0)
+MBT_HEARTBEAT = HeartbeatSettings(interval=0.05, timeout=0.25)
 
 
 @runtime_checkable
@@ -154,6 +159,9 @@ class ReferenceKernel:
         return self._k().stdin_request(
             "input_request", {"prompt": "mbt?", "password": False}, identity=identity
         )
+
+    def hold_inbound(self) -> Future[bool]:
+        return self._k().hold_until_queued(["iopub", "shell"])
 
     # -- observations -------------------------------------------------------
 

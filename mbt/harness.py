@@ -31,12 +31,11 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
-from commspec.impl.comm import Comm, Deferred
 from commspec.impl.connection import ConnectionInfo, read_connection_file
-from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
+from commspec.impl.frontend import FrontendOptions
 from commspec.model.errors import InvalidTransition
 from commspec.model.invariants import state_violations
 from commspec.model.machines import (
@@ -51,6 +50,7 @@ from commspec.model.trace_check import TraceChecker
 from commspec.model.world import Kind, Proc, World
 
 from .adapter import TARGETS, KernelAdapter
+from .processes import FrontendPool, FrontendProcess
 
 __all__ = [
     "MBT_BOUNDS",
@@ -76,6 +76,7 @@ SUPPORTED = frozenset(
         "frontend_close",
         "exit",
         "crash",
+        "freeze",
         "kernel_open",
         "kernel_close",
         "kernel_request",
@@ -85,9 +86,16 @@ SUPPORTED = frozenset(
         "race",
     }
 )
-#: the orders the race rule makes: the reply is resolved before the frontend leaves,
-#: or the answer and the departure go back to back (either outcome the model permits)
-RACE_MODES = ("reply_first", "together")
+#: the orders the race rule makes between a frontend's answer to a kernel request and
+#: its departure (SIGKILL). ``reply_first``: the kernel resolves the request, then the
+#: frontend goes. ``iopub_first``: the frontend's IOPub goes, the kernel invalidates the
+#: request, and only then does the answer leave its still-open shell (a late reply,
+#: dropped and counted). ``together``: answer and SIGKILL back to back, on the wire's
+#: luck; the model allows either outcome and the live one must be one of them.
+#: ``queued``: the kernel is held until both the answer and the unsubscribe are queued,
+#: so the answer had arrived first and the drain rule must deliver it (only for
+#: kernels whose adapter can hold their inbound queues).
+RACE_MODES = ("reply_first", "iopub_first", "together", "queued")
 
 def default_supported(bounds: Bounds) -> frozenset[str]:
     """Every supported action, whatever the bounds."""
@@ -95,7 +103,7 @@ def default_supported(bounds: Bounds) -> frozenset[str]:
 
 
 #: small bounds: a default run finishes in well under a minute
-MBT_BOUNDS = Bounds(frontends=2, comms=2, requests=2, reconnects=0, faults=2)
+MBT_BOUNDS = Bounds(frontends=2, comms=2, requests=2, reconnects=1, faults=2)
 
 MBT_OPTIONS = FrontendOptions(
     heartbeat_interval=0.1,
@@ -168,6 +176,7 @@ class Recorder:
         self.events: list[TraceEvent] = []
         self.state: dict[tuple[str, str, str], str] = {}
         self.late: Counter[str] = Counter()  # late_reply events per endpoint
+        self.losses: Counter[str] = Counter()  # session link_lost events per endpoint
         #: objects that moved from pending into an outcome, and how often
         self.outcomes: Counter[tuple[str, str, str]] = Counter()
         self.checker = TraceChecker(context=6)
@@ -183,6 +192,8 @@ class Recorder:
             self.state[key] = event.dest
             if event.event == "late_reply":
                 self.late[event.endpoint] += 1
+            elif event.machine == "session" and event.event == "link_lost":
+                self.losses[event.endpoint] += 1
             if event.source == "pending" and event.dest != "pending":
                 self.outcomes[key] += 1
             self._cond.notify_all()
@@ -247,6 +258,8 @@ class Observation(NamedTuple):
 
 
 GONE = "caller gone"
+#: session states a lost session reaches by reconnecting
+PAST_LOSS = frozenset({"reconnecting", "reconciling", "ready"})
 #: a frontend comm it does not hold: never opened there, or closed there
 NOT_HELD = "-"
 
@@ -303,6 +316,20 @@ def project(w: World) -> Observation:
     )
 
 
+def _race_outcome(q: World, before: World, r: int, mode: str) -> bool:
+    """Whether quiescent state ``q`` is an outcome the race ``mode`` can end in."""
+    req = q.requests[r]
+    if mode in ("reply_first", "queued"):
+        return req is not None and req.state is RequestState.RESOLVED
+    if mode == "iopub_first":
+        return (
+            req is not None
+            and req.state is RequestState.INVALIDATED
+            and q.kernel.late_replies == before.kernel.late_replies + 1
+        )
+    return True
+
+
 # =========================================================================
 # the harness
 # =========================================================================
@@ -320,11 +347,12 @@ class _LiveRequest:
 
 @dataclass
 class _LiveFrontend:
-    endpoint: FrontendEndpoint
+    process: FrontendProcess
     name: str
     session_id: str
-    comms: dict[int, Comm] = field(default_factory=dict)
     alive: bool = True
+    #: reconnects asked of it: one per loss the model follows with a reconnect
+    reconnects: int = 0
 
 
 @dataclass
@@ -345,6 +373,7 @@ class Harness:
         step_timeout: float = STEP_TIMEOUT,
         quiet: float = QUIET,
         supported: Iterable[str] | None = None,
+        pool: FrontendPool | None = None,
     ) -> None:
         self.adapter = adapter
         self.bounds = bounds
@@ -357,16 +386,16 @@ class Harness:
         )
         self.recorder = Recorder(coverage)
         self.states: frozenset[World] = frozenset({self.model.initial()})
+        self._enabled: tuple[frozenset[World] | None, list[Action]] = (None, [])
         self.frontends: list[_LiveFrontend | None] = [None] * bounds.frontends
         self.comm_ids: list[str | None] = [None] * bounds.comms
         self.requests: list[_LiveRequest | None] = [None] * bounds.requests
         self.program: list[Action] = []
         self.steps: list[StepRecord] = []
         self.connection: ConnectionInfo | None = None
-        self._hold_lock = threading.Lock()
-        self._hold_cond = threading.Condition(self._hold_lock)
-        self._holding = False
-        self._held: list[Deferred] = []
+        #: frontend processes: a pool given is the caller's to close, else ours
+        self._own_pool = pool is None
+        self._pool = pool
         self._started = False
         self._closed = False
 
@@ -374,6 +403,8 @@ class Harness:
 
     def start(self) -> Harness:
         self._started = True
+        if self._pool is None:
+            self._pool = FrontendPool()
         self.adapter.start(self.recorder)
         # read once: the file may go when the kernel shuts down, frontends may start later
         self.connection = read_connection_file(self.adapter.connection_file)
@@ -384,12 +415,15 @@ class Harness:
             return
         self._closed = True
         errors: list[BaseException] = []
-        for fe in self.frontends:
-            if fe is not None:
-                try:
-                    fe.endpoint.close()
-                except Exception as e:  # pragma: no cover - reported below
-                    errors.append(e)
+        if self._pool is not None:
+            procs = [fe.process for fe in self.frontends if fe is not None]
+            try:
+                if self._own_pool:
+                    self._pool.close()
+                else:
+                    self._pool.release(procs)
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
         try:
             self.adapter.stop()
         except Exception as e:  # pragma: no cover
@@ -407,11 +441,16 @@ class Harness:
 
     def enabled(self) -> list[Action]:
         """Environment actions the model enables in some kept state, in a stable order."""
+        if self._enabled[0] is not self.states:  # asked by every rule's precondition
+            self._enabled = (self.states, self._enabled_now())
+        return list(self._enabled[1])
+
+    def _enabled_now(self) -> list[Action]:
         seen: dict[Action, None] = {}
         for w in sorted(self.states, key=repr):
             for step, _ in self._env_steps(w):
                 seen.setdefault(step.action, None)
-            if "race" in self.supported:
+            if self._race_modes():
                 for action in self._races(w):
                     seen.setdefault(action, None)
         return list(seen)
@@ -422,6 +461,7 @@ class Harness:
         out: list[Action] = []
         if w.faults_left < 1:
             return out
+        modes = self._race_modes()
         for step, _ in self.model.successors(w):
             if step.kind is not StepKind.ENVIRONMENT or step.action[0] != "kernel_request":
                 continue
@@ -435,8 +475,18 @@ class Harness:
                 and w.frontends[owner].proc is Proc.RUNNING
                 and w.frontends[owner].comms[c] is FrontendCommState.OPEN
             ):
-                out.extend(("race", c, r, mode) for mode in RACE_MODES)
+                out.extend(("race", c, r, mode) for mode in modes)
         return out
+
+    def _race_modes(self) -> list[str]:
+        """The race orders to offer: ``race`` in ``supported`` means all of them,
+        ``race_<mode>`` one; ``queued`` only if the adapter can hold its inbound queues."""
+        can_hold = callable(getattr(self.adapter, "hold_inbound", None))
+        return [
+            m for m in RACE_MODES
+            if ("race" in self.supported or f"race_{m}" in self.supported)
+            and (m != "queued" or can_hold)
+        ]
 
     def enabled_named(self, name: str) -> list[Action]:
         return [a for a in self.enabled() if a[0] == name]
@@ -445,8 +495,22 @@ class Harness:
         return [
             (step, succ)
             for step, succ in self.model.successors(w)
-            if step.kind is StepKind.ENVIRONMENT and step.action[0] in self.supported
+            if step.kind is StepKind.ENVIRONMENT
+            and step.action[0] in self.supported
+            and self._live_can(step.action, w)
         ]
+
+    @staticmethod
+    def _live_can(action: Action, w: World) -> bool:
+        """Whether the live system can make ``action`` happen as the model means it.
+
+        A freeze is the kernel's heartbeat dropping a stopped frontend, so it needs a
+        running kernel that counts the frontend among its subscribers (the model lets a
+        frontend still connecting to a kernel that shut down freeze too).
+        """
+        if action[0] == "freeze":
+            return w.kernel.up and w.kernel.peers[int(action[1])]
+        return True
 
     # -- one step ----------------------------------------------------------------
 
@@ -469,11 +533,13 @@ class Harness:
                 quiescent |= self._quiesce(w)
         options = {project(q): q for q in quiescent}
         matched: list[Observation] = []
+        reconnected: set[int] = set()
 
         def settled() -> bool:
             self._check_trace()
+            self._reconnect_where_the_model_does(options, reconnected)
             obs = self.observe()
-            if obs in options:
+            if obs in options and self._futures_caught_up():
                 matched.append(obs)
                 return True
             return False
@@ -485,9 +551,33 @@ class Harness:
         self._check_invariants()
         self.steps.append(StepRecord(action, time.monotonic() - began, len(self.states)))
 
+    def _reconnect_where_the_model_does(
+        self, options: dict[Observation, World], chosen: set[int]
+    ) -> None:
+        """Reconnect is a protocol step of the model, taken while the reconnect budget
+        lasts: a live frontend whose session is lost reconnects (once per loss) when a
+        state the model may be in has it past ``lost``. The budget is shared, so each
+        reconnect made in this step (``chosen``) narrows the states the next one may
+        rely on."""
+        for f, fe in enumerate(self.frontends):
+            if fe is None or not fe.alive:
+                continue
+            lost = self.recorder.get(fe.name, "session", fe.session_id, "") == "lost"
+            if not lost or fe.reconnects >= self.recorder.losses[fe.name]:
+                continue
+            allowed = [o for o in options
+                       if all(o.sessions[g] in PAST_LOSS for g in (*chosen, f))]
+            if allowed:
+                chosen.add(f)
+                fe.reconnects += 1
+                fe.process.call("reconnect")
+
     def _race_model(self, action: Action) -> set[World]:
-        """kernel_request(c, r), then the owner crashes at any point of the protocol's
-        progress (for reply_first: once the request is resolved), then quiescence."""
+        """kernel_request(c, r); the owner's answer and its crash in the order ``mode``
+        makes; then quiescence. Crashes are taken at any point of the protocol's progress
+        and the outcomes kept are those the mode forces: the request resolved
+        (reply_first, queued), invalidated with the answer arriving late (iopub_first),
+        or anything (together)."""
         c, r, mode = int(action[1]), int(action[2]), str(action[3])
         out: set[World] = set()
         for w in self.states:
@@ -505,7 +595,8 @@ class Harness:
                         continue
                     for crash, gone in self.model.successors(mid):
                         if crash.action == ("crash", owner):
-                            out |= self._quiesce(gone)
+                            out |= {q for q in self._quiesce(gone)
+                                    if _race_outcome(q, w, r, mode)}
         if not out:
             raise MbtFailure(f"the model does not enable {action} here")
         return out
@@ -573,24 +664,25 @@ class Harness:
             self._start_frontend(int(f))
         elif name == "frontend_open":
             f, c, kind = int(args[0]), int(args[1]), str(args[2])
-            fe = self._fe(f)
-            comm = fe.endpoint.open_comm(TARGETS[kind])
-            self._serve(comm)
-            fe.comms[c] = comm
-            self.comm_ids[c] = comm.comm_id
+            self.comm_ids[c] = self._fe(f).process.call("open", target=TARGETS[kind])
         elif name == "frontend_request":
             f, c, r = int(args[0]), int(args[1]), int(args[2])
             fe = self._fe(f)
-            future = fe.endpoint.comms()[self._cid(c)].request("echo", {"slot": r})
+            future = fe.process.request(self._cid(c), "echo", {"slot": r})
             self._bind(r, Kind.FRONTEND_TO_KERNEL, f, future, fe.name, "request", mark)
         elif name == "frontend_close":
             f, c = int(args[0]), int(args[1])
-            self._fe(f).endpoint.comms()[self._cid(c)].close()
-        elif name in ("exit", "crash"):
-            (f,) = args
-            fe = self._fe(int(f))
+            self._fe(f).process.call("close_comm", comm_id=self._cid(c))
+        elif name == "exit":
+            fe = self._fe(int(args[0]))
             fe.alive = False
-            fe.endpoint.close()
+            fe.process.exit()
+        elif name == "crash":
+            fe = self._fe(int(args[0]))
+            fe.alive = False
+            fe.process.kill()
+        elif name == "freeze":
+            self._freeze(int(args[0]))
         elif name == "kernel_open":
             c, owner, kind = int(args[0]), int(args[1]), str(args[2])
             self.comm_ids[c] = self.adapter.open_comm(
@@ -616,32 +708,33 @@ class Harness:
             raise MbtFailure(f"no live counterpart for {action}")
 
     def _start_frontend(self, f: int) -> None:
+        assert self.connection is not None and self._pool is not None, "start() first"
         session_id = f"mbt{f}-{uuid.uuid4().hex[:12]}"
-        assert self.connection is not None, "start() the harness first"
-        endpoint = FrontendEndpoint(
-            self.connection, sink=self.recorder, options=self.options,
+        process = self._pool.take(self.recorder)
+        # recorded before connecting: close() must end the process whatever happens next
+        self.frontends[f] = fe = _LiveFrontend(process, "", session_id)
+        fe.name = process.call(
+            "connect",
+            connection=self.connection.to_dict(),
             session_id=session_id,
+            options=asdict(self.options),
+            targets=sorted(TARGETS.values()),
         )
-        fe = _LiveFrontend(endpoint, endpoint.name, session_id)
-        self.frontends[f] = fe
-        for target in TARGETS.values():
-            endpoint.register_target(target, lambda comm, data: self._serve(comm))
-        endpoint.on_input_request(lambda prompt, password: f"answer to {prompt}")
 
-    def _serve(self, comm: Comm) -> None:
-        """Frontends answer the kernel's requests at once (the model's ``answer`` step),
-        except during a race rule, which holds the answer until it chooses the order."""
-
-        def ask(params: Any) -> Any:
-            with self._hold_lock:
-                if self._holding:
-                    deferred = Deferred()
-                    self._held.append(deferred)
-                    self._hold_cond.notify_all()
-                    return deferred
-            return {"answered": params}
-
-        comm.on_request("ask", ask)
+    def _freeze(self, f: int) -> None:
+        """SIGSTOP until the kernel's heartbeat has dropped the frontend, then SIGCONT:
+        the frontend resumes to find its link gone (the model's heartbeat_timeout)."""
+        fe = self._fe(f)
+        before = self.adapter.subscriber_count
+        fe.process.freeze()
+        try:
+            # nothing is traced while the heartbeat runs out: no quiet bound here
+            if not self.recorder.wait_until(
+                lambda: self.adapter.subscriber_count < before, self.step_timeout
+            ):
+                raise MbtFailure(f"the kernel never dropped frozen frontend {f}")
+        finally:
+            fe.process.resume()
 
     def _live_race(self, c: int, r: int, mode: str, mark: int) -> None:
         owners = {w.kernel.comms[c].owner for w in self.states}
@@ -649,29 +742,50 @@ class Harness:
             raise MbtFailure(f"comm slot {c} has no single owner: {owners}")
         f = owners.pop()
         fe = self._fe(f)
-        with self._hold_lock:
-            self._holding, self._held = True, []
+        proc = fe.process
+        proc.call("hold", on=True)
         try:
             future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
             self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
-            with self._hold_cond:
-                if not self._hold_cond.wait_for(lambda: bool(self._held), self.step_timeout):
-                    raise MbtFailure(f"frontend {f} never received kernel request {r}")
-                deferred = self._held[0]
+            if not proc.wait_held(r, self.step_timeout):
+                raise MbtFailure(f"frontend {f} never received kernel request {r}")
         finally:
-            with self._hold_lock:
-                self._holding = False
-        deferred.resolve({"answered": r})
+            proc.call("hold", on=False)
+        lr = self.requests[r]
+        assert lr is not None
+
+        def kernel_request(state: str | None = None) -> Callable[[], bool]:
+            def reached() -> bool:
+                now = self.recorder.get("kernel", "request", lr.msg_id, "new")
+                return now != "pending" if state is None else now == state
+            return reached
+
+        def wait(predicate: Callable[[], bool], what: str) -> None:
+            if not self.recorder.wait_until(predicate, self.step_timeout, self.quiet):
+                raise MbtFailure(f"race {mode}: {what}")
+
         if mode == "reply_first":
-            lr = self.requests[r]
-            assert lr is not None
-            if not self.recorder.wait_until(
-                lambda: self.recorder.get("kernel", "request", lr.msg_id, "new") != "pending",
-                self.step_timeout, self.quiet,
-            ):
-                raise MbtFailure(f"kernel request {r} never ended after its answer")
+            proc.call("release", slot=r)
+            wait(kernel_request(), f"kernel request {r} never ended after its answer")
+        elif mode == "iopub_first":
+            proc.call("drop_iopub")
+            wait(kernel_request(), f"kernel request {r} never ended after frontend {f}'s "
+                 "IOPub went")
+            late = self.adapter.late_replies
+            proc.call("release", slot=r)
+            wait(lambda: self.adapter.late_replies > late,
+                 f"the answer to kernel request {r} was never counted as late")
+        elif mode == "queued":
+            held: Future[bool] = getattr(self.adapter, "hold_inbound")()  # noqa: B009
+            proc.call("release", slot=r)
+            proc.call("drop_iopub")
+            if not held.result(self.step_timeout):
+                raise MbtFailure("the answer and the unsubscribe never both reached the kernel")
+            wait(kernel_request(), f"kernel request {r} never ended")
+        else:  # together
+            proc.call("release", slot=r)
         fe.alive = False
-        fe.endpoint.close()
+        proc.kill()
 
     def _fe(self, f: int) -> _LiveFrontend:
         fe = self.frontends[f]
@@ -745,6 +859,18 @@ class Harness:
             kernel_late=self.adapter.late_replies,
             frontend_late=tuple(flate),
         )
+
+    def _futures_caught_up(self) -> bool:
+        """Every request the trace shows ended has its future done (a frontend process
+        reports the outcome just after the transition)."""
+        for lr in self.requests:
+            if lr is not None and not lr.future.done():
+                state = self.recorder.get(lr.endpoint, lr.machine, lr.msg_id, "new")
+                if state not in ("new", "pending") and (
+                    lr.kind is not Kind.FRONTEND_TO_KERNEL or self._alive(lr.party)
+                ):
+                    return False
+        return True
 
     def _alive(self, f: int) -> bool:
         fe = self.frontends[f]

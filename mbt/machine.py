@@ -2,7 +2,7 @@
 
 Rules:
 - One rule per environment action name (start, frontend_open, frontend_request,
-  frontend_close, exit, crash, kernel_open, kernel_close, kernel_request,
+  frontend_close, exit, crash, freeze, kernel_open, kernel_close, kernel_request,
   kernel_stdin_request, shutdown). A rule's precondition is "the model enables
   an action of that name"; the rule then draws one of the enabled actions (its
   frontend, comm slot, request slot, comm kind) and hands it to the
@@ -36,6 +36,7 @@ from commspec.model.system import Bounds
 
 from .adapter import KernelAdapter, ReferenceKernel
 from .harness import MBT_BOUNDS, QUIET, Action, Coverage, Harness
+from .processes import FrontendPool
 
 __all__ = ["Program", "RunResult", "make_machine", "program_as_test", "run"]
 
@@ -79,6 +80,7 @@ def make_machine(
     supported: frozenset[str] | None = None,
     on_program: Callable[[Program], None] | None = None,
     quiet: float = QUIET,
+    pool: FrontendPool | None = None,
 ) -> type[RuleBasedStateMachine]:
     """A state machine class bound to a kernel under test and the model's bounds."""
 
@@ -87,7 +89,8 @@ def make_machine(
             super().__init__()
             self.began = time.monotonic()
             self.harness = Harness(
-                adapter_factory(), bounds, coverage=coverage, supported=supported, quiet=quiet
+                adapter_factory(), bounds, coverage=coverage, supported=supported, quiet=quiet,
+                pool=pool,
             )
             try:
                 self.harness.start()
@@ -98,7 +101,9 @@ def make_machine(
 
         def _apply(self, name: str, data: st.DataObject) -> None:
             choices = self.harness.enabled_named(name)
-            action = data.draw(st.sampled_from(choices), label=name)
+            self._run(data.draw(st.sampled_from(choices), label=name))
+
+        def _run(self, action: Action) -> None:
             try:
                 self.harness.apply(action)
             except BaseException as e:
@@ -138,6 +143,12 @@ def make_machine(
         def crash(self, data: st.DataObject) -> None:
             self._apply("crash", data)
 
+        @precondition(lambda self: self._can("freeze"))
+        @rule(data=st.data())
+        def freeze(self, data: st.DataObject) -> None:
+            """SIGSTOP a frontend until the kernel's heartbeat drops it, then SIGCONT."""
+            self._apply("freeze", data)
+
         @precondition(lambda self: self._can("kernel_open"))
         @rule(data=st.data())
         def kernel_open(self, data: st.DataObject) -> None:
@@ -163,11 +174,38 @@ def make_machine(
         def shutdown(self, data: st.DataObject) -> None:
             self._apply("shutdown", data)
 
-        @precondition(lambda self: self._can("race"))
+        # The race gets one rule per order, so each order is as likely as any action.
+        def _race(self, mode: str, data: st.DataObject) -> None:
+            choices = [a for a in self.harness.enabled_named("race") if a[3] == mode]
+            action = data.draw(st.sampled_from(choices), label=f"race_{mode}")
+            self._run(action)
+
+        def _can_race(self, mode: str) -> bool:
+            return any(a[3] == mode for a in self.harness.enabled_named("race"))
+
+        @precondition(lambda self: self._can_race("reply_first"))
         @rule(data=st.data())
-        def race(self, data: st.DataObject) -> None:
-            """A kernel request, then its frontend answers and crashes, in a chosen order."""
-            self._apply("race", data)
+        def race_reply_first(self, data: st.DataObject) -> None:
+            """A kernel request; the kernel resolves its answer; then the frontend dies."""
+            self._race("reply_first", data)
+
+        @precondition(lambda self: self._can_race("iopub_first"))
+        @rule(data=st.data())
+        def race_iopub_first(self, data: st.DataObject) -> None:
+            """A kernel request; the frontend's IOPub goes, then its answer (late)."""
+            self._race("iopub_first", data)
+
+        @precondition(lambda self: self._can_race("together"))
+        @rule(data=st.data())
+        def race_together(self, data: st.DataObject) -> None:
+            """A kernel request; the answer and the SIGKILL back to back."""
+            self._race("together", data)
+
+        @precondition(lambda self: self._can_race("queued"))
+        @rule(data=st.data())
+        def race_queued(self, data: st.DataObject) -> None:
+            """A kernel request; answer and unsubscribe both queued before the kernel looks."""
+            self._race("queued", data)
 
         @precondition(lambda self: not self.harness.enabled())
         @rule()
@@ -217,9 +255,10 @@ def run(
         if progress is not None:
             progress(result)
 
+    pool = FrontendPool()  # one zygote for every example: forks are cheap, starts are not
     machine = make_machine(
         adapter_factory, bounds, coverage=coverage, supported=supported, on_program=record,
-        quiet=quiet,
+        quiet=quiet, pool=pool,
     )
     if seed is not None:
         machine = hypothesis_seed(seed)(machine)
@@ -238,6 +277,8 @@ def run(
         if isinstance(e, KeyboardInterrupt):
             raise
         result.failure = e
+    finally:
+        pool.close()
     result.seconds = time.monotonic() - began
     return result
 

@@ -17,6 +17,8 @@ from .harness import MBT_BOUNDS, Action, Coverage, Harness
 __all__ = ["DIRECTED", "ONE_FRONTEND", "run_directed"]
 
 ONE_FRONTEND = Bounds(frontends=1, comms=2, requests=2, reconnects=0, faults=1)
+#: room for two freezes and an exit, one reconnect
+FREEZES = Bounds(frontends=1, comms=2, requests=2, reconnects=1, faults=3)
 
 #: (name, bounds, program)
 DIRECTED: tuple[tuple[str, Bounds, tuple[Action, ...]], ...] = (
@@ -47,6 +49,21 @@ DIRECTED: tuple[tuple[str, Bounds, tuple[Action, ...]], ...] = (
     ("race: the answer and the departure back to back",
      MBT_BOUNDS,
      (("start", 0), ("frontend_open", 0, 0, "persistent"), ("race", 0, 0, "together"))),
+    ("race: IOPub goes first, the answer arrives late on the open shell",
+     MBT_BOUNDS,
+     (("start", 0), ("frontend_open", 0, 0, "default"), ("race", 0, 0, "iopub_first"))),
+    ("race: the answer and the unsubscribe both queued, the drain delivers the answer",
+     MBT_BOUNDS,
+     (("start", 0), ("frontend_open", 0, 0, "persistent"), ("race", 0, 0, "queued"))),
+    ("freeze, reconnect and reconcile; freeze again, stay lost, exit",
+     FREEZES,
+     (("start", 0), ("frontend_open", 0, 0, "persistent"), ("frontend_open", 0, 1, "default"),
+      ("freeze", 0), ("frontend_request", 0, 0, 0), ("freeze", 0), ("exit", 0),
+      ("kernel_close", 0))),
+    ("a bystander closes a comm the kernel holds detached for its departed owner",
+     MBT_BOUNDS,
+     (("start", 0), ("start", 1), ("kernel_open", 0, 0, "persistent"), ("crash", 0),
+      ("frontend_close", 1, 0))),
     ("the kernel opens a comm; the frontend closes it; the kernel closes another",
      ONE_FRONTEND,
      (("start", 0), ("kernel_open", 0, 0, "persistent"), ("kernel_request", 0, 0),

@@ -1,7 +1,7 @@
 """``commspec mbt``: the model-based test, live: Hypothesis drives the model and the kernel.
 
 Runs the Hypothesis state machine of ``commspec.mbt`` against the reference
-kernel (in this process, frontends too), with a progress bar; then prints a
+kernel (in this process; each frontend in a process of its own), with a progress bar; then prints a
 summary (examples, steps, live steps per second, transition coverage per
 machine). On failure it prints the shrunk program as a standalone pytest test
 that replays it. Exit status 0 when the live system always matched the model,
@@ -37,6 +37,8 @@ def add_parser(subparsers: Any) -> None:
                    help="at most N actions per program (default 20)")
     p.add_argument("--frontends", type=int, default=MBT_BOUNDS.frontends, metavar="N",
                    help=f"frontends (default {MBT_BOUNDS.frontends})")
+    p.add_argument("--reconnects", type=int, default=MBT_BOUNDS.reconnects, metavar="N",
+                   help=f"reconnects the model allows in a program (default {MBT_BOUNDS.reconnects})")
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="Hypothesis seed, to repeat a run")
 
@@ -54,16 +56,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.examples < 1 or args.steps < 1 or args.frontends < 1:
-        print("commspec mbt: --examples, --steps and --frontends must be >= 1", file=sys.stderr)
+    if args.examples < 1 or args.steps < 1 or args.frontends < 1 or args.reconnects < 0:
+        print("commspec mbt: --examples, --steps and --frontends must be >= 1, "
+              "--reconnects >= 0", file=sys.stderr)
         return 2
     b = MBT_BOUNDS
-    bounds = Bounds(args.frontends, b.comms, b.requests, b.reconnects, b.faults)
+    bounds = Bounds(args.frontends, b.comms, b.requests, args.reconnects, b.faults)
     supported = default_supported(bounds)
     coverage = Coverage()
     print(f"commspec mbt: {args.examples} examples of up to {args.steps} steps, "
           f"{bounds.frontends} frontend(s), {bounds.comms} comm slots, {bounds.requests} "
-          f"request slots, {bounds.faults} faults; seed {args.seed}")
+          f"request slots, {bounds.faults} faults, {bounds.reconnects} reconnects; "
+          f"seed {args.seed}")
     result = _mbt_run(bounds, args, coverage, supported)
     if result.ok:
         try:

@@ -96,6 +96,11 @@ class Channels:
             down = down or bool(event["event"] & LINK_DOWN_EVENTS)
         return down
 
+    def close_iopub(self) -> None:
+        """The IOPub socket and its monitor only (a test hook's half-close)."""
+        self.iopub.close(linger=0)
+        self.monitors[1].close(linger=0)
+
     def close(self) -> None:
         # The IOPub SUB first: its going is what the kernel's XPUB sees (the unsubscribe
         # of our presence topic), so the kernel learns of a clean close soonest. Closing

@@ -334,6 +334,21 @@ class FrontendEndpoint:
         """Drop the link on purpose (as a sleeping laptop would): LINK_LOST."""
         self._call(lambda: self._link_lost("disconnected on purpose"))
 
+    def drop_iopub(self) -> None:
+        """Test hook: close the IOPub socket alone, as if it went first (ark issue 841).
+
+        The kernel sees this frontend leave while its shell, control and stdin stay
+        open; the session does not notice. Model-based tests use it to make a reply
+        reach the kernel after the kernel has acted on the unsubscribe.
+        """
+
+        def drop() -> None:
+            link = self._live_link()
+            if link is not None:
+                link.drop_iopub()
+
+        self._call(drop)
+
     def reconnect(self) -> None:
         """New sockets, same session id; comms are reconciled once welcomed."""
         self._call(self._reconnect)

@@ -137,6 +137,22 @@ class Link:
             self._loop.remove_reader(sock)
         self.channels.close()
 
+    def drop_iopub(self) -> None:
+        """Close the IOPub socket alone, without reporting a loss (I/O thread).
+
+        A test hook for the race of ark issue 841: the kernel sees this frontend's
+        unsubscribes while its shell stays open, so an answer sent afterwards
+        reaches the kernel late. The IOPub monitor goes first, so its "disconnected"
+        is not taken for a lost link.
+        """
+        if self.closed:
+            return
+        iopub = self.channels.iopub
+        monitor = self.channels.monitors[1]  # (shell, iopub), as Channels builds them
+        for sock in (monitor, iopub):
+            self._loop.remove_reader(sock)
+        self.channels.close_iopub()
+
     # -- internals (I/O thread) -----------------------------------------------------------
 
     def _if_open(self, callback: Callable[[str], None]) -> Callable[[str], None]:

@@ -1,0 +1,218 @@
+"""A frontend in a process of its own, driven by the harness over stdin and stdout.
+
+Rules:
+- Why a process: the model's faults are a crash (SIGKILL) and a freeze (SIGSTOP
+  until the kernel's heartbeat gives up), and only a process of its own can be
+  killed or stopped like that. The frontend is the reference
+  :class:`~commspec.impl.frontend.FrontendEndpoint`, unchanged.
+- The protocol is one JSON object per line. In (stdin): ``{"id": n, "op": ..., ...}``.
+  Out (stdout): ``{"id": n, "ok": value}`` or ``{"id": n, "error": "..."}`` for each
+  command, in order; ``{"trace": <TraceEvent JSON>}`` for every transition the
+  frontend takes; ``{"outcome": n, "ok": true}`` or ``{"outcome": n, "error": type}``
+  when the request sent by command ``n`` ends; ``{"held": slot}`` when a kernel
+  request is held (see ``hold``). One lock orders the lines: the I/O thread traces
+  while the main thread answers.
+- Every outcome line follows the trace event of that outcome, so a reader that
+  saw the outcome has seen the transition.
+- The kernel's ``ask`` requests are answered at once, unless ``hold`` is on: then
+  the answer waits for ``release`` (the race rules choose when it goes).
+- The process ends after ``exit`` or when its stdin closes: a harness that dies
+  leaves no frontend behind.
+- ``--zygote FD`` makes this process a zygote instead: it forks ready frontends
+  on request (see :func:`zygote`), so a frontend starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TextIO
+
+from commspec.impl.comm import Comm, Deferred
+from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
+from commspec.model.trace import TraceEvent
+
+__all__ = ["Agent", "main", "serve", "zygote"]
+
+JsonDict = dict[str, Any]
+
+
+class Agent:
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self.endpoint: FrontendEndpoint | None = None
+        self._holding = False
+        self._held: dict[int, Deferred] = {}
+        self._hold_lock = threading.Lock()
+
+    def write(self, line: JsonDict) -> None:
+        text = json.dumps(line, separators=(",", ":"))
+        with self._lock:
+            self._out.write(text + "\n")
+            self._out.flush()
+
+    def _trace(self, event: TraceEvent) -> None:
+        self.write({"trace": event.to_json()})
+
+    # -- commands (main thread) ----------------------------------------------
+
+    def handle(self, command: JsonDict) -> bool:
+        """Run one command and answer it; False once the agent should end."""
+        n = command.get("id")
+        op = command.get("op")
+        handler: Callable[[JsonDict, Any], Any] | None = getattr(self, f"op_{op}", None)
+        if handler is None:
+            self.write({"id": n, "error": f"unknown op {op!r}"})
+            return True
+        try:
+            value = handler(command, n)
+        except Exception as e:  # answered, never fatal: the harness decides
+            self.write({"id": n, "error": f"{type(e).__name__}: {e}"})
+            return True
+        self.write({"id": n, "ok": value})
+        return op != "exit"
+
+    def _ep(self) -> FrontendEndpoint:
+        if self.endpoint is None:
+            raise RuntimeError("connect first")
+        return self.endpoint
+
+    def _comm(self, comm_id: str) -> Comm:
+        comm = self._ep().comms().get(comm_id)
+        if comm is None:
+            raise KeyError(f"no comm {comm_id} held")
+        return comm
+
+    def op_connect(self, command: JsonDict, n: Any) -> str:
+        if self.endpoint is not None:
+            raise RuntimeError("already connected")
+        endpoint = FrontendEndpoint(
+            command["connection"],
+            sink=self._trace,
+            options=FrontendOptions(**command["options"]),
+            session_id=command["session_id"],
+        )
+        self.endpoint = endpoint
+        for target in command["targets"]:
+            endpoint.register_target(target, lambda comm, data: self._serve(comm))
+        endpoint.on_input_request(lambda prompt, password: f"answer to {prompt}")
+        return endpoint.name
+
+    def op_open(self, command: JsonDict, n: Any) -> str:
+        comm = self._ep().open_comm(command["target"])
+        self._serve(comm)
+        return comm.comm_id
+
+    def op_request(self, command: JsonDict, n: Any) -> None:
+        future = self._comm(command["comm_id"]).request(command["method"], command["params"])
+        future.add_done_callback(lambda f: self._report(n, f))
+
+    def op_close_comm(self, command: JsonDict, n: Any) -> None:
+        self._comm(command["comm_id"]).close()
+
+    def op_hold(self, command: JsonDict, n: Any) -> None:
+        with self._hold_lock:
+            self._holding = bool(command["on"])
+
+    def op_release(self, command: JsonDict, n: Any) -> None:
+        with self._hold_lock:
+            deferred = self._held.pop(int(command["slot"]))
+        deferred.resolve({"answered": command["slot"]})
+
+    def op_drop_iopub(self, command: JsonDict, n: Any) -> None:
+        self._ep().drop_iopub()
+
+    def op_reconnect(self, command: JsonDict, n: Any) -> None:
+        self._ep().reconnect()
+
+    def op_exit(self, command: JsonDict, n: Any) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+
+    # -- the frontend's side (its threads) ------------------------------------
+
+    def _report(self, n: Any, future: Future[Any]) -> None:
+        error = future.exception()
+        if error is None:
+            self.write({"outcome": n, "ok": True})
+        else:
+            self.write({"outcome": n, "error": type(error).__name__})
+
+    def _serve(self, comm: Comm) -> None:
+        def ask(params: Any) -> Any:
+            with self._hold_lock:
+                if self._holding:
+                    deferred = Deferred()
+                    slot = int(params["slot"])
+                    self._held[slot] = deferred
+                    self.write({"held": slot})
+                    return deferred
+            return {"answered": params}
+
+        comm.on_request("ask", ask)
+
+
+def serve(rfile: TextIO, wfile: TextIO) -> None:
+    """Be one frontend: read commands from ``rfile`` until ``exit`` or its end."""
+    agent = Agent(wfile)
+    agent.write({"ready": True})
+    try:
+        for line in rfile:
+            if line.strip() and not agent.handle(json.loads(line)):
+                break
+    finally:
+        if agent.endpoint is not None:
+            agent.endpoint.close()
+
+
+def zygote(control: socket.socket) -> None:
+    """Fork one frontend per ``fork`` line read from ``control``.
+
+    Starting Python and importing the frontend costs a few hundred milliseconds of
+    CPU; a fork of this process, which has imported it and holds no thread and no
+    ZeroMQ context, costs a few. For each child: a socket pair, one end the child's
+    stdin and stdout, the other sent back over ``control`` (SCM_RIGHTS) with the
+    child's pid. Children are reaped by the kernel (SIGCHLD ignored); the zygote
+    ends when ``control`` closes.
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    for line in control.makefile("r", encoding="utf-8"):
+        if line.strip() != "fork":
+            continue
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the child: a frontend, nothing of the zygote kept
+            control.close()
+            ours.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            code = 0
+            try:
+                serve(theirs.makefile("r", encoding="utf-8"),
+                      theirs.makefile("w", encoding="utf-8"))
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        socket.send_fds(control, [str(pid).encode() + b"\n"], [ours.fileno()])
+        ours.close()
+        theirs.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--zygote"]:
+        zygote(socket.socket(fileno=int(args[1])))
+    else:
+        serve(sys.stdin, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,663 @@
+"""Live-only scenarios: declared transitions the system model's environment never takes.
+
+Rules:
+- The lockstep harness (:mod:`.harness`) only applies the system model's environment
+  actions, and the model leaves some declared rows out on purpose (SPEC.md, "What the
+  model leaves out"): its kernel always answers or closes the comm first (no
+  ``no_reply``), its callers set no deadlines (no ``timed_out``), its frontends open
+  only registered targets (no ``rejected``), nobody interrupts, and nobody answers
+  twice. Some rows need an order the model cannot choose either: a reply that reaches a
+  frontend after the request ended there, an answer on shell after only IOPub went, a
+  second welcome reaching a frontend already ready, a connect deadline passing. Each of
+  those rows is taken here, on purpose, by a short live program.
+- A scenario runs the reference kernel through
+  :class:`~commspec.mbt.adapter.ReferenceKernel` (the ``KernelAdapter`` interface where
+  it has what the scenario needs; ``adapter.kernel``, the ``KernelEndpoint``, where it
+  does not, each time said in a comment) and real
+  :class:`~commspec.impl.frontend.FrontendEndpoint` s, over loopback (127.0.0.1) only.
+  Where a scenario needs a message no endpoint would send (a duplicate answer), a raw
+  piece sends it on the wire, signed with the connection's key: the endpoints then
+  trace what they do with it. No trace event is ever fabricated.
+- Every endpoint's trace sink is one :class:`~commspec.mbt.harness.Recorder` per
+  scenario, sharing the caller's :class:`~commspec.mbt.harness.Coverage`: each
+  transition is checked against the declared machines as it happens and counted.
+- Scenarios wait on the trace (``Recorder.wait_until``), on futures or on events set by
+  handlers, always bounded; never on a guessed sleep. The only times under test are a
+  request's deadline, the connect deadline and the no-reply grace.
+- Each scenario asserts its outcome (the typed exception of
+  :mod:`commspec.impl.errors`), the traced transitions of the objects it is about, in
+  order, and that the trace checker found no deviation; it releases every endpoint,
+  socket, context, thread and file in ``finally``, failed or not.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import zmq
+from jupyter_client.session import Session
+
+from commspec.impl.comm import METHOD_NOT_FOUND, Comm, Deferred, rpc_result
+from commspec.impl.connection import ConnectionInfo, read_connection_file
+from commspec.impl.core.presence import peer_topic
+from commspec.impl.errors import (
+    CommClosed,
+    Disconnected,
+    Interrupted,
+    NoReply,
+    RemoteError,
+    RequestFailed,
+    TimedOut,
+    Unreachable,
+)
+from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
+from commspec.impl.kernel import KernelEndpoint
+from commspec.impl.targets import ECHO
+from commspec.model.trace import TraceEvent
+
+from .adapter import ReferenceKernel
+from .harness import MBT_OPTIONS, Coverage, Recorder
+
+__all__ = ["EDGES", "ROWS", "KernelFactory", "Scenario", "run_edges"]
+
+Row = tuple[str, str, str, str]  # (machine, source, event, dest)
+Move = tuple[str, str, str]  # (source, event, dest) of one object
+KernelFactory = Callable[[], ReferenceKernel]
+Scenario = Callable[[Coverage | None, KernelFactory], None]
+F = TypeVar("F", bound=RequestFailed)
+
+#: the rows these scenarios exist for: each is taken at least once by ``run_edges``
+ROWS: tuple[Row, ...] = (
+    ("kernel_comm", "new", "rejected", "closed"),
+    ("request", "pending", "error", "errored"),
+    ("request", "pending", "deadline", "timed_out"),
+    ("request", "pending", "idle_without_reply", "no_reply"),
+    ("request", "resolved", "late_reply", "resolved"),
+    ("request", "errored", "late_reply", "errored"),
+    ("request", "timed_out", "late_reply", "timed_out"),
+    ("request", "no_reply", "late_reply", "no_reply"),
+    ("request", "cancelled", "late_reply", "cancelled"),
+    ("request", "invalidated", "late_reply", "invalidated"),
+    ("stdin_request", "pending", "peer_lost", "unreachable"),
+    ("stdin_request", "pending", "interrupt", "interrupted"),
+    ("stdin_request", "replied", "late_reply", "replied"),
+    ("stdin_request", "unreachable", "late_reply", "unreachable"),
+    ("stdin_request", "interrupted", "late_reply", "interrupted"),
+    ("session", "connecting", "link_lost", "lost"),
+    ("session", "ready", "welcomed", "ready"),
+)
+
+#: a bound on every wait; each live step takes milliseconds
+WAIT = 5.0
+#: the deadline under test, and a sleep the kernel takes well past it (the margin is
+#: how long the frontend's I/O thread may stall before the reply could win the race)
+DEADLINE = 0.05
+SLOW = 0.5
+#: a stdin request sent before the kernel's ROUTER has the frontend's stdin connection
+#: fails at once (EHOSTUNREACH); being ready proves IOPub, not stdin, so ask again
+STDIN_ATTEMPTS = 100
+UNKNOWN_TARGET = "commspec.edges.no-such-target"
+
+SENT: Move = ("new", "sent", "pending")
+OPENED: Move = ("new", "opened_by_frontend", "open")
+
+
+# =========================================================================
+# the live system of one scenario
+# =========================================================================
+
+
+class _Scene:
+    """One scenario's endpoints, one Recorder for all, and everything to release."""
+
+    def __init__(self, coverage: Coverage | None, kernel: KernelFactory | None) -> None:
+        self.recorder = Recorder(coverage)
+        self.adapter = kernel() if kernel is not None else None
+        self.info: ConnectionInfo | None = None
+        self._frontends: list[FrontendEndpoint] = []
+        self._cleanups: list[Callable[[], None]] = []
+
+    def __enter__(self) -> _Scene:
+        try:
+            if self.adapter is not None:
+                self.adapter.start(self.recorder)
+                self.info = read_connection_file(self.adapter.connection_file)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        self.close()
+        if exc_type is None:
+            self.check()  # after the teardown, so its transitions are checked too
+
+    def close(self) -> None:
+        """Frontends first (their departure is traced at a live kernel), then the rest."""
+        errors: list[BaseException] = []
+        steps = [fe.close for fe in reversed(self._frontends)]
+        steps += list(reversed(self._cleanups))
+        if self.adapter is not None:
+            steps.append(self.adapter.stop)
+        self._frontends, self._cleanups = [], []
+        for step in steps:
+            try:
+                step()
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def check(self) -> None:
+        deviation = self.recorder.checker.report.deviation
+        if deviation is not None:
+            raise AssertionError(
+                "the live system took a transition its machine does not declare:\n"
+                + deviation.describe()
+            )
+
+    # -- parts ----------------------------------------------------------------
+
+    @property
+    def kut(self) -> ReferenceKernel:
+        """The kernel under test, through the KernelAdapter interface."""
+        assert self.adapter is not None, "this scenario runs no kernel"
+        return self.adapter
+
+    @property
+    def kernel(self) -> KernelEndpoint:
+        """The KernelEndpoint itself, for what the adapter interface lacks."""
+        assert self.adapter is not None and self.adapter.kernel is not None
+        return self.adapter.kernel
+
+    def frontend(
+        self,
+        options: FrontendOptions = MBT_OPTIONS,
+        *,
+        info: ConnectionInfo | None = None,
+        ready: bool = True,
+    ) -> FrontendEndpoint:
+        connection = info or self.info
+        assert connection is not None, "no kernel to connect to"
+        fe = FrontendEndpoint(connection, sink=self.recorder, options=options)
+        self._frontends.append(fe)
+        if ready:
+            fe.wait_ready(WAIT)
+        return fe
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    def open_echo(self, fe: FrontendEndpoint) -> Comm:
+        """A default comm, open on both sides."""
+        comm = fe.open_comm(ECHO)
+        self.wait_moves("kernel", "kernel_comm", comm.comm_id, [OPENED])
+        return comm
+
+    def publish_reply(self, comm_id: str, msg_id: str, payload: dict[str, Any]) -> None:
+        """The kernel publishes one more reply to request ``msg_id`` on IOPub.
+
+        The adapter has no such action: this uses the KernelEndpoint, on its I/O thread
+        (the only one that may touch its sockets: a timer due now). The frontend routes
+        a reply by its parent's msg_id alone, so that is all the parent header holds.
+        """
+        kernel = self.kernel
+        parent = {"header": {"msg_id": msg_id, "msg_type": "comm_msg"}}
+        content = {"comm_id": comm_id, "data": payload}
+        kernel.call_later(0.0, lambda: kernel.publish("comm_msg", content, parent))
+
+    def ask_stdin(self, fe: FrontendEndpoint) -> tuple[Future[Any], str]:
+        """A pending kernel stdin request to ``fe``: its future and msg_id."""
+        for _ in range(STDIN_ATTEMPTS):
+            mark = self.recorder.mark()
+            future = self.kut.stdin_request(fe.session_id.encode())
+            msg_id = self.started("kernel", "stdin_request", mark)
+            if self.moves("kernel", "stdin_request", msg_id)[0] == SENT:
+                return future, msg_id
+        raise AssertionError(f"the kernel's stdin never reached {fe.name}")
+
+    # -- the trace ------------------------------------------------------------
+
+    def moves(self, endpoint: str, machine: str, obj: str) -> list[Move]:
+        return [
+            (e.source, e.event, e.dest)
+            for e in self.recorder.since(0)
+            if e.endpoint == endpoint and e.machine == machine and e.object == obj
+        ]
+
+    def wait_moves(self, endpoint: str, machine: str, obj: str, expected: Sequence[Move]) -> None:
+        """Wait until the object has taken as many transitions as ``expected``; they must
+        be exactly those, in that order."""
+        self.recorder.wait_until(
+            lambda: len(self.moves(endpoint, machine, obj)) >= len(expected), WAIT
+        )
+        got = self.moves(endpoint, machine, obj)
+        if got != list(expected):
+            raise AssertionError(
+                f"{endpoint} {machine} {obj}: expected {list(expected)}, traced {got}"
+            )
+
+    def wait_for(self, what: str, predicate: Callable[[TraceEvent], bool]) -> TraceEvent:
+        found: list[TraceEvent] = []
+
+        def seen() -> bool:
+            found[:] = [e for e in self.recorder.since(0) if predicate(e)]
+            return bool(found)
+
+        if not self.recorder.wait_until(seen, WAIT):
+            last = [(e.endpoint, e.machine, e.source, e.event, e.dest)
+                    for e in self.recorder.since(0)[-8:]]
+            raise AssertionError(f"no trace event for {what} within {WAIT} s; last: {last}")
+        return found[0]
+
+    def started(self, endpoint: str, machine: str, mark: int) -> str:
+        """The object id of the first ``machine`` object ``endpoint`` started after ``mark``."""
+        found: list[str] = []
+
+        def begun() -> bool:
+            for e in self.recorder.since(mark):
+                if e.endpoint == endpoint and e.machine == machine and e.source == "new":
+                    found.append(e.object)
+                    return True
+            return False
+
+        if not self.recorder.wait_until(begun, WAIT):
+            raise AssertionError(f"{endpoint} started no {machine} within {WAIT} s")
+        return found[0]
+
+
+class _Held:
+    """A comm request handler that answers only when the scenario says (a Deferred)."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.answers: list[Deferred] = []
+
+    def __call__(self, params: Any) -> Deferred:
+        answer = Deferred()
+        self.answers.append(answer)
+        self.asked.set()
+        return answer
+
+    def wait(self) -> Deferred:
+        if not self.asked.wait(WAIT):
+            raise AssertionError(f"the request never reached its handler within {WAIT} s")
+        return self.answers[0]
+
+
+class _HeldInput:
+    """A frontend's input_request handler that answers only when the scenario says."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.answer: Future[str] = Future()
+
+    def __call__(self, prompt: str, password: bool) -> Future[str]:
+        self.asked.set()
+        return self.answer
+
+    def wait(self) -> None:
+        if not self.asked.wait(WAIT):
+            raise AssertionError(f"the stdin request never reached the frontend within {WAIT} s")
+
+
+class _RawStdin:
+    """A bare DEALER on the kernel's stdin, signing with the connection's key: it sends
+    an answer nobody else would (a second one), from an identity of its own."""
+
+    def __init__(self, info: ConnectionInfo) -> None:
+        self.session = Session(
+            key=info.key.encode(), signature_scheme=info.signature_scheme,
+            session=f"edges-{uuid.uuid4().hex[:12]}", username="edges", check_pid=False,
+        )
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        try:
+            self.socket.linger = 0
+            self.socket.setsockopt(zmq.IDENTITY, self.session.bsession)
+            self.socket.connect(info.url("stdin"))
+        except BaseException:
+            self.close()
+            raise
+
+    def reply(self, msg_type: str, content: dict[str, Any], parent_msg_id: str) -> None:
+        # the kernel matches a stdin reply by its parent's msg_id alone
+        self.session.send(self.socket, msg_type, content, parent={"msg_id": parent_msg_id})
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self.context.term()
+
+
+def _failure(future: Future[Any], kind: type[F]) -> F:
+    """The exception ``future`` ended with, which must be a ``kind``."""
+    try:
+        value = future.result(WAIT)
+    except kind as e:
+        return e
+    except Exception as e:
+        raise AssertionError(f"expected {kind.__name__}, got {type(e).__name__}: {e}") from e
+    raise AssertionError(f"expected {kind.__name__}, got the result {value!r}")
+
+
+def _result(future: Future[Any]) -> Any:
+    try:
+        return future.result(WAIT)
+    except Exception as e:
+        raise AssertionError(f"expected a result, got {type(e).__name__}: {e}") from e
+
+
+def _expect(what: str, got: object, expected: object) -> None:
+    if got != expected:
+        raise AssertionError(f"{what}: expected {expected!r}, got {got!r}")
+
+
+# =========================================================================
+# the scenarios
+# =========================================================================
+
+
+def rejected_open(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """A frontend opens a comm on a target the kernel does not know: the kernel rejects
+    it and answers comm_close, which closes the frontend's comm."""
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        comm = fe.open_comm(UNKNOWN_TARGET)
+        scene.wait_moves("kernel", "kernel_comm", comm.comm_id, [("new", "rejected", "closed")])
+        scene.wait_moves(fe.name, "frontend_comm", comm.comm_id,
+                         [OPENED, ("open", "closed_by_kernel", "closed")])
+        _expect("kernel comms", scene.kut.comm_states(), {})
+
+
+def resolved_then_duplicate(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """A request resolves; the kernel then publishes a second reply to it: dropped,
+    counted and traced as a late reply."""
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        comm = scene.open_echo(fe)
+        mark = scene.recorder.mark()
+        _expect("echo", _result(comm.request("echo", {"n": 1})), {"n": 1})
+        msg_id = scene.started(fe.name, "request", mark)
+        scene.publish_reply(comm.comm_id, msg_id, rpc_result(msg_id, "again"))
+        scene.wait_moves(fe.name, "request", msg_id, [
+            SENT, ("pending", "result", "resolved"), ("resolved", "late_reply", "resolved"),
+        ])
+        _expect("frontend late replies", fe.late_replies, 1)
+
+
+def errored_then_late(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """A request for a method the comm lacks is answered -32601 (errored); a reply the
+    kernel publishes after that is a late reply."""
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        comm = scene.open_echo(fe)
+        error = _failure(comm.request("no_such_method"), RemoteError)
+        _expect("error code", error.code, METHOD_NOT_FOUND)
+        scene.publish_reply(comm.comm_id, error.msg_id, rpc_result(error.msg_id, "after all"))
+        scene.wait_moves(fe.name, "request", error.msg_id, [
+            SENT, ("pending", "error", "errored"), ("errored", "late_reply", "errored"),
+        ])
+        _expect("frontend late replies", fe.late_replies, 1)
+
+
+def deadline_then_slow_reply(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """The demo ``sleep`` outlasts the caller's deadline: timed out; the kernel's reply,
+    when its sleep ends, is a late reply."""
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        comm = scene.open_echo(fe)
+        timed_out = _failure(comm.request("sleep", {"seconds": SLOW}, timeout=DEADLINE),
+                             TimedOut)
+        scene.wait_moves(fe.name, "request", timed_out.msg_id, [
+            SENT, ("pending", "deadline", "timed_out"),
+            ("timed_out", "late_reply", "timed_out"),
+        ])
+        _expect("frontend late replies", fe.late_replies, 1)
+
+
+def idle_without_reply(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """The kernel goes idle on a request without a reply the frontend can use: after the
+    grace, no_reply; a valid reply published after that is a late reply.
+
+    The reference kernel always replies before its idle, so a handler's bug stands in
+    for a buggy kernel: it answers a JSON-RPC error whose code is not an integer, which
+    the frontend drops as malformed input.
+    """
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        comm = scene.open_echo(fe)
+        # a handler on the kernel's side of this comm: the adapter has no such action
+        kernel_comm = scene.kernel.comm(comm.comm_id)
+        assert kernel_comm is not None
+
+        def malformed(params: Any) -> Deferred:
+            answer = Deferred()
+            code: Any = "not-an-integer"
+            answer.reject(code, "a kernel bug")
+            return answer
+
+        kernel_comm.on_request("malformed", malformed)
+        no_reply = _failure(comm.request("malformed"), NoReply)
+        _expect("frontend bad input", fe.bad_input.get("malformed_reply"), 1)
+        scene.publish_reply(comm.comm_id, no_reply.msg_id, rpc_result(no_reply.msg_id, "late"))
+        scene.wait_moves(fe.name, "request", no_reply.msg_id, [
+            SENT, ("pending", "idle_without_reply", "no_reply"),
+            ("no_reply", "late_reply", "no_reply"),
+        ])
+        _expect("frontend late replies", fe.late_replies, 1)
+
+
+def cancelled_then_reply(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """The frontend closes its comm with a request pending (cancelled); the kernel had
+    already answered it, so the reply arrives late.
+
+    The request and the close are made in one go on the frontend's I/O thread (a
+    done-callback of an earlier request), so the reply cannot be read in between, and
+    go out on shell in that order, so the kernel answers before it reads the close.
+    """
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        comm = scene.open_echo(fe)
+        held = _Held()
+        comm.on_request("ask", held)
+        # the demo call_frontend waits on the frontend's (held) answer: `first` is pending
+        first = comm.request("call_frontend", {"method": "ask"})
+        answer = held.wait()
+        second: list[Future[Any]] = []
+
+        def request_and_close(done: Future[Any]) -> None:
+            second.append(comm.request("echo", "too late"))
+            comm.close()
+
+        first.add_done_callback(request_and_close)
+        answer.resolve("answered")
+        _expect("call_frontend", _result(first), "answered")
+        scene.wait_for("the comm closing under a request",
+                       lambda e: e.endpoint == fe.name and e.event == "comm_closed")
+        cancelled = _failure(second[0], CommClosed)
+        scene.wait_moves(fe.name, "request", cancelled.msg_id, [
+            SENT, ("pending", "comm_closed", "cancelled"),
+            ("cancelled", "late_reply", "cancelled"),
+        ])
+        scene.wait_moves("kernel", "kernel_comm", comm.comm_id,
+                         [OPENED, ("open", "closed_by_frontend", "closed")])
+        _expect("frontend late replies", fe.late_replies, 1)
+
+
+def invalidated_then_answer(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """A kernel request; its frontend closes only its IOPub socket, so the kernel sees it
+    leave and invalidates the request; the frontend's answer on shell arrives late."""
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        comm = scene.open_echo(fe)
+        held = _Held()
+        comm.on_request("ask", held)
+        mark = scene.recorder.mark()
+        future = scene.kut.comm_request(comm.comm_id, "ask", {"q": 1})
+        msg_id = scene.started("kernel", "request", mark)
+        answer = held.wait()
+        fe.drop_iopub()
+        _failure(future, Disconnected)
+        answer.resolve("answered after leaving")
+        scene.wait_moves("kernel", "request", msg_id, [
+            SENT, ("pending", "peer_lost", "invalidated"),
+            ("invalidated", "late_reply", "invalidated"),
+        ])
+        scene.wait_moves("kernel", "kernel_comm", comm.comm_id,
+                         [OPENED, ("open", "frontend_lost", "closed")])
+        _expect("kernel late replies", scene.kut.late_replies, 1)
+
+
+def stdin_replied_then_duplicate(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """A stdin request is answered; a second input_reply to it is a late reply."""
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        fe.on_input_request(lambda prompt, password: "typed")
+        future, msg_id = scene.ask_stdin(fe)
+        _expect("input", _result(future), "typed")
+        assert scene.info is not None
+        raw = _RawStdin(scene.info)
+        scene.on_close(raw.close)
+        raw.reply("input_reply", {"value": "typed again"}, msg_id)
+        scene.wait_moves("kernel", "stdin_request", msg_id, [
+            SENT, ("pending", "reply", "replied"), ("replied", "late_reply", "replied"),
+        ])
+        _expect("kernel late replies", scene.kut.late_replies, 1)
+
+
+def stdin_peer_lost_then_answer(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """A stdin request to a frontend that leaves (its IOPub closes) before answering:
+    unreachable; the answer it sends afterwards on stdin is a late reply."""
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        held = _HeldInput()
+        fe.on_input_request(held)
+        future, msg_id = scene.ask_stdin(fe)
+        held.wait()
+        fe.drop_iopub()
+        _failure(future, Unreachable)
+        held.answer.set_result("typed after leaving")
+        scene.wait_moves("kernel", "stdin_request", msg_id, [
+            SENT, ("pending", "peer_lost", "unreachable"),
+            ("unreachable", "late_reply", "unreachable"),
+        ])
+        _expect("kernel late replies", scene.kut.late_replies, 1)
+
+
+def stdin_interrupted_then_answer(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """interrupt_request on control ends a pending stdin request (interrupted); the
+    answer the user typed anyway is a late reply."""
+    with _Scene(coverage, kernel) as scene:
+        fe = scene.frontend()
+        held = _HeldInput()
+        fe.on_input_request(held)
+        future, msg_id = scene.ask_stdin(fe)
+        held.wait()
+        reply = _result(fe.kernel_request("interrupt_request", {}, channel="control"))
+        _expect("interrupt reply", reply["msg_type"], "interrupt_reply")
+        _failure(future, Interrupted)
+        held.answer.set_result("typed anyway")
+        scene.wait_moves("kernel", "stdin_request", msg_id, [
+            SENT, ("pending", "interrupt", "interrupted"),
+            ("interrupted", "late_reply", "interrupted"),
+        ])
+        _expect("kernel late replies", scene.kut.late_replies, 1)
+
+
+def connect_timeout(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """A frontend connects to sockets nobody answers on (bound here, never read): no
+    welcome comes, and when the connect deadline passes the session is lost."""
+    with _Scene(coverage, None) as scene:
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        scene.on_close(context.term)
+        ports: dict[str, int] = {}
+        kinds = {"shell": zmq.ROUTER, "control": zmq.ROUTER, "stdin": zmq.ROUTER,
+                 "iopub": zmq.PUB, "hb": zmq.REP}
+        for channel, kind in kinds.items():
+            sock = context.socket(kind)
+            sock.linger = 0
+            scene.on_close(sock.close)
+            ports[channel] = sock.bind_to_random_port("tcp://127.0.0.1")
+        silent = ConnectionInfo(
+            shell_port=ports["shell"], iopub_port=ports["iopub"], stdin_port=ports["stdin"],
+            control_port=ports["control"], hb_port=ports["hb"], key=secrets.token_hex(32),
+        )
+        fe = scene.frontend(replace(MBT_OPTIONS, connect_timeout=DEADLINE), info=silent,
+                            ready=False)
+        scene.wait_moves(fe.name, "session", fe.session_id, [("connecting", "link_lost", "lost")])
+
+
+def second_welcome(coverage: Coverage | None, kernel: KernelFactory) -> None:
+    """The kernel welcomes every subscribe, and a frontend subscribed to the empty topic
+    hears every welcome: the one for a second frontend's peer topic reaches the first
+    frontend, ready by then, which stays ready."""
+    with _Scene(coverage, kernel) as scene:
+        first = scene.frontend()
+        # which welcome is which shows only in its content: watch the first's IOPub
+        welcomes: dict[str, str] = {}  # msg_id -> subscription
+
+        def watch(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] == "iopub_welcome":
+                welcomes[str(msg["msg_id"])] = str(msg["content"].get("subscription"))
+
+        first.on_iopub(watch)
+        second = scene.frontend()
+        topic = peer_topic(second.session_id).decode()
+        heard = scene.wait_for(
+            "the second frontend's peer-topic welcome at the first frontend",
+            lambda e: e.endpoint == first.name and e.machine == "session"
+            and welcomes.get(str(e.msg_id)) == topic,
+        )
+        _expect("the first frontend's move", (heard.source, heard.event, heard.dest),
+                ("ready", "welcomed", "ready"))
+
+
+#: (name, scenario), in the order ``run_edges`` runs them
+EDGES: tuple[tuple[str, Scenario], ...] = (
+    ("rejected_open", rejected_open),
+    ("resolved_then_duplicate", resolved_then_duplicate),
+    ("errored_then_late", errored_then_late),
+    ("deadline_then_slow_reply", deadline_then_slow_reply),
+    ("idle_without_reply", idle_without_reply),
+    ("cancelled_then_reply", cancelled_then_reply),
+    ("invalidated_then_answer", invalidated_then_answer),
+    ("stdin_replied_then_duplicate", stdin_replied_then_duplicate),
+    ("stdin_peer_lost_then_answer", stdin_peer_lost_then_answer),
+    ("stdin_interrupted_then_answer", stdin_interrupted_then_answer),
+    ("connect_timeout", connect_timeout),
+    ("second_welcome", second_welcome),
+)
+
+
+def run_edges(
+    coverage: Coverage | None = None,
+    *,
+    kernel: KernelFactory = ReferenceKernel,
+    only: Iterable[str] | None = None,
+) -> list[tuple[str, float]]:
+    """Run every scenario (or those named in ``only``); (name, seconds) for each.
+
+    ``kernel`` makes the kernel under test (a broken variant of the reference kernel in
+    the tests). The first failure is raised as an AssertionError naming its scenario.
+    """
+    wanted = set(only) if only is not None else None
+    if wanted is not None and not wanted <= {name for name, _ in EDGES}:
+        raise ValueError(f"no such scenario: {sorted(wanted - {n for n, _ in EDGES})}")
+    out: list[tuple[str, float]] = []
+    for name, scenario in EDGES:
+        if wanted is not None and name not in wanted:
+            continue
+        began = time.monotonic()
+        try:
+            scenario(coverage, kernel)
+        except Exception as e:
+            raise AssertionError(f"edge scenario {name!r}: {type(e).__name__}: {e}") from e
+        out.append((name, time.monotonic() - began))
+    return out
