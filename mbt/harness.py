@@ -119,6 +119,9 @@ STEP_TIMEOUT = 10.0
 #: a step whose live trace was silent this long without matching has failed (every
 #: live step takes milliseconds; the bound only makes a failing step fail fast)
 QUIET = 1.0
+#: how often a wait re-reads the observations that are queries, not trace events (the
+#: kernel's subscriber count may change just after the event that announced it)
+POLL = 0.002
 #: a bound on the protocol-only exploration after each step
 QUIESCE_LIMIT = 50_000
 
@@ -215,7 +218,7 @@ class Recorder:
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float, quiet: float | None = None
     ) -> bool:
-        """Re-evaluate ``predicate`` on every trace event (and at least every 20 ms, for
+        """Re-evaluate ``predicate`` on every trace event (and at least every ``POLL``, for
         the observations that are queries) until it holds (True), ``timeout`` passes, or,
         given ``quiet``, nothing was traced for that long (False): a live system with
         nothing left in flight that still does not match will not match later."""
@@ -231,7 +234,7 @@ class Recorder:
                 last = max(self._last_event, start)
                 if quiet is not None and now - last >= quiet:
                     return False
-                self._cond.wait(min(deadline - now, 0.02))
+                self._cond.wait(min(deadline - now, POLL))
 
 
 # =========================================================================
@@ -430,6 +433,11 @@ class Harness:
             errors.append(e)
         if errors:
             raise errors[0]
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The process the frontends are forked from (None before start)."""
+        return None if self._pool is None else self._pool.pid
 
     def __enter__(self) -> Harness:
         return self.start()

@@ -50,6 +50,9 @@ class Program:
     actions: list[Action]
     seconds: float
     failure: str | None = None
+    #: of ``seconds``, the freezes' (each waits out the kernel's heartbeat timeout)
+    freeze_seconds: float = 0.0
+    freezes: int = 0
 
 
 @dataclass
@@ -70,6 +73,13 @@ class RunResult:
     def steps_per_second(self) -> float:
         live = sum(p.seconds for p in self.programs)
         return self.steps / live if live > 0 else 0.0
+
+    @property
+    def steps_per_second_without_freezes(self) -> float:
+        """The same, leaving out freezes: their time is the heartbeat timeout's."""
+        live = sum(p.seconds - p.freeze_seconds for p in self.programs)
+        steps = self.steps - sum(p.freezes for p in self.programs)
+        return steps / live if live > 0 else 0.0
 
 
 def make_machine(
@@ -221,10 +231,14 @@ def make_machine(
                 self.harness.close()
             finally:
                 if on_program is not None:
+                    steps = self.harness.steps
+                    freezes = [s.seconds for s in steps if s.action[0] == "freeze"]
                     on_program(Program(
                         list(self.harness.program),
-                        sum(s.seconds for s in self.harness.steps),
+                        sum(s.seconds for s in steps),
                         self.failure,
+                        sum(freezes),
+                        len(freezes),
                     ))
 
     return ModelBasedTest
@@ -270,6 +284,8 @@ def run(
         derandomize=derandomize,
         suppress_health_check=list(HealthCheck),
         print_blob=False,
+        # one failure, shrunk: the program printed and replayed is one program
+        report_multiple_bugs=False,
     )
     try:
         run_state_machine_as_test(machine, settings=config)  # type: ignore[no-untyped-call, unused-ignore]

@@ -234,6 +234,11 @@ class FrontendPool:
         finally:
             theirs.close()
 
+    @property
+    def pid(self) -> int:
+        """The zygote's."""
+        return self._zygote.pid
+
     def take(self, sink: TraceSink) -> FrontendProcess:
         """A new frontend process, ready for ``connect``, tracing to ``sink``."""
         with self._lock:

@@ -15,8 +15,10 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from commspec.mbt.adapter import ReferenceKernel
+from commspec.mbt.edges import run_edges
 from commspec.mbt.harness import MBT_BOUNDS, Coverage, default_supported
 from commspec.mbt.scenarios import run_directed
+from commspec.mbt.session_edges import run_session_edges
 from commspec.model.system import Bounds
 
 if TYPE_CHECKING:
@@ -38,7 +40,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--frontends", type=int, default=MBT_BOUNDS.frontends, metavar="N",
                    help=f"frontends (default {MBT_BOUNDS.frontends})")
     p.add_argument("--reconnects", type=int, default=MBT_BOUNDS.reconnects, metavar="N",
-                   help=f"reconnects the model allows in a program (default {MBT_BOUNDS.reconnects})")
+                   help="reconnects the model allows in one program "
+                   f"(default {MBT_BOUNDS.reconnects})")
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="Hypothesis seed, to repeat a run")
 
@@ -72,10 +75,12 @@ def _run(args: argparse.Namespace) -> int:
     if result.ok:
         try:
             directed = run_directed(coverage=coverage)
+            edges = run_edges(coverage) + run_session_edges(coverage)
         except AssertionError as e:
-            print(f"FAILED in a directed program: {e}")
+            print(f"FAILED: {e}")
             return 1
-        print(f"directed programs: {len(directed)} passed")
+        print(f"directed programs: {len(directed)} passed; live-only scenarios: "
+              f"{len(edges)} passed")
     _summary(result, coverage)
     if result.ok:
         print("OK: the live system matched the model at every step")
@@ -116,7 +121,9 @@ def _summary(result: RunResult, coverage: Coverage) -> None:
     overall = result.steps / result.seconds if result.seconds > 0 else 0.0
     print(f"examples {result.examples}, steps {result.steps}, {result.seconds:.1f} s, "
           f"{result.steps_per_second:,.0f} live steps/s ({overall:,.0f} steps/s with "
-          "kernel start/stop and Hypothesis)")
+          "kernel start/stop and Hypothesis; "
+          f"{result.steps_per_second_without_freezes:,.0f} live steps/s leaving out freezes, "
+          "which wait out the kernel's heartbeat timeout)")
     print(f"{'machine':<16}{'transitions taken':>20}")
     for name, (taken, declared) in coverage.per_machine().items():
         print(f"{name:<16}{taken:>12} / {declared:<6}")

@@ -874,13 +874,20 @@ class FrontendEndpoint:
     def _on_comm_msg(self, msg: Message) -> None:
         content = msg["content"]
         data = content.get("data")
+        # IOPub goes to every frontend: what the kernel says in answer to another
+        # frontend's message (a reply, a message on a comm we do not hold) is that
+        # frontend's business, not bad input.
+        parent_session = msg["parent_header"].get("session")
+        others = bool(parent_session) and parent_session != self.session_id
         if classify(data) is MessageKind.REPLY:
-            self._on_rpc_reply(msg, data)
+            if not others:
+                self._on_rpc_reply(msg, data)
             return
         comm_id = str(content["comm_id"])
         record = self._comms.get(comm_id)
         if record is None or record.tracked.state not in (CS.OPEN, CS.STALE):
-            self._bad.note("comm_msg_for_unknown_comm", comm_id)
+            if not others:
+                self._bad.note("comm_msg_for_unknown_comm", comm_id)
             return
         channel = _KernelReplyChannel(self, record, msg, self._generation)
         dispatch = record.comm.handle_data(data, channel)

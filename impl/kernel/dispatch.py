@@ -44,7 +44,16 @@ from commspec.model.machines import (
 )
 from commspec.model.trace import TraceSink
 
-from ..comm import Comm, CommTransport, Dispatch, MessageKind, classify, rpc_request
+from ..comm import (
+    INTERNAL_ERROR,
+    Comm,
+    CommTransport,
+    Dispatch,
+    MessageKind,
+    classify,
+    rpc_error,
+    rpc_request,
+)
 from ..core.comms import CommLoss, CommRecord, KernelComms
 from ..core.presence import Presence, SubscriptionFrameError
 from ..core.requests import STDIN_KINDS, PendingRequests, ReplyOutcome, StdinRequests
@@ -403,7 +412,20 @@ class KernelDispatcher:
         exchange.done = True
         parent = exchange.request
         if payload is not None:
-            self.io.publish("comm_msg", {"comm_id": exchange.comm_id, "data": payload}, parent)
+            try:
+                self.io.publish(
+                    "comm_msg", {"comm_id": exchange.comm_id, "data": payload}, parent
+                )
+            except (TypeError, ValueError) as e:
+                # The handler answered with something JSON cannot carry: the caller
+                # still gets one outcome, an internal error, not a silent NoReply.
+                log.warning("kernel: the answer on comm %s cannot be sent: %r",
+                            exchange.comm_id, e)
+                error = rpc_error(payload.get("id"), INTERNAL_ERROR,
+                                  f"the handler's answer cannot be encoded: {e}")
+                self.io.publish(
+                    "comm_msg", {"comm_id": exchange.comm_id, "data": error}, parent
+                )
         if exchange.deferred:
             self.io.publish_status("idle", parent["header"])
 

@@ -20,7 +20,7 @@ from fe_kernels import KernelProcess
 from fe_support import TEST_OPTIONS, FrontendFactory
 
 from commspec.impl.comm import Comm, Deferred
-from commspec.impl.errors import CommClosed, Disconnected
+from commspec.impl.errors import CommClosed, Disconnected, RemoteError
 from commspec.impl.frontend import FrontendEndpoint
 from commspec.impl.kernel import KernelEndpoint
 from commspec.impl.targets import ECHO, ECHO_PERSISTENT
@@ -231,3 +231,40 @@ def test_auto_reconnect(
     frontend.wait_ready(WAIT)
     assert comm.state is FrontendCommState.OPEN
     assert comm.request("echo", 2).result(WAIT) == 2
+
+
+def test_an_answer_json_cannot_carry_is_an_internal_error(
+    reference_kernel: KernelEndpoint, frontends: FrontendFactory
+) -> None:
+    # Not a silent NoReply: the caller still gets its one outcome.
+    frontend = frontends(reference_kernel.connection_file)
+    comm = frontend.open_comm(ECHO)
+    assert comm.request("echo", 1).result(WAIT) == 1  # the kernel holds the comm now
+    kernel_comm = reference_kernel.comm(comm.comm_id)
+    assert kernel_comm is not None
+    kernel_comm.on_request("unencodable", lambda params: object())
+    with pytest.raises(RemoteError) as caught:
+        comm.request("unencodable").result(WAIT)
+    assert caught.value.code == -32603
+    assert comm.request("echo", 2).result(WAIT) == 2
+
+
+def test_answers_to_another_frontends_requests_are_not_bad_input(
+    reference_kernel: KernelEndpoint, frontends: FrontendFactory, trace: ListSink
+) -> None:
+    # IOPub reaches every frontend: both hold the kernel's comm and see each other's replies.
+    one = frontends(reference_kernel.connection_file)
+    other = frontends(reference_kernel.connection_file)
+    for frontend in (one, other):
+        frontend.register_target(ECHO, lambda comm, data: None)
+        frontend.wait_ready(WAIT)
+    shared = reference_kernel.open_comm(ECHO)
+    shared.on_request("echo", lambda params: params)
+    for frontend in (one, other):
+        trace.wait_for(match(endpoint=frontend.name, machine="frontend_comm",
+                             object=shared.comm_id, dest="open"))
+    mine, theirs = one.comms()[shared.comm_id], other.comms()[shared.comm_id]
+    assert mine.request("echo", "first").result(WAIT) == "first"
+    # IOPub is ordered: once the other's own answer is in, so was the first one's reply
+    assert theirs.request("echo", "second").result(WAIT) == "second"
+    assert one.bad_input == {} and other.bad_input == {}

@@ -86,3 +86,13 @@ VARIANTS: dict[str, type[ReferenceKernel]] = {
     "no_drain_before_invalidating": NoDrainBeforeInvalidating,
     "late_reply_resolves": LateReplyResolves,
 }
+
+#: the step each variant must fail at, after shrinking: the action's name, and for a
+#: race its order
+CAUGHT_AT: dict[str, tuple[str, ...]] = {
+    "persistent_closed_on_disconnect": ("crash",),
+    "accepts_without_subscriber": ("kernel_request",),
+    "ignores_unsubscribes": ("crash",),
+    "no_drain_before_invalidating": ("race", "queued"),
+    "late_reply_resolves": ("race", "iopub_first"),
+}
