@@ -7,9 +7,9 @@ Rules:
   ``no_reply``), its callers set no deadlines (no ``timed_out``), its frontends open
   only registered targets (no ``rejected``), nobody interrupts, and nobody answers
   twice. Some rows need an order the model cannot choose either: a reply that reaches a
-  frontend after the request ended there, an answer on shell after only IOPub went, a
-  second welcome reaching a frontend already ready, a connect deadline passing. Each of
-  those rows is taken here, on purpose, by a short live program.
+  frontend after the request ended there, an answer on shell after only IOPub went.
+  Each of those rows is taken here, on purpose, by a short live program (the session's
+  transient rows are :mod:`.session_edges`').
 - A scenario runs the reference kernel through
   :class:`~commspec.mbt.adapter.ReferenceKernel` (the ``KernelAdapter`` interface where
   it has what the scenario needs; ``adapter.kernel``, the ``KernelEndpoint``, where it
@@ -23,7 +23,7 @@ Rules:
   transition is checked against the declared machines as it happens and counted.
 - Scenarios wait on the trace (``Recorder.wait_until``), on futures or on events set by
   handlers, always bounded; never on a guessed sleep. The only times under test are a
-  request's deadline, the connect deadline and the no-reply grace.
+  request's deadline and the no-reply grace.
 - Each scenario asserts its outcome (the typed exception of
   :mod:`commspec.impl.errors`), the traced transitions of the objects it is about, in
   order, and that the trace checker found no deviation; it releases every endpoint,
@@ -32,13 +32,11 @@ Rules:
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import zmq
@@ -46,7 +44,6 @@ from jupyter_client.session import Session
 
 from commspec.impl.comm import METHOD_NOT_FOUND, Comm, Deferred, rpc_result
 from commspec.impl.connection import ConnectionInfo, read_connection_file
-from commspec.impl.core.presence import peer_topic
 from commspec.impl.errors import (
     CommClosed,
     Disconnected,
@@ -90,8 +87,6 @@ ROWS: tuple[Row, ...] = (
     ("stdin_request", "replied", "late_reply", "replied"),
     ("stdin_request", "unreachable", "late_reply", "unreachable"),
     ("stdin_request", "interrupted", "late_reply", "interrupted"),
-    ("session", "connecting", "link_lost", "lost"),
-    ("session", "ready", "welcomed", "ready"),
 )
 
 #: a bound on every wait; each live step takes milliseconds
@@ -571,54 +566,6 @@ def stdin_interrupted_then_answer(coverage: Coverage | None, kernel: KernelFacto
         _expect("kernel late replies", scene.kut.late_replies, 1)
 
 
-def connect_timeout(coverage: Coverage | None, kernel: KernelFactory) -> None:
-    """A frontend connects to sockets nobody answers on (bound here, never read): no
-    welcome comes, and when the connect deadline passes the session is lost."""
-    with _Scene(coverage, None) as scene:
-        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        scene.on_close(context.term)
-        ports: dict[str, int] = {}
-        kinds = {"shell": zmq.ROUTER, "control": zmq.ROUTER, "stdin": zmq.ROUTER,
-                 "iopub": zmq.PUB, "hb": zmq.REP}
-        for channel, kind in kinds.items():
-            sock = context.socket(kind)
-            sock.linger = 0
-            scene.on_close(sock.close)
-            ports[channel] = sock.bind_to_random_port("tcp://127.0.0.1")
-        silent = ConnectionInfo(
-            shell_port=ports["shell"], iopub_port=ports["iopub"], stdin_port=ports["stdin"],
-            control_port=ports["control"], hb_port=ports["hb"], key=secrets.token_hex(32),
-        )
-        fe = scene.frontend(replace(MBT_OPTIONS, connect_timeout=DEADLINE), info=silent,
-                            ready=False)
-        scene.wait_moves(fe.name, "session", fe.session_id, [("connecting", "link_lost", "lost")])
-
-
-def second_welcome(coverage: Coverage | None, kernel: KernelFactory) -> None:
-    """The kernel welcomes every subscribe, and a frontend subscribed to the empty topic
-    hears every welcome: the one for a second frontend's peer topic reaches the first
-    frontend, ready by then, which stays ready."""
-    with _Scene(coverage, kernel) as scene:
-        first = scene.frontend()
-        # which welcome is which shows only in its content: watch the first's IOPub
-        welcomes: dict[str, str] = {}  # msg_id -> subscription
-
-        def watch(msg: dict[str, Any]) -> None:
-            if msg["msg_type"] == "iopub_welcome":
-                welcomes[str(msg["msg_id"])] = str(msg["content"].get("subscription"))
-
-        first.on_iopub(watch)
-        second = scene.frontend()
-        topic = peer_topic(second.session_id).decode()
-        heard = scene.wait_for(
-            "the second frontend's peer-topic welcome at the first frontend",
-            lambda e: e.endpoint == first.name and e.machine == "session"
-            and welcomes.get(str(e.msg_id)) == topic,
-        )
-        _expect("the first frontend's move", (heard.source, heard.event, heard.dest),
-                ("ready", "welcomed", "ready"))
-
-
 #: (name, scenario), in the order ``run_edges`` runs them
 EDGES: tuple[tuple[str, Scenario], ...] = (
     ("rejected_open", rejected_open),
@@ -631,8 +578,6 @@ EDGES: tuple[tuple[str, Scenario], ...] = (
     ("stdin_replied_then_duplicate", stdin_replied_then_duplicate),
     ("stdin_peer_lost_then_answer", stdin_peer_lost_then_answer),
     ("stdin_interrupted_then_answer", stdin_interrupted_then_answer),
-    ("connect_timeout", connect_timeout),
-    ("second_welcome", second_welcome),
 )
 
 

@@ -7,20 +7,27 @@ Rules:
   enables it in at least one of them.
 - Applying an action: the model takes the environment step from every state
   that enables it; the live system gets the same action (frontend index -> a
-  :class:`~commspec.impl.frontend.FrontendEndpoint`, comm slot -> a comm id,
-  request slot -> a future and its msg_id). The model then runs protocol steps
-  only, breadth first, to every *quiescent* state (no protocol step enabled).
+  frontend process of :mod:`.processes`, comm slot -> a comm id, request slot ->
+  a future and its msg_id; a crash is SIGKILL, a freeze SIGSTOP until the kernel's
+  heartbeat has dropped the frontend, then SIGCONT). The model then runs protocol
+  steps only, breadth first, to every *quiescent* state (no protocol step enabled).
   The live system is waited on, on its trace (never on a guessed sleep, always
   bounded), until its projection equals the projection of one of those
   quiescent states; the matching states are the new set. No match within the
   bound is a failure that shows the live projection and the model's options.
+  Reconnecting is a protocol step of the model: while waiting, a live frontend
+  whose session is lost is told to reconnect when the model's states have it
+  past ``lost``.
+- The race (``race``, not a model action): a kernel request, then its frontend's
+  answer and its departure in an order the test chooses (``RACE_MODES``); the
+  model's outcomes are narrowed to those that order allows.
 - Every live transition is fed, as it happens, to a
   :class:`~commspec.model.trace_check.TraceChecker`: an event its machine does
   not declare fails the step. After each step the model's state properties are
   checked on every state kept, and each live request has ended at most once,
   with a future that agrees with its traced outcome.
-- ``close`` always releases everything (frontends, the kernel, files), even
-  after a failed step.
+- ``close`` always releases everything (frontend processes, frozen ones
+  included, the kernel, files), even after a failed step.
 """
 
 from __future__ import annotations

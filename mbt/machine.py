@@ -8,11 +8,15 @@ Rules:
   frontend, comm slot, request slot, comm kind) and hands it to the
   :class:`~commspec.mbt.harness.Harness`, which applies it to the model and to
   the live system and compares them at the quiescent point.
+- The reply/departure race has one rule per order (race_reply_first,
+  race_iopub_first, race_together, race_queued), so each order is drawn as often
+  as any action.
 - Nondeterminism is the test's: which action, and with which arguments, is
   drawn by Hypothesis, so a failure shrinks to a short program.
-- Every example gets a fresh kernel and fresh frontends; teardown closes them
-  whatever happened. The program each example ran is recorded, so the last one
-  (after shrinking, the minimal one) can be printed as a standalone test.
+- Every example gets a fresh kernel and fresh frontend processes (forked by one
+  zygote per run); teardown ends them whatever happened. The program each example
+  ran is recorded, so the last one (after shrinking, the minimal one) can be
+  printed as a standalone test.
 """
 
 from __future__ import annotations

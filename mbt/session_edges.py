@@ -8,8 +8,8 @@ Rules:
   harness's frontends wait 120 s), a welcome or a loss arriving while a
   ``comm_info_reply`` is still awaited, a close issued in between. A comparison
   sees only where the session settled, never the move that left sideways, so
-  the harness cannot stop at them (and its default bounds drive no reconnects
-  at all); ``ready --welcomed--> ready`` it takes only by chance. Each is taken
+  the harness cannot stop at them; ``ready --welcomed--> ready`` it takes only
+  by chance. Comms left stale by such moves are here too. Each is taken
   here on purpose, by a scenario that controls the timing.
 - A scenario runs a real :class:`~commspec.impl.frontend.FrontendEndpoint` over
   loopback (127.0.0.1) against the reference kernel

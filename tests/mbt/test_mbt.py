@@ -2,8 +2,9 @@
 
 - The reference kernel matches the model on every program Hypothesis runs (two
   frontends, and one frontend).
-- Coverage: the declared transitions the live system took are reported; a
-  regression in what the default run reaches fails.
+- Coverage: the default run (random programs, directed programs, live-only
+  scenarios) takes every declared transition of every machine, or fails listing
+  the rows never taken.
 - It can fail: broken variants of the kernel are caught and shrunk to short programs.
 """
 
