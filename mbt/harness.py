@@ -270,20 +270,6 @@ class Observation(NamedTuple):
 GONE = "caller gone"
 #: session states a lost session reaches by reconnecting
 PAST_LOSS = frozenset({"reconnecting", "reconciling", "ready"})
-#: a frontend comm it does not hold: never opened there, or closed there
-NOT_HELD = "-"
-
-
-def _held(state: str) -> str:
-    """Frontend comm states as compared: ``new`` and ``closed`` are both "not held".
-
-    The model publishes comm_close to the other frontends when one frontend closes a
-    comm it opened, so they record a comm they never saw as closed; the reference
-    kernel publishes it only for comms the kernel opened (SPEC.md requires it only when
-    the kernel closes a comm on its own), so they keep it ``new``. Both are "a comm this
-    frontend does not hold"; the trace checker still checks every transition taken.
-    """
-    return NOT_HELD if state in ("new", "closed") else state
 
 
 def project(w: World) -> Observation:
@@ -300,7 +286,7 @@ def project(w: World) -> Observation:
             assert fe.session is not None
             sessions.append(fe.session.value)
         dead = fe.proc is Proc.DEAD
-        fcomms.append(None if dead else tuple(_held(s.value) for s in fe.comms))
+        fcomms.append(None if dead else tuple(s.value for s in fe.comms))
         flate.append(0 if dead else fe.late_replies)
     requests: list[str | None] = []
     for req in w.requests:
@@ -603,11 +589,6 @@ class Harness:
                 if step.action != ("kernel_request", c, r):
                     continue
                 for mid in self._reachable(after):
-                    req = mid.requests[r]
-                    if mode == "reply_first" and (
-                        req is None or req.state is not RequestState.RESOLVED
-                    ):
-                        continue
                     for crash, gone in self.model.successors(mid):
                         if crash.action == ("crash", owner):
                             out |= {q for q in self._quiesce(gone)
@@ -839,7 +820,7 @@ class Harness:
         for fe in self.frontends:
             if fe is None:
                 sessions.append("idle")
-                fcomms.append(tuple(NOT_HELD for _ in self.comm_ids))
+                fcomms.append(tuple("new" for _ in self.comm_ids))
                 flate.append(0)
             elif not fe.alive:
                 sessions.append("dead")
@@ -848,8 +829,8 @@ class Harness:
             else:
                 sessions.append(rec.get(fe.name, "session", fe.session_id, "connecting"))
                 fcomms.append(tuple(
-                    NOT_HELD if cid is None
-                    else _held(rec.get(fe.name, "frontend_comm", cid, "new"))
+                    "new" if cid is None
+                    else rec.get(fe.name, "frontend_comm", cid, "new")
                     for cid in self.comm_ids
                 ))
                 flate.append(rec.late[fe.name])
