@@ -10,6 +10,8 @@ left. Monitors on shell and iopub turn a dropped TCP connection into an input.
 
 from __future__ import annotations
 
+import uuid
+
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -66,8 +68,13 @@ class Channels:
             if presence:
                 self.iopub.setsockopt(zmq.SUBSCRIBE, presence_topic(session_id))
             self.iopub.connect(connection.url("iopub"))
+            # A name of our own for each monitor: pyzmq's default names it after the
+            # socket's file descriptor, which the next link's socket may reuse while
+            # libzmq has not yet released the old monitor (EADDRINUSE on reconnect).
             self.monitors = [
-                self._track(s.get_monitor_socket(LINK_DOWN_EVENTS))
+                self._track(s.get_monitor_socket(
+                    LINK_DOWN_EVENTS, addr=f"inproc://commspec-monitor-{uuid.uuid4().hex}"
+                ))
                 for s in (self.shell, self.iopub)
             ]
         except BaseException:

@@ -551,7 +551,12 @@ class FrontendEndpoint:
             self._reconnect_timer.cancel()
             self._reconnect_timer = None
         self._fire(SessionEvent.RECONNECT)
-        self._open_link()
+        try:
+            self._open_link()
+        except BaseException as e:
+            # No new sockets: the session must not wait for a welcome that cannot come.
+            self._link_lost(f"reconnect failed: {e!r}")
+            raise
 
     def _send_reconcile(self) -> None:
         msg = self._send(self.options.reconcile_channel, "comm_info_request", {})

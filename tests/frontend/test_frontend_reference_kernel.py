@@ -7,6 +7,7 @@ In-process kernels share the test's trace sink with the frontends (the
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -16,12 +17,14 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import zmq
 from fe_kernels import KernelProcess
 from fe_support import TEST_OPTIONS, FrontendFactory
 
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.errors import CommClosed, Disconnected, RemoteError
 from commspec.impl.frontend import FrontendEndpoint
+from commspec.impl.frontend import endpoint as frontend_endpoint
 from commspec.impl.kernel import KernelEndpoint
 from commspec.impl.targets import ECHO, ECHO_PERSISTENT
 from commspec.impl.tracing import ListSink, Tee, match
@@ -268,3 +271,24 @@ def test_answers_to_another_frontends_requests_are_not_bad_input(
     # IOPub is ordered: once the other's own answer is in, so was the first one's reply
     assert theirs.request("echo", "second").result(WAIT) == "second"
     assert one.bad_input == {} and other.bad_input == {}
+
+
+def test_a_reconnect_that_cannot_open_its_sockets_leaves_the_session_lost(
+    reference_kernel: KernelEndpoint, frontends: FrontendFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by the model-based tests: a reconnect whose sockets failed (EADDRINUSE on a
+    # monitor) left the session "reconnecting" for good, waiting for a welcome.
+    frontend = frontends(reference_kernel.connection_file)
+    frontend.wait_ready(WAIT)
+
+    def no_sockets(*args: Any, **kwargs: Any) -> None:
+        raise zmq.ZMQError(errno.EADDRINUSE)
+
+    monkeypatch.setattr(frontend_endpoint, "Link", no_sockets)
+    with pytest.raises(zmq.ZMQError):
+        frontend.reconnect()
+    assert frontend.state is SessionState.LOST
+    monkeypatch.undo()
+    frontend.reconnect()  # and it can try again
+    frontend.wait_ready(WAIT)

@@ -43,7 +43,8 @@ HUNT = frozenset({"start", "frontend_open", "crash", "kernel_request", "race_iop
 def _explain(result: RunResult) -> str:
     if result.ok or result.last is None:
         return ""
-    return f"{result.failure}\n\nreplay with:\n{program_as_test(result.last.actions)}"
+    return (f"{result.failure}\n\nthe last program failed with:\n{result.last.failure}"
+            f"\n\nreplay with:\n{program_as_test(result.last.actions)}")
 
 
 @pytest.fixture(scope="module")
