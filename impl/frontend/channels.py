@@ -105,25 +105,36 @@ class Channels:
 
     def close_iopub(self) -> None:
         """The IOPub socket and its monitor only (a test hook's half-close)."""
+        _stop_monitor(self.iopub)
         self.iopub.close(linger=0)
         self.monitors[1].close(linger=0)
 
     def close(self) -> None:
-        # The IOPub SUB first: its going is what the kernel's XPUB sees (the unsubscribe
-        # of our presence topic), so the kernel learns of a clean close soonest. Closing
-        # a monitored socket stops its monitor in libzmq; its PAIR is closed below.
+        # Monitors stop first, and at once. libzmq's I/O thread sends each monitor event
+        # with a blocking send; closing a socket stops its monitor only when libzmq
+        # destroys the socket, later. An event sent in between to a PAIR we had closed
+        # hung that thread, and with it every socket of the context, for good (a
+        # frontend resumed after SIGSTOP then never reconnected: found by the
+        # model-based tests' freeze rule).
+        for name in ("iopub", "shell"):
+            sock = getattr(self, name, None)
+            if sock is not None and not sock.closed:
+                _stop_monitor(sock)
+        # The IOPub SUB next: its going is what the kernel's XPUB sees (the unsubscribe
+        # of our presence topic), so the kernel learns of a clean close soonest.
         iopub = getattr(self, "iopub", None)
         if iopub is not None and not iopub.closed:
             iopub.close(linger=0)
         for sock in getattr(self, "monitors", ()):
             sock.close(linger=0)
-        shell = getattr(self, "shell", None)
-        if shell is not None and not shell.closed:
-            try:
-                shell.disable_monitor()
-            except zmq.ZMQError:
-                pass  # never monitored
         for sock in self._sockets:
             if not sock.closed:
                 sock.close(linger=0)
         self._sockets.clear()
+
+
+def _stop_monitor(sock: zmq.Socket[bytes]) -> None:
+    try:
+        sock.disable_monitor()
+    except zmq.ZMQError:
+        pass  # never monitored
