@@ -60,12 +60,10 @@ from commspec.impl.targets import ECHO
 from commspec.model.trace import TraceEvent
 
 from .adapter import ReferenceKernel
-from .harness import MBT_OPTIONS, Coverage, Recorder
+from .harness import MBT_OPTIONS, Coverage, Move, Recorder, Row
 
 __all__ = ["EDGES", "ROWS", "KernelFactory", "Scenario", "run_edges"]
 
-Row = tuple[str, str, str, str]  # (machine, source, event, dest)
-Move = tuple[str, str, str]  # (source, event, dest) of one object
 KernelFactory = Callable[[], ReferenceKernel]
 Scenario = Callable[[Coverage | None, KernelFactory], None]
 F = TypeVar("F", bound=RequestFailed)
@@ -151,12 +149,9 @@ class _Scene:
             raise errors[0]
 
     def check(self) -> None:
-        deviation = self.recorder.checker.report.deviation
-        if deviation is not None:
-            raise AssertionError(
-                "the live system took a transition its machine does not declare:\n"
-                + deviation.describe()
-            )
+        failure = self.recorder.nonconformance()
+        if failure is not None:
+            raise AssertionError(failure)
 
     # -- parts ----------------------------------------------------------------
 
@@ -208,32 +203,34 @@ class _Scene:
         content = {"comm_id": comm_id, "data": payload}
         kernel.call_later(0.0, lambda: kernel.publish("comm_msg", content, parent))
 
+    def held_stdin(self, fe: FrontendEndpoint) -> tuple[_HeldInput, Future[Any], str]:
+        """A kernel stdin request ``fe`` has received and holds unanswered: the holder,
+        the kernel's future and the request's msg_id."""
+        held = _HeldInput()
+        fe.on_input_request(held)
+        future, msg_id = self.ask_stdin(fe)
+        held.wait()
+        return held, future, msg_id
+
     def ask_stdin(self, fe: FrontendEndpoint) -> tuple[Future[Any], str]:
         """A pending kernel stdin request to ``fe``: its future and msg_id."""
         for _ in range(STDIN_ATTEMPTS):
             mark = self.recorder.mark()
             future = self.kut.stdin_request(fe.session_id.encode())
             msg_id = self.started("kernel", "stdin_request", mark)
-            if self.moves("kernel", "stdin_request", msg_id)[0] == SENT:
+            if self.recorder.moves("kernel", "stdin_request", msg_id)[0] == SENT:
                 return future, msg_id
         raise AssertionError(f"the kernel's stdin never reached {fe.name}")
 
     # -- the trace ------------------------------------------------------------
 
-    def moves(self, endpoint: str, machine: str, obj: str) -> list[Move]:
-        return [
-            (e.source, e.event, e.dest)
-            for e in self.recorder.since(0)
-            if e.endpoint == endpoint and e.machine == machine and e.object == obj
-        ]
-
     def wait_moves(self, endpoint: str, machine: str, obj: str, expected: Sequence[Move]) -> None:
         """Wait until the object has taken as many transitions as ``expected``; they must
         be exactly those, in that order."""
         self.recorder.wait_until(
-            lambda: len(self.moves(endpoint, machine, obj)) >= len(expected), WAIT
+            lambda: len(self.recorder.moves(endpoint, machine, obj)) >= len(expected), WAIT
         )
-        got = self.moves(endpoint, machine, obj)
+        got = self.recorder.moves(endpoint, machine, obj)
         if got != list(expected):
             raise AssertionError(
                 f"{endpoint} {machine} {obj}: expected {list(expected)}, traced {got}"
@@ -254,18 +251,10 @@ class _Scene:
 
     def started(self, endpoint: str, machine: str, mark: int) -> str:
         """The object id of the first ``machine`` object ``endpoint`` started after ``mark``."""
-        found: list[str] = []
-
-        def begun() -> bool:
-            for e in self.recorder.since(mark):
-                if e.endpoint == endpoint and e.machine == machine and e.source == "new":
-                    found.append(e.object)
-                    return True
-            return False
-
-        if not self.recorder.wait_until(begun, WAIT):
+        obj = self.recorder.started(endpoint, machine, mark, WAIT)
+        if obj is None:
             raise AssertionError(f"{endpoint} started no {machine} within {WAIT} s")
-        return found[0]
+        return obj
 
 
 class _Held:
@@ -532,10 +521,7 @@ def stdin_peer_lost_then_answer(coverage: Coverage | None, kernel: KernelFactory
     unreachable; the answer it sends afterwards on stdin is a late reply."""
     with _Scene(coverage, kernel) as scene:
         fe = scene.frontend()
-        held = _HeldInput()
-        fe.on_input_request(held)
-        future, msg_id = scene.ask_stdin(fe)
-        held.wait()
+        held, future, msg_id = scene.held_stdin(fe)
         fe.drop_iopub()
         _failure(future, Unreachable)
         held.answer.set_result("typed after leaving")
@@ -551,10 +537,7 @@ def stdin_interrupted_then_answer(coverage: Coverage | None, kernel: KernelFacto
     answer the user typed anyway is a late reply."""
     with _Scene(coverage, kernel) as scene:
         fe = scene.frontend()
-        held = _HeldInput()
-        fe.on_input_request(held)
-        future, msg_id = scene.ask_stdin(fe)
-        held.wait()
+        held, future, msg_id = scene.held_stdin(fe)
         reply = _result(fe.kernel_request("interrupt_request", {}, channel="control"))
         _expect("interrupt reply", reply["msg_type"], "interrupt_reply")
         _failure(future, Interrupted)

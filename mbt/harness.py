@@ -67,8 +67,10 @@ __all__ = [
     "Coverage",
     "Harness",
     "MbtFailure",
+    "Move",
     "Observation",
     "Recorder",
+    "Row",
     "project",
 ]
 
@@ -142,6 +144,7 @@ class MbtFailure(AssertionError):
 # =========================================================================
 
 Row = tuple[str, str, str, str]  # (machine, source, event, dest)
+Move = tuple[str, str, str]  # (source, event, dest) of one transition
 
 
 class Coverage:
@@ -221,6 +224,36 @@ class Recorder:
     def get(self, endpoint: str, machine: str, obj: str, default: str) -> str:
         with self._cond:
             return self.state.get((endpoint, machine, obj), default)
+
+    def moves(self, endpoint: str, machine: str, obj: str | None = None) -> list[Move]:
+        """The transitions ``endpoint``'s ``machine`` took (one object's, given ``obj``)."""
+        with self._cond:
+            return [
+                (e.source, e.event, e.dest) for e in self.events
+                if e.endpoint == endpoint and e.machine == machine
+                and (obj is None or e.object == obj)
+            ]
+
+    def started(self, endpoint: str, machine: str, mark: int, timeout: float) -> str | None:
+        """The id of the first ``machine`` object ``endpoint`` started after ``mark``
+        (waiting up to ``timeout``), or None."""
+        found: list[str] = []
+
+        def begun() -> bool:
+            found[:] = [e.object for e in self.since(mark)
+                        if e.endpoint == endpoint and e.machine == machine
+                        and e.source == "new"][:1]
+            return bool(found)
+
+        return found[0] if self.wait_until(begun, timeout) else None
+
+    def nonconformance(self) -> str | None:
+        """What the trace checker found, as a message, or None if every event conformed."""
+        deviation = self.checker.report.deviation
+        if deviation is None:
+            return None
+        return ("the live system took a transition its machine does not declare:\n"
+                + deviation.describe())
 
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float, quiet: float | None = None
@@ -797,18 +830,10 @@ class Harness:
 
     def _bind(self, r: int, kind: Kind, party: int, future: Future[Any], endpoint: str,
               machine: str, mark: int) -> None:
-        found: list[str] = []
-
-        def started() -> bool:
-            for e in self.recorder.since(mark):
-                if e.endpoint == endpoint and e.machine == machine and e.source == "new":
-                    found.append(e.object)
-                    return True
-            return False
-
-        if not self.recorder.wait_until(started, self.step_timeout):
+        msg_id = self.recorder.started(endpoint, machine, mark, self.step_timeout)
+        if msg_id is None:
             raise MbtFailure(f"request slot {r}: no {machine} started at {endpoint}")
-        self.requests[r] = _LiveRequest(kind, party, future, endpoint, machine, found[0])
+        self.requests[r] = _LiveRequest(kind, party, future, endpoint, machine, msg_id)
 
     # -- observing -------------------------------------------------------------------
 
@@ -875,10 +900,9 @@ class Harness:
     # -- checks --------------------------------------------------------------------
 
     def _check_trace(self) -> None:
-        deviation = self.recorder.checker.report.deviation
-        if deviation is not None:
-            raise MbtFailure("the live system took a transition its machine does not "
-                             "declare:\n" + deviation.describe())
+        failure = self.recorder.nonconformance()
+        if failure is not None:
+            raise MbtFailure(failure)
 
     def _check_invariants(self) -> None:
         for w in self.states:

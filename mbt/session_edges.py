@@ -47,7 +47,7 @@ from commspec.impl.wire import Wire
 from commspec.model.machines import SESSION
 
 from .adapter import ReferenceKernel
-from .harness import Coverage, Recorder
+from .harness import Coverage, Move, Recorder
 
 __all__ = [
     "EXPECTED",
@@ -60,8 +60,6 @@ __all__ = [
 ]
 
 Message = dict[str, Any]
-#: one session transition as the trace spells it: (source, event, dest)
-Move = tuple[str, str, str]
 Scenario = Callable[[Coverage | None], None]
 
 LOOPBACK = "tcp://127.0.0.1"
@@ -141,20 +139,13 @@ STALE_MOVES: tuple[tuple[Move, ...], ...] = (
 
 def session_moves(recorder: Recorder, endpoint: str) -> list[Move]:
     """The session transitions ``endpoint`` traced so far, in order."""
-    return [
-        (e.source, e.event, e.dest)
-        for e in recorder.since(0)
-        if e.endpoint == endpoint and e.machine == SESSION.name
-    ]
+    return recorder.moves(endpoint, SESSION.name)
 
 
 def _no_deviation(recorder: Recorder) -> None:
-    deviation = recorder.checker.report.deviation
-    if deviation is not None:
-        raise AssertionError(
-            "the live system took a transition its machine does not declare:\n"
-            + deviation.describe()
-        )
+    failure = recorder.nonconformance()
+    if failure is not None:
+        raise AssertionError(failure)
 
 
 def assert_session(recorder: Recorder, endpoint: str, expected: tuple[Move, ...]) -> None:
@@ -513,8 +504,7 @@ def stale_comms(coverage: Coverage | None) -> None:
         fe.close()
         assert_session(recorder, fe.name, EXPECTED[STALE_COMMS])
         for comm, expected in zip(comms, STALE_MOVES, strict=True):
-            moves = [(e.source, e.event, e.dest) for e in recorder.events
-                     if e.machine == "frontend_comm" and e.object == comm.comm_id]
+            moves = recorder.moves(fe.name, "frontend_comm", comm.comm_id)
             if tuple(moves) != expected:
                 raise AssertionError(f"comm {comm.comm_id}: took {moves}, expected {expected}")
 
