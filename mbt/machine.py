@@ -64,14 +64,22 @@ class RunResult:
     examples: int = 0
     steps: int = 0
     seconds: float = 0.0
-    #: the last program run: after a failure and shrinking, the minimal failing one
-    last: Program | None = None
     failure: BaseException | None = None
     programs: list[Program] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.failure is None
+
+    @property
+    def shrunk(self) -> Program | None:
+        """After a failure, the last program that failed: the minimal one once shrunk.
+
+        Not simply the last program run: when a failure does not replay, Hypothesis's
+        final replay passes and reports it as flaky, and the program to look at is the
+        one that did fail.
+        """
+        return next((p for p in reversed(self.programs) if p.failure is not None), None)
 
     @property
     def steps_per_second(self) -> float:
@@ -269,7 +277,6 @@ def run(
         result.examples += 1
         result.steps += len(program.actions)
         result.programs.append(program)
-        result.last = program
         if progress is not None:
             progress(result)
 

@@ -87,11 +87,13 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     print(f"FAILED: {type(result.failure).__name__}")
     print(str(result.failure))
-    if result.last is not None:
-        print(f"\nshrunk program ({len(result.last.actions)} steps), as a pytest test:\n")
+    shrunk = result.shrunk
+    if shrunk is not None:
+        print(f"\nshrunk program ({len(shrunk.actions)} steps), which failed with:\n"
+              f"{shrunk.failure}\n\nas a pytest test:\n")
         from commspec.mbt.machine import program_as_test
 
-        print(program_as_test(result.last.actions, bounds, supported))
+        print(program_as_test(shrunk.actions, bounds, supported))
     return 1
 
 

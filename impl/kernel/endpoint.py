@@ -333,17 +333,27 @@ class KernelEndpoint:
 
         Lets a test make "this had already arrived when the kernel looked" true
         instead of likely: hold, make the frames arrive, and the kernel handles
-        them all in one go. The future is True once they were all queued (the
-        thread then carries on), False if ``timeout`` passed first.
+        them all in one go. Returns once the hold is in place (whatever the test
+        sends next is held), with a future that is True once the input was all
+        queued (the thread then carries on), False if ``timeout`` passed first.
         """
+        if self._loop.in_loop_thread():
+            raise RuntimeError("hold_until_queued would hold the thread that called it")
+        holding = threading.Event()
         done: Future[bool] = Future()
 
         def hold() -> None:
-            sockets = self._require_sockets()
+            try:
+                sockets = self._require_sockets()
+            except EndpointClosed as e:
+                done.set_exception(e)
+                holding.set()
+                return
             waiting = {getattr(sockets, c) for c in channels}
             poller = zmq.Poller()
             for sock in waiting:
                 poller.register(sock, zmq.POLLIN)
+            holding.set()
             deadline = self._loop.clock() + timeout
             while waiting:
                 left = deadline - self._loop.clock()
@@ -356,6 +366,10 @@ class KernelEndpoint:
             done.set_result(True)
 
         self._loop.post(hold)
+        # Returning before the hold is in place would let the I/O thread handle
+        # what the test sends next one piece at a time: the very order it wants to rule out.
+        if not holding.wait(timeout):
+            raise TimeoutError(f"the I/O thread did not take up the hold within {timeout} s")
         return done
 
     def _current_header(self) -> Message | None:

@@ -25,7 +25,7 @@ from commspec.mbt.harness import (
     Harness,
     MbtFailure,
 )
-from commspec.mbt.machine import RunResult, program_as_test, run
+from commspec.mbt.machine import Program, RunResult, program_as_test, run
 from commspec.mbt.scenarios import DIRECTED, run_directed
 from commspec.mbt.session_edges import SESSION_EDGES, run_session_edges
 from commspec.model.system import Bounds
@@ -41,10 +41,11 @@ HUNT = frozenset({"start", "frontend_open", "crash", "kernel_request", "race_iop
 
 
 def _explain(result: RunResult) -> str:
-    if result.ok or result.last is None:
+    shrunk = result.shrunk
+    if result.ok or shrunk is None:
         return ""
-    return (f"{result.failure}\n\nthe last program failed with:\n{result.last.failure}"
-            f"\n\nreplay with:\n{program_as_test(result.last.actions)}")
+    return (f"{result.failure}\n\nthe shrunk program failed with:\n{shrunk.failure}"
+            f"\n\nreplay with:\n{program_as_test(shrunk.actions)}")
 
 
 @pytest.fixture(scope="module")
@@ -102,20 +103,33 @@ def test_shrunk_program_is_a_runnable_test(tmp_path: Path) -> None:
     replay()
 
 
+def test_a_failure_that_does_not_replay_still_shows_the_program_that_failed() -> None:
+    # Hypothesis's last replay passed (the failure was flaky): the program to print is
+    # the last one that failed, not the last one run.
+    failed = Program([("start", 0), ("crash", 0)], 0.1, "MbtFailure: it broke")
+    result = RunResult(failure=RuntimeError("flaky"),
+                       programs=[Program([("start", 1)], 0.1), failed,
+                                 Program([("start", 0)], 0.1)])
+    assert result.shrunk is failed
+    assert "MbtFailure: it broke" in _explain(result)
+    assert RunResult(programs=[Program([("start", 0)], 0.1)]).shrunk is None
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_broken_variant_is_caught_and_shrunk(variant: str) -> None:
     result = run(VARIANTS[variant], SMALL, examples=300, steps=6, derandomize=True, quiet=0.3,
                  supported=HUNT)
     assert not result.ok, f"{variant} was not caught"
     assert isinstance(result.failure, MbtFailure), repr(result.failure)
-    assert result.last is not None and result.last.failure is not None
-    program = result.last.actions
+    shrunk = result.shrunk
+    assert shrunk is not None and shrunk.failure is not None
+    program = shrunk.actions
     assert len(program) <= 6, program
     # caught where the variant breaks the spec, not on some unrelated step
     last = program[-1]
     expected = CAUGHT_AT[variant]
     assert (last[0], last[3]) == expected if last[0] == "race" else (last[0],) == expected, (
-        program, result.last.failure)
+        program, shrunk.failure)
 
 
 def test_teardown_leaves_nothing_behind_even_after_a_failure() -> None:
