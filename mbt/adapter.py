@@ -25,8 +25,9 @@ writing one adapter. An adapter is a :class:`KernelAdapter`:
   return a ``concurrent.futures.Future`` that ends in exactly one outcome.
 - ``hold_inbound()``: optional (not part of the protocol), for the drain rule's
   race. Hold the kernel's I/O until both an IOPub subscription change and a
-  shell message are queued, so the kernel finds both when it looks; the future
-  is True once they were (False after a timeout). An adapter without it is
+  shell message are queued, so the kernel finds both when it looks. Return only
+  once the hold is in place; the future is True once both were queued (False
+  after a timeout). An adapter without it is
   still tested; the harness then skips the ``queued`` race.
 - Observations the harness compares with the model, readable from any thread
   at any time (also after ``stop``): ``subscriber_count`` (live subscriptions to
