@@ -130,7 +130,8 @@ class _Scene:
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         self.close()
         if exc_type is None:
-            self.check()  # after the teardown, so its transitions are checked too
+            # after the teardown, so its transitions are checked too
+            self.recorder.require_conformance()
 
     def close(self) -> None:
         """Frontends first (their departure is traced at a live kernel), then the rest."""
@@ -147,11 +148,6 @@ class _Scene:
                 errors.append(e)
         if errors:
             raise errors[0]
-
-    def check(self) -> None:
-        failure = self.recorder.nonconformance()
-        if failure is not None:
-            raise AssertionError(failure)
 
     # -- parts ----------------------------------------------------------------
 

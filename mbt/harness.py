@@ -247,13 +247,12 @@ class Recorder:
 
         return found[0] if self.wait_until(begun, timeout) else None
 
-    def nonconformance(self) -> str | None:
-        """What the trace checker found, as a message, or None if every event conformed."""
+    def require_conformance(self) -> None:
+        """Raise MbtFailure if the trace checker found an event its machine does not allow."""
         deviation = self.checker.report.deviation
-        if deviation is None:
-            return None
-        return ("the live system took a transition its machine does not declare:\n"
-                + deviation.describe())
+        if deviation is not None:
+            raise MbtFailure("the live system took a transition its machine does not "
+                             "declare:\n" + deviation.describe())
 
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float, quiet: float | None = None
@@ -570,7 +569,7 @@ class Harness:
         reconnected: set[int] = set()
 
         def settled() -> bool:
-            self._check_trace()
+            self.recorder.require_conformance()
             self._reconnect_where_the_model_does(options, reconnected)
             obs = self.observe()
             if obs in options and self._futures_caught_up():
@@ -899,11 +898,6 @@ class Harness:
 
     # -- checks --------------------------------------------------------------------
 
-    def _check_trace(self) -> None:
-        failure = self.recorder.nonconformance()
-        if failure is not None:
-            raise MbtFailure(failure)
-
     def _check_invariants(self) -> None:
         for w in self.states:
             bad = state_violations(w)
@@ -929,5 +923,5 @@ class Harness:
 
     def check(self) -> None:
         """The checks of one step, on demand (the state machine's invariant)."""
-        self._check_trace()
+        self.recorder.require_conformance()
         self._check_invariants()

@@ -142,15 +142,9 @@ def session_moves(recorder: Recorder, endpoint: str) -> list[Move]:
     return recorder.moves(endpoint, SESSION.name)
 
 
-def _no_deviation(recorder: Recorder) -> None:
-    failure = recorder.nonconformance()
-    if failure is not None:
-        raise AssertionError(failure)
-
-
 def assert_session(recorder: Recorder, endpoint: str, expected: tuple[Move, ...]) -> None:
     """The trace checker found nothing, and ``endpoint``'s session took exactly ``expected``."""
-    _no_deviation(recorder)
+    recorder.require_conformance()
     moves = session_moves(recorder, endpoint)
     if tuple(moves) != expected:
         raise AssertionError(
@@ -163,12 +157,12 @@ def _await_moves(
 ) -> None:
     """Wait on the trace until ``endpoint``'s session moves satisfy ``done`` (bounded)."""
     if not recorder.wait_until(lambda: done(session_moves(recorder, endpoint)), WAIT):
-        _no_deviation(recorder)
+        recorder.require_conformance()
         raise AssertionError(
             f"{endpoint}: {what} not traced within {WAIT} s; "
             f"session moves so far: {session_moves(recorder, endpoint)}"
         )
-    _no_deviation(recorder)
+    recorder.require_conformance()
 
 
 def _await_move(recorder: Recorder, endpoint: str, move: Move, times: int = 1) -> None:
