@@ -125,6 +125,25 @@ class MachineSpec(Generic[S, E]):
         """Whether some row starts at (state, event), whatever the facts."""
         return (state, event) in self._table
 
+    # -- groups derived from the table ----------------------------------------
+    # Code that needs "the states in which X may happen" asks the table, so a
+    # row added to a machine changes every such group with it.
+
+    def sources(self, event: E) -> frozenset[S]:
+        """The states in which ``event`` has a row."""
+        return frozenset(t.source for t in self.transitions if t.event == event)
+
+    def dests(self, event: E) -> frozenset[S]:
+        """The states ``event`` can lead to."""
+        return frozenset(t.dest for t in self.transitions if t.event == event)
+
+    def ending_events(self, source: S) -> frozenset[E]:
+        """The events that take ``source`` into a terminal state: the ways it ends."""
+        return frozenset(
+            t.event for t in self.transitions
+            if t.source == source and t.dest in self.terminal and t.dest != source
+        )
+
     # -- reading -----------------------------------------------------------
 
     @property

@@ -7,6 +7,7 @@ The liveness property needs the whole explored graph and lives in the checker.
 from __future__ import annotations
 
 from .machines import (
+    ALIVE,
     REQUEST,
     STDIN_REQUEST,
     FrontendCommState,
@@ -20,7 +21,6 @@ from .world import CloseCause, Kind, Msg, Proc, Request, Target, World
 Violation = tuple[str, str]
 
 DELIVERING = frozenset({RequestState.RESOLVED, RequestState.ERRORED, StdinRequestState.REPLIED})
-ALIVE = (KernelCommState.OPEN, KernelCommState.DETACHED)
 
 
 def _terminal(req: Request) -> bool:

@@ -32,8 +32,10 @@ from typing import Any, NamedTuple, TypeGuard
 
 from .declaration import Name
 from .machines import (
+    ALIVE,
     FRONTEND_COMM,
     KERNEL_COMM,
+    LINKED,
     PRESENCE,
     REQUEST,
     SESSION,
@@ -66,14 +68,7 @@ from .world import (
     initial_world,
 )
 
-ALIVE = (KernelCommState.OPEN, KernelCommState.DETACHED)
 OPENABLE = (Target.PERSISTENT, Target.DEFAULT)
-LIVE_SESSION = (
-    SessionState.CONNECTING,
-    SessionState.READY,
-    SessionState.RECONNECTING,
-    SessionState.RECONCILING,
-)
 
 
 @dataclass(frozen=True)
@@ -211,7 +206,7 @@ class SystemModel:
             for r in fe.owes:
                 if _answerable(w.requests[r], fe.comms):
                     yield self._frontend_answer(w, f, fe, r)
-        elif fe.session in LIVE_SESSION:
+        elif fe.session in LINKED:
             yield self._frontend_link_lost(w, f, fe)
         if fe.session is SessionState.LOST and w.reconnects_left > 0:
             yield self._frontend_reconnect(w, f, fe)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..declaration import MachineSpec
-from .frontend_comm import FRONTEND_COMM, FrontendCommEvent, FrontendCommState
-from .kernel_comm import KERNEL_COMM, KernelCommEvent, KernelCommFact, KernelCommState
+from .frontend_comm import FRONTEND_COMM, HELD, FrontendCommEvent, FrontendCommState
+from .kernel_comm import ALIVE, KERNEL_COMM, KernelCommEvent, KernelCommFact, KernelCommState
 from .presence import PRESENCE, PresenceEvent, PresenceFact, PresenceState
-from .request import OUTCOMES, REQUEST, RequestEvent, RequestFact, RequestState
-from .session import SESSION, SessionEvent, SessionState
+from .request import FAILURE_EVENTS, OUTCOMES, REQUEST, RequestEvent, RequestFact, RequestState
+from .session import AWAITING_WELCOME, LINKED, PROVEN, SESSION, SessionEvent, SessionState
+from .stdin_request import FAILURE_EVENTS as STDIN_FAILURE_EVENTS
 from .stdin_request import STDIN_REQUEST, StdinRequestEvent, StdinRequestState
 
 MACHINES: tuple[MachineSpec[Any, Any], ...] = (
@@ -23,14 +24,21 @@ MACHINES: tuple[MachineSpec[Any, Any], ...] = (
 BY_NAME: dict[str, MachineSpec[Any, Any]] = {m.name: m for m in MACHINES}
 
 __all__ = [
+    "ALIVE",
+    "AWAITING_WELCOME",
     "BY_NAME",
+    "FAILURE_EVENTS",
     "FRONTEND_COMM",
+    "HELD",
     "KERNEL_COMM",
+    "LINKED",
     "MACHINES",
     "OUTCOMES",
     "PRESENCE",
+    "PROVEN",
     "REQUEST",
     "SESSION",
+    "STDIN_FAILURE_EVENTS",
     "STDIN_REQUEST",
     "FrontendCommEvent",
     "FrontendCommState",

@@ -80,3 +80,6 @@ FRONTEND_COMM = MachineSpec(
                    "closing the session closes its comms"),
     ),
 )
+
+#: the comms a frontend holds (open, or stale until reconciled): what closing it closes
+HELD = FRONTEND_COMM.sources(E.SESSION_CLOSED)

@@ -82,3 +82,6 @@ KERNEL_COMM = MachineSpec(
                    "shutdown closes every comm"),
     ),
 )
+
+#: the comms the kernel still has (open or detached): what shutdown closes
+ALIVE = KERNEL_COMM.sources(E.KERNEL_SHUTDOWN)

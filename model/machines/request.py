@@ -88,3 +88,6 @@ REQUEST = MachineSpec(
         *_late,
     ),
 )
+
+#: the events that end a pending request without an answer from its peer
+FAILURE_EVENTS = REQUEST.ending_events(S.PENDING) - {E.RESULT, E.ERROR}

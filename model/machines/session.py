@@ -72,3 +72,10 @@ SESSION = MachineSpec(
           for s in (S.CONNECTING, S.READY, S.LOST, S.RECONNECTING, S.RECONCILING)),
     ),
 )
+
+#: states with sockets to the kernel: a loss of the link can happen
+LINKED = SESSION.sources(E.LINK_LOST)
+#: states whose subscription a welcome has proven: comm traffic may go out
+PROVEN = SESSION.dests(E.WELCOMED)
+#: states that wait for a welcome before any comm traffic
+AWAITING_WELCOME = SESSION.sources(E.WELCOMED) - PROVEN

@@ -58,3 +58,6 @@ STDIN_REQUEST = MachineSpec(
           for s in (S.REPLIED, S.UNREACHABLE, S.INTERRUPTED)),
     ),
 )
+
+#: the events that end a pending stdin request without its reply
+FAILURE_EVENTS = STDIN_REQUEST.ending_events(S.PENDING) - {E.REPLY}

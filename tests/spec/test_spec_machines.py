@@ -244,3 +244,30 @@ def test_the_model_never_imports_zmq() -> None:
 def test_the_import_check_can_fail() -> None:
     code = "import sys, zmq\nassert not any(m == 'zmq' for m in sys.modules)\n"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode != 0
+
+
+def test_state_groups_are_derived_from_the_tables() -> None:
+    from commspec.model.machines import (
+        ALIVE,
+        AWAITING_WELCOME,
+        FAILURE_EVENTS,
+        HELD,
+        LINKED,
+        PROVEN,
+        STDIN_FAILURE_EVENTS,
+        FrontendCommState,
+        KernelCommState,
+        RequestEvent,
+        SessionState,
+        StdinRequestEvent,
+    )
+
+    s = SessionState
+    assert ALIVE == {KernelCommState.OPEN, KernelCommState.DETACHED}
+    assert HELD == {FrontendCommState.OPEN, FrontendCommState.STALE}
+    assert LINKED == {s.CONNECTING, s.READY, s.RECONNECTING, s.RECONCILING}
+    assert PROVEN == {s.READY, s.RECONCILING}
+    assert AWAITING_WELCOME == {s.CONNECTING, s.RECONNECTING}
+    assert FAILURE_EVENTS == {RequestEvent.PEER_LOST, RequestEvent.COMM_CLOSED,
+                              RequestEvent.DEADLINE, RequestEvent.IDLE_WITHOUT_REPLY}
+    assert STDIN_FAILURE_EVENTS == {StdinRequestEvent.PEER_LOST, StdinRequestEvent.INTERRUPT}
