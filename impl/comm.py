@@ -3,17 +3,16 @@
 Rules:
 - A ``Comm`` holds handlers and talks to its endpoint through a
   :class:`CommTransport` (the kernel and the frontend endpoint both implement
-  it). Its state is the state of the endpoint's ``Tracked`` object for it:
-  only the endpoint moves it, the Comm only reads it.
-- JSON-RPC as Positron and ark use it: comm_msg data with an ``id`` and a
-  ``method`` is a request, data without ``id`` a notification, data with an
-  ``id`` and ``result``/``error`` a reply (the endpoint routes replies to its
-  pending requests, by the Jupyter msg_id of their parent, not by this id).
+  it). Its state is read from the endpoint's protocol core: only the core moves
+  it, the Comm only reads it.
+- JSON-RPC as Positron and ark use it (``commspec.impl.core.jsonrpc``). The
+  cores answer what is not a valid request (-32600, and a request id still in
+  flight on the comm) and route replies to their pending requests; a Comm sees
+  only valid requests and notifications.
 - An incoming request gets exactly one answer: the handler's return value, a
-  -32603 error if it raises, -32601 if no handler has the method, -32600 if the
-  request is malformed or reuses the id of a request still in flight on this
-  comm. A handler may instead return a :class:`Deferred` and complete it later
-  from any thread: a request taking a minute never blocks the endpoint.
+  -32603 error if it raises, -32601 if no handler has the method. A handler may
+  instead return a :class:`Deferred` and complete it later from any thread: a
+  request taking a minute never blocks the endpoint.
 - Handlers run on the endpoint's I/O thread; they must not block. ``send``,
   ``request`` and ``close`` are thread-safe.
 - ``request`` returns a ``concurrent.futures.Future``; in asyncio code use
@@ -30,13 +29,27 @@ from concurrent.futures import Future
 from enum import Enum
 from typing import Any, Protocol, TypeVar, overload
 
-from commspec.model.tracked import Tracked
+import orjson
+
+from .core.jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    JSONRPC,
+    METHOD_NOT_FOUND,
+    MessageKind,
+    classify,
+    rpc_error,
+    rpc_notification,
+    rpc_request,
+    rpc_result,
+)
 
 __all__ = [
     "INTERNAL_ERROR",
     "INVALID_REQUEST",
     "JSONRPC",
     "METHOD_NOT_FOUND",
+    "AnswerChannel",
     "Comm",
     "CommTransport",
     "Deferred",
@@ -44,6 +57,7 @@ __all__ = [
     "MessageKind",
     "ReplyChannel",
     "Responder",
+    "check_json",
     "classify",
     "rpc_error",
     "rpc_notification",
@@ -53,62 +67,12 @@ __all__ = [
 
 log = logging.getLogger("commspec.comm")
 
-JSONRPC = "2.0"
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INTERNAL_ERROR = -32603
-
 JsonDict = dict[str, Any]
 RequestHandler = Callable[[Any], Any]
 NotificationHandler = Callable[[JsonDict], None]
 CloseHandler = Callable[[JsonDict], None]
 DisconnectHandler = Callable[[], None]
 H = TypeVar("H", bound=RequestHandler)
-
-
-# -- JSON-RPC payloads ------------------------------------------------------------
-
-
-def rpc_request(request_id: str | int, method: str, params: Any = None) -> JsonDict:
-    data: JsonDict = {"jsonrpc": JSONRPC, "id": request_id, "method": method}
-    if params is not None:
-        data["params"] = params
-    return data
-
-
-def rpc_notification(method: str, params: Any = None) -> JsonDict:
-    data: JsonDict = {"jsonrpc": JSONRPC, "method": method}
-    if params is not None:
-        data["params"] = params
-    return data
-
-
-def rpc_result(request_id: Any, result: Any) -> JsonDict:
-    return {"jsonrpc": JSONRPC, "id": request_id, "result": result}
-
-
-def rpc_error(request_id: Any, code: int, message: str) -> JsonDict:
-    return {"jsonrpc": JSONRPC, "id": request_id, "error": {"code": code, "message": message}}
-
-
-class MessageKind(Enum):
-    REQUEST = "request"
-    NOTIFICATION = "notification"
-    REPLY = "reply"
-    INVALID = "invalid"
-
-
-def classify(data: Any) -> MessageKind:
-    """What a comm_msg's data is, by the presence of ``id``, ``method``, ``result``/``error``."""
-    if not isinstance(data, dict):
-        return MessageKind.INVALID
-    if "id" not in data:
-        return MessageKind.NOTIFICATION
-    if "method" in data:
-        return MessageKind.REQUEST if isinstance(data["method"], str) else MessageKind.INVALID
-    if "result" in data or "error" in data:
-        return MessageKind.REPLY
-    return MessageKind.INVALID
 
 
 # -- the endpoint's side ------------------------------------------------------------
@@ -143,6 +107,49 @@ class ReplyChannel(Protocol):
         """The request will never be answered (its comm closed first); thread-safe."""
 
 
+def check_json(value: Any) -> None:
+    """TypeError or ValueError if JSON cannot carry ``value`` (before it is queued)."""
+    orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+class AnswerChannel:
+    """The ReplyChannel of one incoming request: its answer goes to ``deliver``
+    (the endpoint turns it into the core's ``Answer``). An answer JSON cannot
+    carry becomes a -32603 error, so the caller still gets one outcome."""
+
+    __slots__ = ("_deliver", "_exchange")
+
+    def __init__(self, deliver: Callable[[int, JsonDict | None], None], exchange: int) -> None:
+        self._deliver = deliver
+        self._exchange = exchange
+
+    def reply(self, payload: JsonDict) -> None:
+        try:
+            check_json(payload)
+        except (TypeError, ValueError) as e:
+            log.warning("an answer cannot be encoded: %r", e)
+            payload = rpc_error(payload.get("id"), INTERNAL_ERROR,
+                                f"the handler's answer cannot be encoded: {e}")
+        self._deliver(self._exchange, payload)
+
+    def abandon(self) -> None:
+        self._deliver(self._exchange, None)
+
+
+class _NoAnswer:
+    """A notification's channel: nobody waits for an answer."""
+
+    def reply(self, payload: JsonDict) -> None:
+        log.warning("a notification handler tried to answer: %r", payload)
+
+    def abandon(self) -> None:
+        pass
+
+
+#: the channel handed to notification handlers
+NO_ANSWER = _NoAnswer()
+
+
 class Dispatch(Enum):
     """What ``Comm.handle_data`` did with incoming data."""
 
@@ -151,10 +158,6 @@ class Dispatch(Enum):
     #: a request whose handler returned a Deferred: reply() or abandon() comes later
     DEFERRED = "deferred"
     NOTIFICATION = "notification"
-    #: malformed request: answered with -32600 if it had an id (bad input to count)
-    INVALID = "invalid"
-    #: the id of a request still in flight on this comm: answered -32600, nothing else
-    DUPLICATE = "duplicate"
 
 
 class Deferred:
@@ -253,20 +256,20 @@ class Comm:
         target_name: str,
         *,
         persistent: bool,
-        tracked: Tracked[Any, Any],
+        state: Callable[[], Enum],
         transport: CommTransport,
     ) -> None:
         self.comm_id = comm_id
         self.target_name = target_name
         self.persistent = persistent
-        self._tracked = tracked
+        self._state = state
         self._transport = transport
         self._request_handlers: dict[str, RequestHandler] = {}
         self._notification_handlers: list[NotificationHandler] = []
         self._close_handlers: list[CloseHandler] = []
         self._disconnect_handlers: list[DisconnectHandler] = []
         self._lock = threading.Lock()  # guards the in-flight map (Deferreds settle anywhere)
-        self._in_flight: dict[Any, Deferred] = {}
+        self._in_flight: dict[object, Deferred] = {}
 
     def __repr__(self) -> str:
         kind = "persistent" if self.persistent else "default"
@@ -277,11 +280,11 @@ class Comm:
     @property
     def state(self) -> Any:
         """The current state of this comm's machine (read-only)."""
-        return self._tracked.state
+        return self._state()
 
     @property
     def closed(self) -> bool:
-        return self._tracked.ended
+        return bool(self._state().value == "closed")
 
     @property
     def in_flight(self) -> int:
@@ -344,27 +347,15 @@ class Comm:
     # -- the endpoint's side (its I/O thread) -------------------------------------
 
     def handle_data(self, data: Any, channel: ReplyChannel) -> Dispatch:
-        """Dispatch incoming comm_msg data (not a reply: the endpoint routes those)."""
+        """Dispatch a valid request or a notification (the endpoint's core checked it)."""
         kind = classify(data)
         if kind is MessageKind.NOTIFICATION:
             for listener in list(self._notification_handlers):
                 _run_handler(f"notification handler of comm {self.comm_id}", listener, data)
             return Dispatch.NOTIFICATION
         if kind is not MessageKind.REQUEST:
-            if isinstance(data, dict) and "id" in data:
-                channel.reply(rpc_error(data["id"], INVALID_REQUEST, "invalid request"))
-            return Dispatch.INVALID
+            raise ValueError(f"comm {self.comm_id}: not a request or notification: {data!r}")
         request_id = data["id"]
-        if not _is_valid_id(request_id):
-            channel.reply(rpc_error(None, INVALID_REQUEST, "invalid request id"))
-            return Dispatch.INVALID
-        with self._lock:
-            duplicate = request_id in self._in_flight
-        if duplicate:
-            channel.reply(
-                rpc_error(request_id, INVALID_REQUEST, f"request id {request_id!r} is in flight")
-            )
-            return Dispatch.DUPLICATE
         method: str = data["method"]
         handler = self._request_handlers.get(method)
         if handler is None:
@@ -379,10 +370,11 @@ class Comm:
         if not isinstance(value, Deferred):
             channel.reply(rpc_result(request_id, value))
             return Dispatch.ANSWERED
+        token = object()
         with self._lock:
-            self._in_flight[request_id] = value
-        if value._bind(request_id, channel, lambda: self._settled(request_id)):
-            self._settled(request_id)
+            self._in_flight[token] = value
+        if value._bind(request_id, channel, lambda: self._settled(token)):
+            self._settled(token)
             channel.reply(value._outcome_payload())
             return Dispatch.ANSWERED
         return Dispatch.DEFERRED
@@ -401,14 +393,9 @@ class Comm:
         for handler in list(self._disconnect_handlers):
             _run_handler(f"disconnect handler of comm {self.comm_id}", handler)
 
-    def _settled(self, request_id: Any) -> None:
+    def _settled(self, token: object) -> None:
         with self._lock:
-            self._in_flight.pop(request_id, None)
-
-
-def _is_valid_id(value: Any) -> bool:
-    # JSON-RPC 2.0: a string or a number (null ids are discouraged; bools are not numbers)
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+            self._in_flight.pop(token, None)
 
 
 def _run_handler(what: str, handler: Callable[..., Any], *args: Any) -> None:

@@ -20,11 +20,13 @@ from commspec.model.machines import RequestState, StdinRequestState
 __all__ = [
     "BadMessage",
     "BadMessageReason",
+    "CannotSend",
     "CommClosed",
     "Disconnected",
     "EndpointClosed",
     "InsecureConnection",
     "Interrupted",
+    "KernelCallFailed",
     "NoFrontend",
     "NoReply",
     "RemoteError",
@@ -164,6 +166,29 @@ def failure_for(
             msg_id, comm_id, method, state.value, code if code is not None else -32603, message
         )
     return failure_type(state)(msg_id, comm_id, method, state.value, detail)
+
+
+class CannotSend(CommspecError):
+    """A comm message could not go out: the comm is closed, or the link is lost.
+
+    Notifications are fire-and-forget, so they are not held across a loss: the
+    caller learns at once that the kernel will not see this one.
+    """
+
+    def __init__(self, comm_id: str, why: str) -> None:
+        super().__init__(f"comm {comm_id}: cannot send, {why}")
+        self.comm_id = comm_id
+        self.why = why
+
+
+class KernelCallFailed(CommspecError):
+    """A plain kernel request (kernel_info, execute...) that cannot get its reply any more."""
+
+    def __init__(self, msg_id: str, msg_type: str, why: str) -> None:
+        super().__init__(f"{msg_type} {msg_id}: {why}")
+        self.msg_id = msg_id
+        self.msg_type = msg_type
+        self.why = why
 
 
 class EndpointClosed(CommspecError):

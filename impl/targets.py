@@ -111,6 +111,11 @@ class TargetRegistry:
             return self._parent.get(name)
         return target
 
+    def kind(self, name: str) -> bool | None:
+        """Whether the target is persistent; None if no registry here knows it."""
+        target = self.get(name)
+        return None if target is None else target.persistent
+
     def names(self) -> list[str]:
         with self._lock:
             own = set(self._targets)

@@ -40,7 +40,7 @@ Everything else the harness compares (each request's outcome, each comm's
 state on each side, each session's state) it reads from the trace, so a kernel
 that reports its transitions faithfully and exposes these few numbers can be
 tested. :class:`ReferenceKernel` wraps :class:`~commspec.impl.KernelEndpoint`;
-the tests' broken variants subclass it and override :meth:`ReferenceKernel.make`.
+the tests' broken variants subclass it and replace one of its ``policies``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from commspec.impl.core.policies import KernelPolicies
 from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
 from commspec.impl.targets import ECHO, ECHO_PERSISTENT
 from commspec.model.trace import TraceSink
@@ -97,16 +98,21 @@ class KernelAdapter(Protocol):
 
 
 class ReferenceKernel:
-    """The reference :class:`KernelEndpoint`, in this process."""
+    """The reference :class:`KernelEndpoint`, in this process. A broken variant
+    replaces one of its disconnection rules: ``policies``."""
+
+    #: the kernel's disconnection rules; the tests' broken variants replace one
+    policies: type[KernelPolicies] = KernelPolicies
 
     def __init__(self, heartbeat: HeartbeatSettings = MBT_HEARTBEAT) -> None:
         self.heartbeat = heartbeat
         self.kernel: KernelEndpoint | None = None
 
     def make(self, sink: TraceSink) -> KernelEndpoint:
-        """The endpoint to start; broken variants override this."""
+        """The endpoint to start."""
         return KernelEndpoint(
-            sink=sink, config=KernelConfig(heartbeat=self.heartbeat, stop_linger=0.2)
+            sink=sink, config=KernelConfig(heartbeat=self.heartbeat, stop_linger=0.2),
+            policies=self.policies(),
         )
 
     # -- lifecycle ---------------------------------------------------------

@@ -190,14 +190,12 @@ class _Scene:
     def publish_reply(self, comm_id: str, msg_id: str, payload: dict[str, Any]) -> None:
         """The kernel publishes one more reply to request ``msg_id`` on IOPub.
 
-        The adapter has no such action: this uses the KernelEndpoint, on its I/O thread
-        (the only one that may touch its sockets: a timer due now). The frontend routes
-        a reply by its parent's msg_id alone, so that is all the parent header holds.
+        The adapter has no such action: this uses the KernelEndpoint's test hook. The
+        frontend routes a reply by its parent's msg_id alone, so that is all the parent
+        header holds.
         """
-        kernel = self.kernel
-        parent = {"header": {"msg_id": msg_id, "msg_type": "comm_msg"}}
-        content = {"comm_id": comm_id, "data": payload}
-        kernel.call_later(0.0, lambda: kernel.publish("comm_msg", content, parent))
+        self.kernel.inject_iopub("comm_msg", {"comm_id": comm_id, "data": payload},
+                                 {"msg_id": msg_id, "msg_type": "comm_msg"})
 
     def held_stdin(self, fe: FrontendEndpoint) -> tuple[_HeldInput, Future[Any], str]:
         """A kernel stdin request ``fe`` has received and holds unanswered: the holder,

@@ -9,7 +9,7 @@ trace sink. An event the table does not allow raises
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import Generic
 
 from .declaration import NO_FACTS, E, Facts, MachineSpec, S
@@ -18,7 +18,7 @@ from .trace import TraceEvent, TraceSink, discard
 
 
 class Tracked(Generic[S, E]):
-    __slots__ = ("endpoint", "object_id", "sink", "spec", "state")
+    __slots__ = ("clock", "endpoint", "object_id", "sink", "spec", "state")
 
     def __init__(
         self,
@@ -27,11 +27,15 @@ class Tracked(Generic[S, E]):
         *,
         endpoint: str = "",
         sink: TraceSink = discard,
+        clock: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.spec = spec
         self.object_id = object_id
         self.endpoint = endpoint
         self.sink = sink
+        #: what stamps trace events: the owner's clock (a protocol core's is the time
+        #: its caller gave it); the model itself reads none
+        self.clock = clock
         self.state: S = spec.initial
 
     @property
@@ -54,7 +58,7 @@ class Tracked(Generic[S, E]):
                 source=source.value,
                 event=event.value,
                 dest=row.dest.value,
-                time=time.monotonic(),
+                time=self.clock(),
                 msg_id=msg_id,
             )
         )

@@ -5,24 +5,23 @@ Rules (the ``kernel_comm`` machine, plus ownership):
   kernel while it handled X's request, is owned by X *if X is a commspec peer*
   (it announced ``commspec.peer/X`` at some point). A comm the kernel opened on
   its own, or one owned by a stock frontend (which never names itself), is
-  owned by every subscriber. Ownership is decided when it is needed, not at open, so a peer
-  topic that lands just after the comm_open still counts.
+  owned by every subscriber. Ownership is decided when it is needed, not at
+  open, so a peer topic that lands just after the comm_open still counts.
 - When its owner leaves, an open comm fires FRONTEND_LOST with the fact
   PERSISTENT: persistent comms detach (state kept), default ones close.
   Comms owned by every subscriber are lost only when the last subscription goes.
 - A detached comm fires FRONTEND_BACK when its owner subscribes again (for
   comms owned by every subscriber: when anyone subscribes).
-- Closed comms are removed, and their ids remembered (bounded), so traffic
-  for a comm that just closed is told apart from traffic for a comm that never
+- Closed comms are removed, and their ids remembered (bounded), so traffic for
+  a comm that just closed is told apart from traffic for a comm that never
   existed, and an id is never reused for a second comm.
 
-No I/O: methods fire transitions and return what happened; the endpoint
-publishes comm_close, fails requests and runs handlers.
+No I/O: methods fire transitions and return what happened; the kernel core
+turns that into effects (comm_close published, requests failed, handlers told).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -35,52 +34,40 @@ from commspec.model.machines import (
 from commspec.model.trace import TraceSink, discard
 from commspec.model.tracked import Tracked
 
-from ..comm import Comm
+from .bounded import BoundedSet
 
-__all__ = ["CommLoss", "CommRecord", "KernelComms"]
-
-ALIVE = frozenset({KernelCommState.OPEN, KernelCommState.DETACHED})
+__all__ = ["CommRecord", "KernelComms"]
 
 KernelCommTracked = Tracked[KernelCommState, KernelCommEvent]
 
 
-@dataclass
+@dataclass(eq=False)
 class CommRecord:
-    comm: Comm
+    comm_id: str
+    target_name: str
+    persistent: bool
     tracked: KernelCommTracked
     #: the frontend it belongs to: the one that opened it, or for whose request the
     #: kernel opened it; None when the kernel opened it on its own
     opener: bytes | None
 
     @property
-    def comm_id(self) -> str:
-        return self.comm.comm_id
-
-    @property
     def state(self) -> KernelCommState:
         return self.tracked.state
 
-
-@dataclass(frozen=True)
-class CommLoss:
-    """A comm whose owner left: it detached (persistent) or closed (default)."""
-
-    record: CommRecord
-
     @property
     def closed(self) -> bool:
-        return self.record.state is KernelCommState.CLOSED
+        return self.tracked.state is KernelCommState.CLOSED
 
 
 class KernelComms:
-    def __init__(
-        self, endpoint: str, sink: TraceSink = discard, remember_closed: int = 10_000
-    ) -> None:
+    def __init__(self, endpoint: str, sink: TraceSink = discard,
+                 clock: Callable[[], float] = lambda: 0.0, remember_closed: int = 10_000) -> None:
         self.endpoint = endpoint
         self.sink = sink
+        self.clock = clock
         self._alive: dict[str, CommRecord] = {}
-        self._closed: OrderedDict[str, None] = OrderedDict()
-        self._remember_closed = remember_closed
+        self._closed: BoundedSet[str] = BoundedSet(remember_closed)
 
     # -- reading ------------------------------------------------------------
 
@@ -100,7 +87,8 @@ class KernelComms:
     def __len__(self) -> int:
         return len(self._alive)
 
-    def owner(self, record: CommRecord, is_known_peer: Callable[[bytes], bool]) -> bytes | None:
+    @staticmethod
+    def owner(record: CommRecord, is_known_peer: Callable[[bytes], bool]) -> bytes | None:
         """The one frontend that owns the comm, or None when every subscriber does."""
         if record.opener is not None and is_known_peer(record.opener):
             return record.opener
@@ -108,33 +96,28 @@ class KernelComms:
 
     # -- opening ------------------------------------------------------------
 
-    def new_tracked(self, comm_id: str) -> KernelCommTracked:
+    def new(self, comm_id: str, target_name: str, persistent: bool,
+            opener: bytes | None) -> CommRecord:
+        """A record in state ``new``; ValueError if the id is in use or was used recently."""
         if self.known(comm_id):
             raise ValueError(f"comm id {comm_id} is already in use or was used recently")
-        return Tracked(KERNEL_COMM, comm_id, endpoint=self.endpoint, sink=self.sink)
+        tracked: KernelCommTracked = Tracked(
+            KERNEL_COMM, comm_id, endpoint=self.endpoint, sink=self.sink, clock=self.clock
+        )
+        return CommRecord(comm_id, target_name, persistent, tracked, opener)
 
-    def reject(self, tracked: KernelCommTracked, msg_id: str | None) -> None:
+    def reject(self, record: CommRecord, msg_id: str | None) -> None:
         """comm_open for a target nobody registered: the comm never opens."""
-        tracked.fire(KernelCommEvent.REJECTED, msg_id=msg_id)
-        self._remember(tracked.object_id)
+        record.tracked.fire(KernelCommEvent.REJECTED, msg_id=msg_id)
+        self._closed.add(record.comm_id)
 
-    def opened(
-        self,
-        comm: Comm,
-        tracked: KernelCommTracked,
-        opener: bytes | None,
-        msg_id: str | None,
-        *,
-        by_kernel: bool = False,
-    ) -> CommRecord:
+    def opened(self, record: CommRecord, msg_id: str | None, *, by_kernel: bool) -> None:
         event = (
             KernelCommEvent.OPENED_BY_KERNEL if by_kernel
             else KernelCommEvent.OPENED_BY_FRONTEND
         )
-        tracked.fire(event, msg_id=msg_id)
-        record = CommRecord(comm, tracked, opener)
-        self._alive[comm.comm_id] = record
-        return record
+        record.tracked.fire(event, msg_id=msg_id)
+        self._alive[record.comm_id] = record
 
     # -- closing ------------------------------------------------------------
 
@@ -143,34 +126,24 @@ class KernelComms:
         record.tracked.fire(event, msg_id=msg_id)
         self._forget(record)
 
-    def lose(self, record: CommRecord, msg_id: str | None = None) -> CommLoss:
-        """Its owner left: FRONTEND_LOST (detach if persistent, close if not)."""
+    def lose(self, record: CommRecord, *, persistent: bool, msg_id: str | None = None) -> None:
+        """Its owner left: FRONTEND_LOST (detach if ``persistent``, close if not)."""
         record.tracked.fire(
-            KernelCommEvent.FRONTEND_LOST,
-            {KernelCommFact.PERSISTENT: record.comm.persistent},
-            msg_id=msg_id,
+            KernelCommEvent.FRONTEND_LOST, {KernelCommFact.PERSISTENT: persistent}, msg_id=msg_id
         )
-        if record.state is KernelCommState.CLOSED:
+        if record.closed:
             self._forget(record)
-        return CommLoss(record)
 
-    def lost_with_peer(
-        self, peer: bytes, is_known_peer: Callable[[bytes], bool]
-    ) -> list[CommLoss]:
-        """Every open comm ``peer`` owns, after ``peer`` left."""
+    def owned_by(self, peer: bytes | None,
+                 is_known_peer: Callable[[bytes], bool]) -> list[CommRecord]:
+        """The open comms ``peer`` owns (None: every open comm, the last subscriber left)."""
         return [
-            self.lose(r)
-            for r in self
-            if r.state is KernelCommState.OPEN and self.owner(r, is_known_peer) == peer
+            r for r in self
+            if r.state is KernelCommState.OPEN
+            and (peer is None or self.owner(r, is_known_peer) == peer)
         ]
 
-    def lost_all(self) -> list[CommLoss]:
-        """Every open comm, after the last subscription went."""
-        return [self.lose(r) for r in self if r.state is KernelCommState.OPEN]
-
-    def back(
-        self, peer: bytes | None, is_known_peer: Callable[[bytes], bool]
-    ) -> list[CommRecord]:
+    def back(self, peer: bytes | None, is_known_peer: Callable[[bytes], bool]) -> list[CommRecord]:
         """Detached comms that re-attach because ``peer`` (or, if None, anyone) subscribed.
 
         A subscription by anyone re-attaches the comms every subscriber owns; a
@@ -188,9 +161,4 @@ class KernelComms:
 
     def _forget(self, record: CommRecord) -> None:
         self._alive.pop(record.comm_id, None)
-        self._remember(record.comm_id)
-
-    def _remember(self, comm_id: str) -> None:
-        self._closed[comm_id] = None
-        if len(self._closed) > self._remember_closed:
-            self._closed.popitem(last=False)
+        self._closed.add(record.comm_id)

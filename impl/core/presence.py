@@ -19,6 +19,7 @@ Rules (the ``presence`` machine, plus per-peer presence):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from commspec.model.machines import PRESENCE, PresenceEvent, PresenceFact, PresenceState
@@ -76,9 +77,10 @@ class PresenceChange:
 
 
 class Presence:
-    def __init__(self, endpoint: str, sink: TraceSink = discard) -> None:
+    def __init__(self, endpoint: str, sink: TraceSink = discard,
+                 clock: Callable[[], float] = lambda: 0.0) -> None:
         self.tracked: Tracked[PresenceState, PresenceEvent] = Tracked(
-            PRESENCE, PRESENCE_OBJECT, endpoint=endpoint, sink=sink
+            PRESENCE, PRESENCE_OBJECT, endpoint=endpoint, sink=sink, clock=clock
         )
         self._topics: Counter[bytes] = Counter()
         self._live_peers: Counter[bytes] = Counter()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from commspec.impl.core.frontend import FrontendOptions
+
 from .endpoint import FrontendEndpoint
-from .options import FrontendOptions
 
 __all__ = ["FrontendEndpoint", "FrontendOptions"]

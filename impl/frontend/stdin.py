@@ -19,14 +19,14 @@ from concurrent.futures import Future
 from typing import Any
 
 from commspec.impl.comm import INTERNAL_ERROR, METHOD_NOT_FOUND
+from commspec.impl.core.events import Message
 
 log = logging.getLogger(__name__)
 
-Message = dict[str, Any]
 InputHandler = Callable[[str, bool], "str | Future[str]"]
 RpcHandler = Callable[[str, Any], Any]
 #: sends (reply msg_type, reply content) for the request it was made for
-Answer = Callable[[str, Message], None]
+Answer = Callable[[str, dict[str, Any]], None]
 
 
 class StdinAnswers:
@@ -46,7 +46,7 @@ class StdinAnswers:
             return False
         return True
 
-    def _answer_input(self, content: Message, send: Answer) -> None:
+    def _answer_input(self, content: dict[str, Any], send: Answer) -> None:
         def reply(value: object) -> None:
             send("input_reply", {"value": value if isinstance(value, str) else ""})
 
@@ -65,7 +65,7 @@ class StdinAnswers:
         else:
             reply(value)
 
-    def _answer_rpc(self, content: Message, send: Answer) -> None:
+    def _answer_rpc(self, content: dict[str, Any], send: Answer) -> None:
         def error(code: int, message: str) -> None:
             send("rpc_reply", {"error": {"code": code, "message": message}})
 

@@ -1,17 +1,18 @@
-"""The reference kernel endpoint: its sockets, its thread, its public API.
+"""The reference kernel endpoint: sockets, a thread, and the core's effects carried out.
 
 Rules:
-- One I/O thread owns every socket (impl/loop.py). Readers turn wire happenings into
-  inputs for the dispatcher (dispatch.py), which holds all protocol state and
-  applies the spec's rules: a shell or control request, an XPUB subscribe or
-  unsubscribe, a stdin reply. A disconnection is one of these inputs, never an
-  exception path.
-- IOPub is read first in each round, so subscription changes are seen before
-  the shell traffic that followed them; the drain rule covers the other order.
-- A frame the wire layer refuses (wire.py) is counted by reason and dropped
-  before any state sees it.
-- The public API is thread-safe: calls from other threads are posted to the
-  I/O thread (reads wait for its answer); comm requests return futures at once.
+- The protocol lives in :class:`~commspec.impl.core.kernel.KernelProtocol`; this
+  module is the shell around it. One I/O thread (impl/loop.py) owns every socket;
+  it turns what happens on the wire into the core's inputs (a message, a frame
+  the codec refused, an XPUB subscribe or unsubscribe) and carries out the
+  effects the core returns, in order: sends, timers, trace events, and the
+  application's part (``application.py``).
+- IOPub is read first in each round and before every shell, control and stdin
+  message, so subscription changes are seen before the traffic that followed
+  them. An unsubscribe is handed over with everything shell and stdin had
+  already received (the drain rule's batch).
+- The public API is thread-safe: calls from other threads are posted to the I/O
+  thread (reads wait for its answer); comm requests return futures at once.
 """
 
 from __future__ import annotations
@@ -35,12 +36,31 @@ from commspec.model.trace import TraceSink, discard
 
 from ..comm import Comm
 from ..connection import CHANNELS, ConnectionInfo, read_connection_file, write_connection_file
-from ..core.requests import STDIN_KINDS
+from ..core.events import (
+    Channel,
+    Effect,
+    Input,
+    Received,
+    Refused,
+    Send,
+    Sent,
+    Shutdown,
+    ShutdownRequested,
+    StartTimer,
+    StopTimer,
+    SubscriptionFrames,
+    Timer,
+    TimerFired,
+    Trace,
+)
+from ..core.kernel import KernelProtocol
+from ..core.policies import KernelPolicies
 from ..errors import BadMessage, EndpointClosed
-from ..loop import Callback, IoLoop, Timer
+from ..loop import IoLoop
+from ..loop import Timer as LoopTimer
 from ..targets import DEFAULT_TARGETS, TargetRegistry
-from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Received, Wire
-from .dispatch import KernelDispatcher
+from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Codec
+from .application import KernelApplication
 from .sockets import HeartbeatEcho, HeartbeatSettings, KernelSockets
 
 __all__ = ["KernelConfig", "KernelEndpoint"]
@@ -54,6 +74,9 @@ DRAIN_LIMIT = 100_000
 
 Message = dict[str, Any]
 T = TypeVar("T")
+
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
 @dataclass(frozen=True)
@@ -74,7 +97,8 @@ class KernelEndpoint:
     Thread-safe public API. Use as a context manager, or ``start()``/``stop()``.
     ``connection_file``: read if it exists (ports of 0 are chosen at bind and
     written back), else created with fresh ports and key (and removed at stop);
-    None: a temporary file is created.
+    None: a temporary file is created. ``policies``: the disconnection rules
+    (SPEC.md); the tests' broken kernels replace one of them.
     """
 
     def __init__(
@@ -85,6 +109,7 @@ class KernelEndpoint:
         config: KernelConfig | None = None,
         targets: TargetRegistry | None = None,
         ip: str = "127.0.0.1",
+        policies: KernelPolicies | None = None,
     ) -> None:
         self.config = config or KernelConfig()
         self.sink = sink
@@ -99,25 +124,37 @@ class KernelEndpoint:
             self._info = ConnectionInfo(0, 0, 0, 0, 0, key=key, ip=ip)
             self._created_file = self._rewrite_file = True
         self._connection_file: Path | None = None
-        self.wire = Wire(
+        self.codec = Codec(
             self._info.key.encode(),
             signature_scheme=self._info.signature_scheme,
             username="kernel",
             max_message_bytes=self.config.max_message_bytes,
         )
         self._loop = IoLoop("commspec-kernel-io", log=log)
-        self._core = KernelDispatcher(
-            io=self, wire=self.wire, sink=sink, targets=self.targets, services=self,
-            transport=self, remember=self.config.remember,
+        self._core = KernelProtocol(
+            session_id=self.codec.session_id,
+            targets=self.targets.kind,
+            new_msg_id=self.codec.new_msg_id,
+            policies=policies,
+            tracing=sink is not discard,
+            remember=self.config.remember,
         )
-        self._loop.add_deadline_source(self._expire_and_next_deadline)
+        self._app = KernelApplication(self._core, self, self.targets, self)
+        self._timers: dict[Timer, LoopTimer] = {}
+        self._effects: dict[type, Callable[[Any], None]] = {
+            Send: self._send,
+            StartTimer: self._start_timer,
+            StopTimer: self._stop_timer,
+            Trace: self._trace,
+            ShutdownRequested: self._shutdown_requested,
+        }
+        self.shutdown_requested = threading.Event()
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sockets: KernelSockets | None = None
         self._heartbeat: HeartbeatEcho | None = None
         self._started = False
         self._stopped = False
         self._stop_lock = threading.Lock()
-        self._status_topic = self._topic("status")
 
     # =====================================================================
     # lifecycle
@@ -137,11 +174,12 @@ class KernelEndpoint:
             self._release()
             raise
         sockets = self._sockets
+        self._by_channel = {Channel.SHELL: sockets.shell, Channel.CONTROL: sockets.control,
+                            Channel.STDIN: sockets.stdin, Channel.IOPUB: sockets.iopub}
         # IOPub first: subscription changes are seen before the shell traffic after them.
         self._loop.add_reader(sockets.iopub, self._on_iopub)
-        self._loop.add_reader(sockets.control, partial(self._on_router, sockets.control, "control"))
-        self._loop.add_reader(sockets.shell, partial(self._on_router, sockets.shell, "shell"))
-        self._loop.add_reader(sockets.stdin, partial(self._on_router, sockets.stdin, "stdin"))
+        for channel in (Channel.CONTROL, Channel.SHELL, Channel.STDIN):
+            self._loop.add_reader(self._by_channel[channel], partial(self._on_router, channel))
         self._loop.on_exit(self._on_loop_exit)
         self._heartbeat.start()
         self._loop.start()
@@ -157,7 +195,7 @@ class KernelEndpoint:
                 return
             self._stopped = True
         try:
-            self._loop.post(self._core.shutdown_everything)
+            self._loop.post(lambda: self._feed(Shutdown()))
         except EndpointClosed:
             pass  # a shutdown_request ended the thread already
         self._loop.stop(timeout)
@@ -171,7 +209,7 @@ class KernelEndpoint:
 
     def wait_for_shutdown_request(self, timeout: float | None = None) -> bool:
         """Block until a frontend sent shutdown_request (True) or ``timeout`` passed."""
-        return self._core.shutdown_requested.wait(timeout)
+        return self.shutdown_requested.wait(timeout)
 
     @property
     def connection_file(self) -> Path:
@@ -246,22 +284,23 @@ class KernelEndpoint:
         return self._read(lambda: {r.comm_id: r.state.value for r in self._core.comms})
 
     def comms(self) -> list[Comm]:
-        return self._read(lambda: [r.comm for r in self._core.comms])
+        return self._read(lambda: [self._app.comms[r.comm_id] for r in self._core.comms
+                                   if r.comm_id in self._app.comms])
 
     def comm(self, comm_id: str) -> Comm | None:
         """The open or detached comm with that id, if any."""
-        return self._read(
-            lambda: r.comm if (r := self._core.comms.get(comm_id)) is not None else None
-        )
+        return self._read(lambda: self._app.comms.get(comm_id)
+                          if self._core.comms.get(comm_id) is not None else None)
 
     @property
     def late_replies(self) -> int:
         """Replies (comm and stdin) for requests that had already ended."""
-        return self._read(lambda: self._core.pending.late_replies + self._core.stdin.late_replies)
+        return self._read(lambda: self._core.requests.late_replies
+                          + self._core.stdin.late_replies)
 
     @property
     def pending_count(self) -> int:
-        return self._read(lambda: self._core.pending.pending_count)
+        return self._read(lambda: self._core.requests.pending_count)
 
     @property
     def stdin_pending_count(self) -> int:
@@ -270,19 +309,18 @@ class KernelEndpoint:
     @property
     def bad_input(self) -> Counter[str]:
         """Bad input dropped so far, by reason."""
-        return self._core.bad.counts()
+        return self._read(self._core.bad.counts)
 
     # =====================================================================
     # services to targets and applications (thread-safe)
     # =====================================================================
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+    def call_later(self, delay: float, callback: Callable[[], None]) -> LoopTimer:
         return self._loop.call_later(delay, callback)
 
     def current_identity(self) -> bytes | None:
         """The frontend whose shell request is being handled (None off the I/O thread)."""
-        current = self._core.current if self._loop.in_loop_thread() else None
-        return current.identities[0] if current is not None and current.identities else None
+        return self._app.current_identity()
 
     def open_comm(
         self,
@@ -300,9 +338,8 @@ class KernelEndpoint:
         """
         if not self._loop.running and not self._loop.in_loop_thread():
             raise EndpointClosed("the kernel is not running")
-        return self._loop.call_sync(
-            lambda: self._core.open_kernel_comm(target_name, data or {}, persistent, comm_id, owner)
-        )
+        return self._app.open_comm(target_name, data, persistent=persistent, comm_id=comm_id,
+                                   owner=owner)
 
     def stdin_request(
         self, msg_type: str, content: Message, identity: bytes | None = None
@@ -312,21 +349,7 @@ class KernelEndpoint:
         Addressed to ``identity``, by default the frontend whose shell request is
         current (or, off the I/O thread, the last frontend that sent one).
         """
-        if msg_type not in STDIN_KINDS:
-            raise ValueError(f"not a stdin request: {msg_type!r}")
-        target = identity or self.current_identity()
-        last = self._core.last_sender
-        if target is None and last:
-            target = last[0]
-        if target is None:
-            raise ValueError("no frontend to address the stdin request to")
-        future: Future[Any] = Future()
-        future.set_running_or_notify_cancel()
-        parent = self._current_header()
-        self._loop.run_soon(
-            lambda: self._core.start_stdin(msg_type, content, target, parent, future)
-        )
-        return future
+        return self._app.stdin_request(msg_type, content, identity)
 
     def hold_until_queued(self, channels: Sequence[str], timeout: float = 5.0) -> Future[bool]:
         """Test hook: block the I/O thread until every named socket has input queued.
@@ -372,155 +395,185 @@ class KernelEndpoint:
             raise TimeoutError(f"the I/O thread did not take up the hold within {timeout} s")
         return done
 
-    def _current_header(self) -> Message | None:
-        """The header of the request being handled, as the parent of what a handler sends.
+    def inject_iopub(self, msg_type: str, content: Message, parent: Message | None) -> None:
+        """Test hook: publish one message on IOPub outside the protocol (a second reply
+        to a request that has one already), on the I/O thread, and return once it is out.
+        Nothing in the kernel's state changes."""
+        topic = f"kernel.{self.codec.session_id}.{msg_type}".encode()
+        self._loop.call_sync(lambda: self._send(Send(
+            Channel.IOPUB, (topic,), self.codec.new_msg_id(), msg_type, content, parent)))
 
-        Only on the I/O thread: another thread's call has nothing to do with it.
-        """
-        current = self._core.current if self._loop.in_loop_thread() else None
-        return current.header if current is not None else None
-
-    # =====================================================================
-    # CommTransport (any thread)
-    # =====================================================================
+    # -- CommTransport (any thread): the application turns them into inputs -----------
 
     def comm_send(self, comm: Comm, data: Message, buffers: Sequence[bytes] | None) -> None:
-        parent = self._current_header()
-        self._loop.run_soon(lambda: self._core.send_comm_data(comm, data, buffers, parent))
+        self._app.comm_send(comm, data, buffers)
 
     def comm_request(
         self, comm: Comm, method: str, params: Any, timeout: float | None
     ) -> Future[Any]:
-        future: Future[Any] = Future()
-        future.set_running_or_notify_cancel()
-        parent = self._current_header()
-        self._loop.run_soon(
-            lambda: self._core.start_comm_request(comm, method, params, timeout, parent, future)
-        )
-        return future
+        return self._app.comm_request(comm, method, params, timeout)
 
     def comm_close(self, comm: Comm, data: Message | None) -> None:
-        self._loop.run_soon(lambda: self._core.close_by_kernel(comm.comm_id, data or {}))
+        self._app.comm_close(comm, data)
 
     # =====================================================================
-    # the I/O thread: reading the sockets
+    # CoreRunner: handing inputs to the core (any thread)
     # =====================================================================
 
-    def _on_router(self, sock: zmq.Socket[bytes], channel: str) -> None:
+    def submit(self, event: Input) -> None:
+        if self._loop.in_loop_thread():
+            self._feed(event)
+        else:
+            self._loop.post(lambda: self._feed(event))
+
+    def call(self, event: Input) -> None:
+        self._loop.call_sync(lambda: self._feed(event))
+
+    def in_core_thread(self) -> bool:
+        return self._loop.in_loop_thread()
+
+    def new_msg_id(self) -> str:
+        return self.codec.new_msg_id()
+
+    # =====================================================================
+    # the I/O thread: inputs in, effects out
+    # =====================================================================
+
+    def _feed(self, event: Input) -> None:
+        core = self._core
+        try:
+            effects = core.handle(event, self._loop.clock())
+        except BaseException:
+            self._carry_out(core.take_effects())  # what happened before it went wrong
+            raise
+        self._carry_out(effects)
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        handlers, app = self._effects, self._app
+        for effect in effects:
+            try:
+                handler = handlers.get(type(effect))
+                if handler is not None:
+                    handler(effect)
+                elif not app.carry_out(effect):
+                    raise TypeError(f"no way to carry out {effect!r}")
+            except Exception:
+                # One effect that fails (our bug) must not cost the ones after it.
+                log.exception("kernel: carrying out %s failed", type(effect).__name__)
+
+    def _send(self, effect: Send) -> None:
+        frames = self.codec.encode(effect.msg_id, effect.msg_type, effect.content, effect.parent)
+        sock = self._by_channel[effect.channel]
+        ok, detail = True, ""
+        try:
+            send = sock.send
+            for frame in effect.to:
+                send(frame, _SNDMORE)
+            for frame in frames[:-1]:
+                send(frame, _SNDMORE)
+            if effect.buffers:
+                send(frames[-1], _SNDMORE)
+                for buffer in effect.buffers[:-1]:
+                    send(buffer, _SNDMORE)
+                send(effect.buffers[-1], _NOBLOCK)
+            else:
+                send(frames[-1], _NOBLOCK)
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:
+                ok, detail = False, "EHOSTUNREACH: the stdin socket has no such peer"
+                log.info("kernel: %s not sent: its frontend is gone", effect.msg_type)
+            elif e.errno == zmq.EAGAIN:
+                ok, detail = False, "EAGAIN: the peer's queue is full"
+                log.warning("kernel: %s not sent: the peer's queue is full", effect.msg_type)
+            else:
+                raise
+        if effect.confirm:
+            self._feed(Sent(effect.msg_id, ok, detail))
+
+    def _start_timer(self, effect: StartTimer) -> None:
+        self._stop_timer(StopTimer(effect.timer))
+        timer = effect.timer
+        self._timers[timer] = self._loop.call_at(effect.when, lambda: self._timer_fired(timer))
+
+    def _stop_timer(self, effect: StopTimer) -> None:
+        old = self._timers.pop(effect.timer, None)
+        if old is not None:
+            old.cancel()
+
+    def _timer_fired(self, timer: Timer) -> None:
+        self._timers.pop(timer, None)
+        self._feed(TimerFired(timer))
+
+    def _trace(self, effect: Trace) -> None:
+        try:
+            self.sink(effect.event)
+        except Exception:
+            # the transition happened; a failing sink must not undo what follows it
+            log.exception("kernel: the trace sink failed on %s", effect.event)
+
+    def _shutdown_requested(self, effect: ShutdownRequested) -> None:
+        self.shutdown_requested.set()
+        # After this request's idle: close everything, then end the thread.
+        self._loop.post(lambda: self._feed(Shutdown()))
+        self._loop.post(self._loop.request_stop)
+
+    # -- reading the sockets ----------------------------------------------------------
+
+    def _on_router(self, channel: Channel) -> None:
+        sock = self._by_channel[channel]
         for _ in range(BATCH):
             # Subscription changes first, before each message: libzmq lets a subscriber
             # receive what we publish as soon as it has read its subscription, which can
             # be before we have. A frontend that saw one of our messages (a probe's busy)
             # and answered must find its subscription already counted.
             self._on_iopub()
-            if not self._handle_one(sock, channel):
+            item = self._recv(sock, channel)
+            if item is None:
                 return
+            self._feed(item)
 
-    def _handle_one(self, sock: zmq.Socket[bytes], channel: str) -> bool:
-        """Receive and handle one message; False when none was queued."""
+    def _recv(self, sock: zmq.Socket[bytes], channel: Channel) -> Received | Refused | None:
+        """The next message on ``sock`` as an input, or None if none is queued."""
         try:
-            received = self.wire.recv(sock, channel)
+            frames = sock.recv_multipart(_NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        try:
+            received = self.codec.decode(frames, channel.value)
         except BadMessage as e:
-            self._core.bad.note(e.reason.value, str(e))
-            return True
-        if received is None:
-            return False
-        if channel == "stdin":
-            self._core.guard(partial(self._core.on_stdin_reply, received), received)
-        else:
-            self._core.on_request(channel, received)
-        return True
+            return Refused(channel, e.reason.value, str(e))
+        return Received(channel, tuple(received.identities), received.msg)  # type: ignore[arg-type]
 
     def _on_iopub(self) -> None:
         sock = self._require_sockets().iopub
+        frames: list[bytes] = []
         for _ in range(BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                parts = sock.recv_multipart(_NOBLOCK)
             except zmq.Again:
-                return
-            if len(frames) != 1:
-                self._core.bad.note("iopub_frame", f"{len(frames)}-part message on IOPub")
+                break
+            if len(parts) != 1:
+                self._feed(Refused(Channel.IOPUB, "iopub_frame",
+                                   f"{len(parts)}-part message on IOPub"))
                 continue
-            self._core.guard(partial(self._core.on_subscription_frame, frames[0]), None)
+            frames.append(parts[0])
+        if frames:
+            unsubscribes = any(f[:1] == b"\x00" for f in frames)
+            self._feed(SubscriptionFrames(tuple(frames), self._drain() if unsubscribes else ()))
 
-    def _expire_and_next_deadline(self) -> float | None:
-        # Asked before every poll: the requests whose deadline passed end now.
-        self._core.guard(lambda: self._core.pending.expire(self._loop.clock()), None)
-        return self._core.pending.next_deadline()
+    def _drain(self) -> tuple[Received | Refused, ...]:
+        """The drain rule's I/O: every shell and stdin message already received."""
+        out: list[Received | Refused] = []
+        for channel in (Channel.SHELL, Channel.STDIN):
+            sock = self._by_channel[channel]
+            while len(out) < DRAIN_LIMIT:
+                item = self._recv(sock, channel)
+                if item is None:
+                    break
+                out.append(item)
+        return tuple(out)
 
     def _require_sockets(self) -> KernelSockets:
         if self._sockets is None:
             raise EndpointClosed("the kernel's sockets are closed")
         return self._sockets
-
-    # =====================================================================
-    # KernelIO: what the dispatcher asks of the sockets (I/O thread)
-    # =====================================================================
-
-    def drain_inbound(self) -> int:
-        """The drain rule's I/O: handle every shell and stdin message already received."""
-        sockets = self._require_sockets()
-        handled = 0
-        for sock, channel in ((sockets.shell, "shell"), (sockets.stdin, "stdin")):
-            while handled < DRAIN_LIMIT and self._handle_one(sock, channel):
-                handled += 1
-        return handled
-
-    def publish(
-        self,
-        msg_type: str,
-        content: Message,
-        parent: Message | None,
-        topic: bytes | None = None,
-        buffers: Sequence[bytes] | None = None,
-    ) -> None:
-        msg = self.wire.message(msg_type, content, parent=parent)
-        self._send(self._require_sockets().iopub, msg,
-                   [self._topic(msg_type) if topic is None else topic], buffers=buffers)
-
-    def publish_message(self, msg: Message) -> None:
-        self._send(self._require_sockets().iopub, msg, [self._topic(msg["header"]["msg_type"])])
-
-    def publish_status(self, state: str, parent_header: Message) -> None:
-        msg = self.wire.message("status", {"execution_state": state}, {"header": parent_header})
-        self._send(self._require_sockets().iopub, msg, [self._status_topic])
-
-    def reply(self, channel: str, received: Received, msg_type: str, content: Message) -> None:
-        msg = self.wire.message(msg_type, content, parent=received.msg)
-        self._send(getattr(self._require_sockets(), channel), msg, received.identities)
-
-    def send_stdin(self, msg: Message, identity: bytes) -> bool:
-        return self._send(self._require_sockets().stdin, msg, [identity])
-
-    def run_soon(self, callback: Callback) -> None:
-        self._loop.run_soon(callback)
-
-    def post(self, callback: Callback) -> None:
-        self._loop.post(callback)
-
-    def request_stop(self) -> None:
-        self._loop.request_stop()
-
-    def _topic(self, msg_type: str) -> bytes:
-        return f"kernel.{self.wire.session_id}.{msg_type}".encode()
-
-    def _send(
-        self,
-        sock: zmq.Socket[bytes],
-        msg: Message,
-        identities: Sequence[bytes],
-        buffers: Sequence[bytes] | None = None,
-    ) -> bool:
-        """Send; False if the addressed peer is gone (ROUTER_MANDATORY's EHOSTUNREACH)."""
-        what = msg["header"]["msg_type"]
-        try:
-            self.wire.send(sock, msg, identities, buffers)
-        except zmq.ZMQError as e:
-            if e.errno == zmq.EHOSTUNREACH:
-                log.info("kernel: %s not sent: its frontend is gone", what)
-                return False
-            if e.errno == zmq.EAGAIN:
-                log.warning("kernel: %s not sent: the peer's queue is full", what)
-                return False
-            raise
-        return True

@@ -10,21 +10,23 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ki_peers import KernelUnderTest, RawFrontend
+from ki_peers import RawFrontend
 
-from commspec.impl.comm import Comm, Deferred, Dispatch
+from commspec.impl.comm import AnswerChannel, Comm, Deferred, Dispatch
 from commspec.impl.connection import (
     ConnectionInfo,
     new_connection_info,
     read_connection_file,
     write_connection_file,
 )
-from commspec.impl.core.comms import KernelComms
+from commspec.impl.core.comms import CommRecord, KernelComms
+from commspec.impl.core.events import Channel as EventChannel
+from commspec.impl.core.events import Received, Send
+from commspec.impl.core.kernel import KernelProtocol
 from commspec.impl.core.presence import Presence, SubscriptionFrameError, peer_topic
 from commspec.impl.errors import InsecureConnection
 from commspec.impl.kernel import KernelConfig, KernelEndpoint
@@ -101,19 +103,6 @@ def test_presence_counts_and_names_peers() -> None:
 # -- kernel comms --------------------------------------------------------------------
 
 
-class NoTransport:
-    def comm_send(self, *args: Any) -> None:
-        raise AssertionError("not used")
-
-    comm_request = comm_close = comm_send
-
-
-def make_comm(comms: KernelComms, comm_id: str, persistent: bool) -> tuple[Comm, Any]:
-    tracked = comms.new_tracked(comm_id)
-    comm = Comm(comm_id, "t", persistent=persistent, tracked=tracked, transport=NoTransport())
-    return comm, tracked
-
-
 def test_comm_ownership_and_loss() -> None:
     comms = KernelComms("kernel")
     peers = {b"x"}
@@ -121,22 +110,38 @@ def test_comm_ownership_and_loss() -> None:
     def known(identity: bytes) -> bool:
         return identity in peers
 
-    comms.opened(*make_comm(comms, "owned", False), b"x", None)
-    kept = comms.opened(*make_comm(comms, "kept", True), b"x", None)
-    stock = comms.opened(*make_comm(comms, "stock", False), b"stock-client", None)
-    losses = comms.lost_with_peer(b"x", known)
-    assert {(loss.record.comm_id, loss.closed) for loss in losses} == {
-        ("owned", True), ("kept", False)}
-    assert comms.get("owned") is None and comms.recently_closed("owned")
+    def opened(comm_id: str, persistent: bool, opener: bytes) -> CommRecord:
+        record = comms.new(comm_id, "t", persistent, opener)
+        comms.opened(record, None, by_kernel=False)
+        return record
+
+    owned, kept, stock = opened("owned", False, b"x"), opened("kept", True, b"x"), opened(
+        "stock", False, b"stock-client")
+    assert comms.owned_by(b"x", known) == [owned, kept]
+    for record in comms.owned_by(b"x", known):
+        comms.lose(record, persistent=record.persistent)
+    assert owned.closed and comms.get("owned") is None and comms.recently_closed("owned")
     assert kept.state is KernelCommState.DETACHED and stock.state is KernelCommState.OPEN
     assert comms.back(None, known) == [], "only x's own return re-attaches x's comm"
     assert comms.back(b"x", known) == [kept]
     with pytest.raises(ValueError):
-        comms.new_tracked("owned")  # a closed id is never reused
-    assert [loss.record for loss in comms.lost_all()] == [kept, stock]
+        comms.new("owned", "t", False, None)  # a closed id is never reused
+    assert comms.owned_by(None, known) == [kept, stock]
 
 
 # -- Comm and Deferred ----------------------------------------------------------------
+
+
+class NoTransport:
+    def comm_send(self, *args: Any) -> None:
+        raise AssertionError("not used")
+
+    comm_request = comm_close = comm_send
+
+
+def make_comm(comm_id: str) -> Comm:
+    return Comm(comm_id, "t", persistent=False, state=lambda: KernelCommState.OPEN,
+                transport=NoTransport())
 
 
 class Channel:
@@ -154,13 +159,12 @@ class Channel:
 
 
 def test_deferred_answers_once_from_another_thread() -> None:
-    comms = KernelComms("kernel")
-    comm, _ = make_comm(comms, "c", False)
+    comm = make_comm("c")
     deferred = Deferred()
     comm.on_request("slow", lambda params: deferred)
     channel = Channel()
     assert comm.handle_data({"id": 1, "method": "slow"}, channel) is Dispatch.DEFERRED
-    assert comm.handle_data({"id": 1, "method": "slow"}, Channel()) is Dispatch.DUPLICATE
+    assert comm.in_flight == 1
     worker = threading.Thread(target=lambda: deferred.resolve("done"))
     worker.start()
     worker.join()
@@ -171,8 +175,7 @@ def test_deferred_answers_once_from_another_thread() -> None:
 
 
 def test_deferred_cancelled_when_comm_closes() -> None:
-    comms = KernelComms("kernel")
-    comm, _ = make_comm(comms, "c", False)
+    comm = make_comm("c")
     deferred = Deferred()
     stopped: list[bool] = []
     deferred.on_cancel(lambda: stopped.append(True))
@@ -185,9 +188,16 @@ def test_deferred_cancelled_when_comm_closes() -> None:
 
 
 def test_comm_send_refuses_an_id() -> None:
-    comm, _ = make_comm(KernelComms("kernel"), "c", False)
     with pytest.raises(ValueError):
-        comm.send({"id": 1, "method": "x"})
+        make_comm("c").send({"id": 1, "method": "x"})
+
+
+def test_an_answer_json_cannot_carry_becomes_an_internal_error() -> None:
+    delivered: list[tuple[int, Any]] = []
+    AnswerChannel(lambda n, payload: delivered.append((n, payload)), 7).reply(
+        {"jsonrpc": "2.0", "id": 3, "result": object()})
+    [(n, payload)] = delivered
+    assert n == 7 and payload["id"] == 3 and payload["error"]["code"] == -32603
 
 
 # -- sinks -----------------------------------------------------------------------------
@@ -212,25 +222,48 @@ def test_list_sink_wait_fails_clearly() -> None:
         sink.wait_for(match(event="never"), timeout=0.01)
 
 
-# -- the dispatch boundary -------------------------------------------------------------
+# -- the kernel core's input boundary --------------------------------------------------
 
 
-def test_invalid_transition_does_not_kill_the_io_thread(
-    kut: KernelUnderTest, raw_frontend: Callable[..., RawFrontend],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    frontend = raw_frontend(kut)
-    frontend.wait_welcome()
+def _core(cls: type[KernelProtocol] = KernelProtocol) -> KernelProtocol:
+    ids = iter(range(1, 10_000))
+    return cls(session_id="s", targets=lambda name: None, new_msg_id=lambda: f"m{next(ids)}")
 
-    def broken(*args: Any) -> None:
-        raise InvalidTransition("kernel_comm", "closed", "opened_by_frontend", "x")
 
-    monkeypatch.setattr(kut.kernel._core, "_on_comm_info_request", broken)
-    request = frontend.send(frontend.shell, "comm_info_request", {})
-    frontend.wait_idle(request)  # still bracketed: busy, then idle
-    assert kut.kernel.bad_input["invalid_transition"] == 1
-    frontend.send(frontend.shell, "kernel_info_request", {})
-    frontend.shell_reply("kernel_info_reply")
+def _request(msg_type: str) -> Received:
+    header = {"msg_id": "r1", "msg_type": msg_type, "session": "fe"}
+    msg: Any = {"header": header, "parent_header": {}, "metadata": {}, "content": {},
+                "buffers": [], "msg_id": "r1", "msg_type": msg_type}
+    return Received(EventChannel.SHELL, (b"fe",), msg)
+
+
+def _statuses(effects: list[Any]) -> list[str]:
+    return [e.content["execution_state"] for e in effects
+            if isinstance(e, Send) and e.msg_type == "status"]
+
+
+def test_a_peers_invalid_transition_is_counted_and_still_bracketed() -> None:
+    class Broken(KernelProtocol):
+        def _on_comm_info_request(self, received: Received) -> bool:
+            raise InvalidTransition("kernel_comm", "closed", "opened_by_frontend", "x")
+
+    core = _core(Broken)
+    effects = core.handle(_request("comm_info_request"), 0.0)
+    assert _statuses(effects) == ["busy", "idle"]
+    assert core.bad.counts() == {"invalid_transition": 1}
+    assert _statuses(core.handle(_request("kernel_info_request"), 0.0)) == ["busy", "idle"]
+
+
+def test_our_own_bug_propagates_and_keeps_the_effects_before_it() -> None:
+    class Buggy(KernelProtocol):
+        def _on_comm_info_request(self, received: Received) -> bool:
+            raise KeyError("a bug of ours, not the peer's")
+
+    core = _core(Buggy)
+    with pytest.raises(KeyError):
+        core.handle(_request("comm_info_request"), 0.0)
+    assert _statuses(core.take_effects()) == ["busy", "idle"], "the idle still goes out"
+    assert core.bad.counts() == {}, "not counted as the peer's bad input"
 
 
 # -- the CLI ---------------------------------------------------------------------------

@@ -1,90 +1,81 @@
 """Deliberately broken variants of the reference kernel, for the model-based test to catch.
 
-Each subclasses :class:`~commspec.mbt.adapter.ReferenceKernel` and breaks one rule
-of SPEC.md by overriding ``make`` (the implementation's files stay untouched).
+Each breaks one rule of SPEC.md ("Disconnection") by replacing one piece of
+:class:`~commspec.impl.core.policies.KernelPolicies`, the seam the kernel's
+protocol core is built around; the implementation's files stay untouched and no
+private attribute is patched. Each piece has a twin of the same name in the
+system model (``SystemModel._policy_<name>``), which the checker's broken
+variants replace (tests/model/test_checker.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from commspec.impl.kernel import KernelEndpoint
-from commspec.impl.targets import DEFAULT_TARGETS, ECHO_PERSISTENT, TargetRegistry, echo_target
+from commspec.impl.core.comms import CommRecord
+from commspec.impl.core.events import Received, Refused
+from commspec.impl.core.kernel import KernelProtocol
+from commspec.impl.core.policies import KernelPolicies
 from commspec.mbt.adapter import ReferenceKernel
 from commspec.model.machines import RequestEvent
-from commspec.model.trace import TraceSink
 
 
-class PersistentClosedOnDisconnect(ReferenceKernel):
-    """Persistent comms are treated as default ones: closed when their frontend leaves."""
+class ClosesPersistent(KernelPolicies):
+    """comm_lost: persistent comms are treated as default ones, closed when their owner
+    leaves."""
 
-    def make(self, sink: TraceSink) -> KernelEndpoint:
-        registry = TargetRegistry(DEFAULT_TARGETS)
-        registry.register(ECHO_PERSISTENT, echo_target, persistent=False)
-        kernel = super().make(sink)
-        kernel.targets = registry
-        kernel._core.targets = registry
-        return kernel
+    def comm_lost(self, kernel: KernelProtocol, record: CommRecord) -> None:
+        kernel.lose_comm(record, persistent=False)
 
 
-class AcceptsWithoutSubscriber(ReferenceKernel):
-    """A kernel request is sent (and pends) even when nobody can receive it."""
+class AlwaysPresent(KernelPolicies):
+    """receiver_present: a kernel request is sent (and pends) even when nobody can
+    receive it."""
 
-    def make(self, sink: TraceSink) -> KernelEndpoint:
-        kernel = super().make(sink)
-        kernel._core._receiver_present = lambda record: True  # type: ignore[method-assign]
-        return kernel
-
-
-class IgnoresUnsubscribes(ReferenceKernel):
-    """The kernel counts unsubscribes but, like ark today, acts on none of them."""
-
-    def make(self, sink: TraceSink) -> KernelEndpoint:
-        kernel = super().make(sink)
-        core = kernel._core
-        core._peer_left = lambda peer: None  # type: ignore[method-assign]
-        core._everyone_left = lambda: None  # type: ignore[method-assign]
-        return kernel
+    def receiver_present(self, kernel: KernelProtocol, record: CommRecord) -> bool:
+        return True
 
 
-class NoDrainBeforeInvalidating(ReferenceKernel):
-    """An unsubscribe is acted on at once: replies already received on shell are not
-    handled first, so a request whose answer had arrived is invalidated anyway."""
+class IgnoresDepartures(KernelPolicies):
+    """frontend_lost: the kernel counts unsubscribes but, like ark today, acts on none."""
 
-    def make(self, sink: TraceSink) -> KernelEndpoint:
-        kernel = super().make(sink)
-        kernel.drain_inbound = lambda: 0  # type: ignore[method-assign]
-        return kernel
+    def frontend_lost(self, kernel: KernelProtocol, peer: bytes | None) -> None:
+        return None
 
 
-class LateReplyResolves(ReferenceKernel):
-    """Requests are not failed when their frontend leaves, so an answer arriving after
-    the departure resolves its request instead of being dropped as late."""
+class NoDrain(KernelPolicies):
+    """drain: the unsubscribe is acted on first; what had already been received is
+    handled after, so a request whose answer had arrived is invalidated anyway."""
 
-    def make(self, sink: TraceSink) -> KernelEndpoint:
-        kernel = super().make(sink)
-        pending = kernel._core.pending
-        fail_comm, fail_all = pending.fail_comm, pending.fail_all
+    def drain(self, kernel: KernelProtocol, received: Sequence[Received | Refused],
+              act: Callable[[], None]) -> None:
+        act()
+        for item in received:
+            kernel.take(item)
 
-        def keep_on_loss(fail: Callable[..., int]) -> Callable[..., int]:
-            def broken(*args: Any, **kwargs: Any) -> int:
-                if RequestEvent.PEER_LOST in args or kwargs.get("event") is RequestEvent.PEER_LOST:
-                    return 0
-                return fail(*args, **kwargs)
-            return broken
 
-        pending.fail_comm = keep_on_loss(fail_comm)  # type: ignore[method-assign]
-        pending.fail_all = keep_on_loss(fail_all)  # type: ignore[method-assign]
-        return kernel
+class DeliversLateReplies(KernelPolicies):
+    """late_reply: a reply for a request that already ended is handed to it as if it
+    were still pending (its machine refuses, so it is never counted as late)."""
+
+    def late_reply(self, kernel: KernelProtocol, msg_id: str, data: Any) -> None:
+        record = kernel.requests.get(msg_id)
+        assert record is not None
+        record.tracked.fire(RequestEvent.RESULT, msg_id=msg_id)
+
+
+def _variant(name: str, policies: type[KernelPolicies]) -> type[ReferenceKernel]:
+    return type(name, (ReferenceKernel,), {"policies": policies, "__doc__": policies.__doc__})
 
 
 VARIANTS: dict[str, type[ReferenceKernel]] = {
-    "persistent_closed_on_disconnect": PersistentClosedOnDisconnect,
-    "accepts_without_subscriber": AcceptsWithoutSubscriber,
-    "ignores_unsubscribes": IgnoresUnsubscribes,
-    "no_drain_before_invalidating": NoDrainBeforeInvalidating,
-    "late_reply_resolves": LateReplyResolves,
+    "persistent_closed_on_disconnect": _variant("PersistentClosedOnDisconnect",
+                                                ClosesPersistent),
+    "accepts_without_subscriber": _variant("AcceptsWithoutSubscriber", AlwaysPresent),
+    "ignores_unsubscribes": _variant("IgnoresUnsubscribes", IgnoresDepartures),
+    "no_drain_before_invalidating": _variant("NoDrainBeforeInvalidating", NoDrain),
+    "late_reply_resolves": _variant("LateReplyResolves", DeliversLateReplies),
 }
 
 #: the step each variant must fail at, after shrinking: the action's name, and for a

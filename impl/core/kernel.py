@@ -1,0 +1,607 @@
+"""The kernel's protocol core: inputs in, effects out, no I/O (SPEC.md's kernel rules).
+
+Rules:
+- ``handle(input, now)`` moves state through the declared machines (presence,
+  kernel comms, requests, stdin requests) and returns the effects that follow,
+  in order. The caller owns the sockets, the threads and the clock.
+- Every shell and control request is bracketed by ``status: busy`` and
+  ``status: idle`` parented to it. A comm RPC from a frontend is handed to the
+  application (``CommData`` with an exchange); its idle goes out only after the
+  application's ``Answer`` (so a reply always precedes its idle), or when its
+  comm closes first.
+- Disconnection is an input like any other: unsubscribes (``SubscriptionFrames``)
+  carry the messages received before them, and the policies (``policies.py``:
+  drain, frontend_lost, comm_lost, receiver_present, late_reply) decide what it
+  does.
+- A peer's bad input raises :class:`RemoteProtocolError` before any state
+  moves; the input boundary counts it and carries on. An event a machine does
+  not allow, caused by a peer's message, is counted the same way. An application
+  call the state does not allow raises to the caller (NoFrontend, ValueError).
+  Anything else is our own bug and propagates; the effects produced before it
+  are still returned by ``take_effects``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from commspec.model.errors import InvalidTransition
+from commspec.model.machines import (
+    KernelCommEvent,
+    KernelCommState,
+    RequestEvent,
+    StdinRequestEvent,
+)
+from commspec.model.trace import TraceEvent, discard
+
+from ..errors import NoFrontend
+from .badinput import BadInput, RemoteProtocolError
+from .comms import CommRecord, KernelComms
+from .events import (
+    Answer,
+    Channel,
+    CloseComm,
+    CommClosed,
+    CommData,
+    CommLost,
+    CommOpened,
+    Effect,
+    Header,
+    Input,
+    OpenComm,
+    Received,
+    Refused,
+    RequestEnded,
+    Send,
+    SendCommData,
+    Sent,
+    Shutdown,
+    ShutdownRequested,
+    StartRequest,
+    StartStdinRequest,
+    StartTimer,
+    StopTimer,
+    SubscriptionFrames,
+    Timer,
+    TimerFired,
+    TimerKind,
+    Trace,
+)
+from .jsonrpc import INVALID_REQUEST, MessageKind, classify, rpc_error, rpc_request
+from .policies import KernelPolicies
+from .presence import Presence, SubscriptionFrameError
+from .requests import STDIN_KINDS, PendingRequests, ReplyOutcome, StdinRequests
+
+__all__ = ["CONTROL_TYPES", "ENDPOINT", "KERNEL_INFO", "SHELL_TYPES", "KernelProtocol"]
+
+log = logging.getLogger("commspec.kernel")
+
+ENDPOINT = "kernel"
+PROTOCOL_VERSION = "5.5"
+
+SHELL_TYPES = frozenset(
+    {"kernel_info_request", "comm_info_request", "comm_open", "comm_msg", "comm_close",
+     "shutdown_request"}
+)
+CONTROL_TYPES = frozenset(
+    {"kernel_info_request", "comm_info_request", "shutdown_request", "interrupt_request"}
+)
+
+KERNEL_INFO: dict[str, Any] = {
+    "status": "ok",
+    "protocol_version": PROTOCOL_VERSION,
+    "implementation": "commspec",
+    "implementation_version": "0.1.0",
+    "language_info": {
+        "name": "commspec",
+        "version": "0.1.0",
+        "mimetype": "text/plain",
+        "file_extension": ".txt",
+    },
+    "banner": "commspec reference kernel: comm RPCs that survive disconnection",
+    "help_links": [],
+    "supported_features": ["iopub_welcome"],
+}
+
+#: the target registry as the core sees it: a target's kind (persistent?) or None
+TargetKind = Callable[[str], bool | None]
+_DEADLINES = Timer(TimerKind.DEADLINE)
+
+
+@dataclass(eq=False, slots=True)
+class _Exchange:
+    """An incoming comm RPC awaiting the application's answer."""
+
+    comm_id: str
+    rpc_id: Any
+    request: Header  # the request's header: the parent of the reply and the idle
+
+
+class KernelProtocol:
+    """One kernel's protocol state. Drive it from one thread at a time."""
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        targets: TargetKind,
+        new_msg_id: Callable[[], str],
+        policies: KernelPolicies | None = None,
+        tracing: bool = False,
+        remember: int = 10_000,
+    ) -> None:
+        self.session_id = session_id
+        self.policies = policies if policies is not None else KernelPolicies()
+        self.now = 0.0
+        self._targets = targets
+        self._new_msg_id = new_msg_id
+        self._out: list[Effect] = []
+        sink = self._trace if tracing else discard
+        clock = self._clock
+        self.presence = Presence(ENDPOINT, sink, clock)
+        self.comms = KernelComms(ENDPOINT, sink, clock, remember_closed=remember)
+        emit = self._out_append
+        self.requests = PendingRequests(ENDPOINT, emit, sink=sink, clock=clock,
+                                        remember=remember)
+        self.stdin = StdinRequests(ENDPOINT, emit, sink=sink, clock=clock, remember=remember)
+        self.bad = BadInput(ENDPOINT, log)
+        #: the identity of the last frontend that sent a shell or control request
+        self.last_sender: bytes | None = None
+        self.shut_down = False
+        self._exchanges: dict[int, _Exchange] = {}
+        self._in_flight: dict[tuple[str, Any], int] = {}
+        self._next_exchange = 0
+        self._stdin_sending: dict[str, tuple[bytes, str]] = {}
+        self._armed: float | None = None
+        self._topics: dict[str, bytes] = {}
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Received: self._on_received,
+            Refused: self._on_refused,
+            SubscriptionFrames: self._on_subscriptions,
+            TimerFired: self._on_timer,
+            Sent: self._on_sent,
+            OpenComm: self._open_comm,
+            CloseComm: self._close_by_kernel,
+            SendCommData: self._send_comm_data,
+            StartRequest: self._start_request,
+            StartStdinRequest: self._start_stdin,
+            Answer: self._on_answer,
+            Shutdown: self._shutdown,
+        }
+        self._requests_by_type: dict[str, Callable[[Received], bool]] = {
+            "kernel_info_request": self._on_kernel_info_request,
+            "comm_info_request": self._on_comm_info_request,
+            "shutdown_request": self._on_shutdown_request,
+            "interrupt_request": self._on_interrupt_request,
+            "comm_open": self._on_comm_open,
+            "comm_msg": self._on_comm_msg,
+            "comm_close": self._on_comm_close,
+        }
+
+    # =====================================================================
+    # the interface
+    # =====================================================================
+
+    def handle(self, event: Input, now: float) -> list[Effect]:
+        """Handle one input at time ``now``; the effects, in the order to carry out."""
+        self.now = now
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise TypeError(f"the kernel core takes no {type(event).__name__}")
+        handler(event)
+        return self.take_effects()
+
+    def take_effects(self) -> list[Effect]:
+        """The effects produced so far (after an exception in ``handle``: up to it)."""
+        out, self._out = self._out, []
+        return out
+
+    def take(self, item: Received | Refused) -> None:
+        """Handle a message that had already arrived (the drain rule's batch)."""
+        if isinstance(item, Refused):
+            self._on_refused(item)
+        else:
+            self._on_received(item)
+
+    def comm_state(self, comm_id: str) -> KernelCommState:
+        record = self.comms.get(comm_id)
+        return record.state if record is not None else KernelCommState.CLOSED
+
+    def lose_comm(self, record: CommRecord, *, persistent: bool) -> None:
+        """Its owner left: FRONTEND_LOST with the fact ``persistent``; its requests fail;
+        the application hears of the loss, and of the close if it closed."""
+        self.comms.lose(record, persistent=persistent)
+        self.requests.fail_comm(record.comm_id, RequestEvent.PEER_LOST, "its frontend left")
+        self._out.append(CommLost(record.comm_id))
+        if record.closed:
+            self._closed(record, {}, None)
+
+    def owner_gone(self, identity: bytes) -> bool:
+        """The frontend has left, or nobody at all is subscribed."""
+        return self.presence.has_departed(identity) or self.presence.subscriptions == 0
+
+    # =====================================================================
+    # output helpers
+    # =====================================================================
+
+    def _clock(self) -> float:
+        return self.now
+
+    def _out_append(self, effect: RequestEnded) -> None:
+        self._out.append(effect)
+
+    def _trace(self, event: TraceEvent) -> None:
+        self._out.append(Trace(event))
+
+    def _topic(self, msg_type: str) -> bytes:
+        topic = self._topics.get(msg_type)
+        if topic is None:
+            topic = self._topics[msg_type] = f"kernel.{self.session_id}.{msg_type}".encode()
+        return topic
+
+    def _publish(self, msg_type: str, content: dict[str, Any], parent: Header | None,
+                 topic: bytes | None = None, buffers: tuple[bytes, ...] = (),
+                 msg_id: str | None = None) -> None:
+        self._out.append(Send(
+            Channel.IOPUB, (self._topic(msg_type) if topic is None else topic,),
+            msg_id or self._new_msg_id(), msg_type, content, parent, buffers,
+        ))
+
+    def _status(self, state: str, parent: Header) -> None:
+        self._publish("status", {"execution_state": state}, parent)
+
+    def _reply(self, received: Received, msg_type: str, content: dict[str, Any]) -> None:
+        self._out.append(Send(received.channel, received.identities, self._new_msg_id(),
+                              msg_type, content, received.msg["header"]))
+
+    # =====================================================================
+    # inputs from the wire
+    # =====================================================================
+
+    def _on_refused(self, refused: Refused) -> None:
+        self.bad.note(refused.reason, refused.detail)
+
+    def _on_received(self, received: Received) -> None:
+        if received.channel is Channel.STDIN:
+            self._guarded(self._on_stdin_reply, received)
+        elif received.channel is Channel.IOPUB:
+            raise ValueError("the kernel receives nothing on iopub but subscription frames")
+        else:
+            self._on_request(received)
+
+    def _guarded(self, handler: Callable[[Received], Any], received: Received) -> Any:
+        """The input boundary for one peer message: its protocol errors are counted."""
+        try:
+            return handler(received)
+        except RemoteProtocolError as e:
+            self.bad.refused(e)
+        except InvalidTransition as e:
+            self.bad.note("invalid_transition", f"{received.msg_type} {received.msg_id}: {e}")
+        return None
+
+    def _on_request(self, received: Received) -> None:
+        """A shell or control request: bracketed by busy/idle, dispatched by msg_type."""
+        allowed = SHELL_TYPES if received.channel is Channel.SHELL else CONTROL_TYPES
+        header = received.msg["header"]
+        if received.identities:
+            self.last_sender = received.identities[0]
+        self._status("busy", header)
+        idle_now = True
+        try:
+            msg_type = received.msg_type
+            if msg_type not in allowed:
+                self.bad.note("unknown_msg_type", f"{msg_type!r} on "
+                              f"{received.channel.value} ({received.msg_id})")
+            else:
+                idle_now = self._guarded(self._requests_by_type[msg_type], received) is not False
+        finally:
+            if idle_now:
+                self._status("idle", header)
+
+    # -- presence ----------------------------------------------------------------
+
+    def _on_subscriptions(self, event: SubscriptionFrames) -> None:
+        """Subscribes read before any unsubscribe count at once (a new frontend's
+        messages in the drain batch must find it subscribed); from the first
+        unsubscribe on, the frames act only after the drain rule has run."""
+        frames = event.frames
+        first = next((i for i, f in enumerate(frames) if f[:1] == b"\x00"), len(frames))
+        for frame in frames[:first]:
+            self._on_frame(frame)
+        rest = frames[first:]
+
+        def act() -> None:
+            for frame in rest:
+                self._on_frame(frame)
+
+        if rest:
+            self.policies.drain(self, event.drained, act)
+        else:
+            for item in event.drained:
+                self.take(item)
+
+    def _on_frame(self, frame: bytes) -> None:
+        try:
+            subscribed, topic = Presence.parse(frame)
+        except SubscriptionFrameError as e:
+            self.bad.note("iopub_frame", str(e))
+            return
+        if not subscribed:
+            self._unsubscribed(frame)
+            return
+        change = self.presence.apply(frame)
+        self._publish("iopub_welcome", {"subscription": topic.decode("utf-8", "replace")},
+                      None, topic)
+        peer = change.peer if change.peer_arrived else None
+        for record in self.comms.back(peer, self.presence.is_known_peer):
+            log.info("kernel: comm %s re-attached", record.comm_id)
+
+    def _unsubscribed(self, frame: bytes) -> None:
+        try:
+            change = self.presence.apply(frame)
+        except SubscriptionFrameError as e:
+            self.bad.note("unknown_unsubscribe", str(e))
+            return
+        if change.peer_departed and change.peer is not None:
+            self.policies.frontend_lost(self, change.peer)
+        if change.emptied:
+            self.policies.frontend_lost(self, None)
+
+    # -- shell and control requests ------------------------------------------------
+
+    def _on_kernel_info_request(self, received: Received) -> bool:
+        self._reply(received, "kernel_info_reply", KERNEL_INFO)
+        return True
+
+    def _on_comm_info_request(self, received: Received) -> bool:
+        wanted = received.content.get("target_name")
+        comms = {
+            r.comm_id: {"target_name": r.target_name}
+            for r in self.comms
+            if not wanted or r.target_name == wanted
+        }
+        self._reply(received, "comm_info_reply", {"status": "ok", "comms": comms})
+        return True
+
+    def _on_shutdown_request(self, received: Received) -> bool:
+        restart = bool(received.content.get("restart", False))
+        self._reply(received, "shutdown_reply", {"status": "ok", "restart": restart})
+        self._out.append(ShutdownRequested(restart))
+        return True
+
+    def _on_interrupt_request(self, received: Received) -> bool:
+        self.stdin.fail_all(StdinRequestEvent.INTERRUPT, "interrupt_request")
+        self._reply(received, "interrupt_reply", {"status": "ok"})
+        return True
+
+    def _on_comm_open(self, received: Received) -> bool:
+        content = received.content
+        comm_id, target_name = content.get("comm_id"), content.get("target_name")
+        if not isinstance(comm_id, str) or not comm_id or not isinstance(target_name, str):
+            raise RemoteProtocolError(
+                "invalid_content", f"comm_open without comm_id/target_name ({received.msg_id})")
+        if self.comms.known(comm_id):
+            raise RemoteProtocolError("reused_comm_id",
+                                      f"comm_open for comm {comm_id}, already used")
+        persistent = self._targets(target_name)
+        opener = received.identity or b""
+        record = self.comms.new(comm_id, target_name, bool(persistent), opener)
+        if persistent is None:
+            # Count before answering: whoever sees the answer must see the count.
+            self.bad.note("unknown_target", f"comm_open for target {target_name!r}: refused")
+            self.comms.reject(record, received.msg_id)
+            self._publish("comm_close", {"comm_id": comm_id, "data": {}}, received.msg["header"])
+            return True
+        self.comms.opened(record, received.msg_id, by_kernel=False)
+        data = content.get("data")
+        self._out.append(CommOpened(comm_id, target_name, data if isinstance(data, dict) else {},
+                                    record.persistent, received.msg, received.identity))
+        if self.owner_gone(opener):
+            # Its frontend left before its comm_open was read: lost at once.
+            self.policies.comm_lost(self, record)
+        return True
+
+    def _on_comm_msg(self, received: Received) -> bool:
+        content = received.content
+        comm_id, data = content.get("comm_id"), content.get("data")
+        if not isinstance(comm_id, str):
+            raise RemoteProtocolError("invalid_content",
+                                      f"comm_msg without comm_id ({received.msg_id})")
+        kind = classify(data)
+        if kind is MessageKind.REPLY:
+            assert isinstance(data, dict)  # classify says so
+            self._on_comm_reply(received, data)
+            return True
+        record = self._existing(comm_id, received)
+        header = received.msg["header"]
+        if kind is MessageKind.NOTIFICATION:
+            self._out.append(CommData(comm_id, data, tuple(received.msg["buffers"]), None,
+                                      received.msg, received.identity))
+            return True
+        if kind is MessageKind.INVALID:
+            if isinstance(data, dict) and "id" in data:
+                self._comm_reply(comm_id, rpc_error(data["id"], INVALID_REQUEST,
+                                                    "invalid request"), header)
+            self.bad.note("invalid_request",
+                          f"comm {comm_id}: not a JSON-RPC message ({received.msg_id})")
+            return True
+        assert isinstance(data, dict)  # a request, classify says
+        rpc_id = data["id"]
+        key = (comm_id, rpc_id)
+        if key in self._in_flight:
+            self._comm_reply(comm_id, rpc_error(rpc_id, INVALID_REQUEST,
+                                                f"request id {rpc_id!r} is in flight"), header)
+            self.bad.note("duplicate_request_id", f"comm {comm_id}: request id {rpc_id!r} "
+                          f"is already in flight ({received.msg_id})")
+            return True
+        self._next_exchange += 1
+        exchange = self._next_exchange
+        self._exchanges[exchange] = _Exchange(record.comm_id, rpc_id, header)
+        self._in_flight[key] = exchange
+        self._out.append(CommData(comm_id, data, tuple(received.msg["buffers"]), exchange,
+                                  received.msg, received.identity))
+        return False  # the idle follows the answer
+
+    def _on_comm_reply(self, received: Received, data: dict[str, Any]) -> None:
+        parent = received.parent_msg_id
+        if parent is not None and self.requests.is_pending(parent):
+            if self.requests.reply(parent, data) is ReplyOutcome.MALFORMED:
+                self.bad.note("malformed_reply", f"reply to {parent}: neither result nor error")
+        elif parent is not None and self.requests.knows(parent):
+            self.policies.late_reply(self, parent, data)
+        else:
+            self.requests.unknown_replies += 1
+            self.bad.note("unknown_reply", f"reply to {parent!r}, which the kernel never sent "
+                          f"or has forgotten ({received.msg_id})")
+
+    def _on_comm_close(self, received: Received) -> bool:
+        comm_id = received.content.get("comm_id")
+        record = self._existing(str(comm_id), received)
+        self.comms.close(record, KernelCommEvent.CLOSED_BY_FRONTEND, received.msg_id)
+        self.requests.fail_comm(record.comm_id, RequestEvent.COMM_CLOSED, "the frontend closed it")
+        # Every other frontend must hear it closed: the comm was broadcast (kernel-opened)
+        # or may have been adopted through comm_info.
+        data = received.content.get("data")
+        self._closed(record, data if isinstance(data, dict) else {}, received.msg["header"],
+                     published={})
+        return True
+
+    def _existing(self, comm_id: str, received: Received) -> CommRecord:
+        record = self.comms.get(comm_id)
+        if record is None:
+            reason = "closed_comm" if self.comms.recently_closed(comm_id) else "unknown_comm"
+            raise RemoteProtocolError(
+                reason, f"{received.msg_type} for comm {comm_id} ({received.msg_id})")
+        return record
+
+    def _on_stdin_reply(self, received: Received) -> None:
+        if received.msg_type not in STDIN_KINDS.values():
+            raise RemoteProtocolError("unknown_msg_type", f"{received.msg_type!r} on stdin")
+        parent = received.parent_msg_id
+        outcome = (self.stdin.reply(parent, received.msg_type, received.content)
+                   if parent else ReplyOutcome.UNKNOWN)
+        if outcome is ReplyOutcome.LATE:
+            log.info("kernel: late stdin reply to %s dropped (it had ended)", parent)
+        elif outcome is ReplyOutcome.UNKNOWN:
+            self.bad.note("unknown_reply", f"{received.msg_type} to {parent!r}, not a request "
+                          "the kernel has pending or remembers")
+        elif outcome is ReplyOutcome.MALFORMED:
+            self.bad.note("malformed_reply", f"{received.msg_type} to {parent}")
+
+    def _on_timer(self, event: TimerFired) -> None:
+        if event.timer == _DEADLINES:
+            self._armed = None
+            self.requests.expire(self.now)
+            self._arm_deadline()
+
+    def _on_sent(self, event: Sent) -> None:
+        sending = self._stdin_sending.pop(event.msg_id, None)
+        if sending is None:
+            raise ValueError(f"no confirmed send {event.msg_id} was asked for")
+        identity, msg_type = sending
+        self.stdin.start(event.msg_id, identity, msg_type, reached=event.ok,
+                         detail=event.detail or "EHOSTUNREACH: the stdin socket has no such peer")
+
+    # =====================================================================
+    # the application's calls
+    # =====================================================================
+
+    def _on_answer(self, event: Answer) -> None:
+        exchange = self._exchanges.pop(event.exchange, None)
+        if exchange is None:
+            return  # its comm closed first (its idle went out then), or answered twice
+        self._in_flight.pop((exchange.comm_id, exchange.rpc_id), None)
+        if event.payload is not None:
+            self._comm_reply(exchange.comm_id, event.payload, exchange.request)
+        self._status("idle", exchange.request)
+
+    def _comm_reply(self, comm_id: str, payload: dict[str, Any], request: Header) -> None:
+        self._publish("comm_msg", {"comm_id": comm_id, "data": payload}, request)
+
+    def _open_comm(self, event: OpenComm) -> None:
+        if self.presence.subscriptions == 0:
+            raise NoFrontend("no frontend is subscribed to IOPub: nobody would see the comm")
+        record = self.comms.new(event.comm_id, event.target_name, event.persistent, event.owner)
+        self.comms.opened(record, None, by_kernel=True)
+        self._publish("comm_open", {"comm_id": event.comm_id, "target_name": event.target_name,
+                                    "data": event.data if event.data is not None else {}},
+                      event.parent)
+
+    def _close_by_kernel(self, event: CloseComm) -> None:
+        record = self.comms.get(event.comm_id)
+        if record is None:
+            return  # closed already: closing twice is not an error for the caller
+        data = event.data if event.data is not None else {}
+        self.comms.close(record, KernelCommEvent.CLOSED_BY_KERNEL, None)
+        self.requests.fail_comm(record.comm_id, RequestEvent.COMM_CLOSED, "the kernel closed it")
+        self._closed(record, data, None, published=data)
+
+    def _closed(self, record: CommRecord, data: dict[str, Any], parent: Header | None,
+                published: dict[str, Any] | None = None) -> None:
+        """A comm has closed: comm_close to every frontend, the idles of the requests it
+        will never answer, and the application told."""
+        self._publish("comm_close", {"comm_id": record.comm_id,
+                                     "data": {} if published is None else published}, parent)
+        for number, exchange in list(self._exchanges.items()):
+            if exchange.comm_id == record.comm_id:
+                del self._exchanges[number]
+                self._in_flight.pop((exchange.comm_id, exchange.rpc_id), None)
+                self._status("idle", exchange.request)
+        self._out.append(CommClosed(record.comm_id, data))
+
+    def _send_comm_data(self, event: SendCommData) -> None:
+        record = self.comms.get(event.comm_id)
+        if record is None or record.state is not KernelCommState.OPEN:
+            log.info("kernel: comm %s is not open; message not sent", event.comm_id)
+            return
+        self._publish("comm_msg", {"comm_id": event.comm_id, "data": event.data}, event.parent,
+                      buffers=event.buffers)
+
+    def _start_request(self, event: StartRequest) -> None:
+        record = self.comms.get(event.comm_id)
+        present = record is not None and self.policies.receiver_present(self, record)
+        deadline = self.now + event.timeout if event.timeout is not None else None
+        if self.requests.start(event.msg_id, event.comm_id, event.method,
+                               receiver_present=present, deadline=deadline):
+            self._publish("comm_msg", {"comm_id": event.comm_id,
+                                       "data": rpc_request(event.msg_id, event.method,
+                                                           event.params)},
+                          event.parent, msg_id=event.msg_id)
+            if deadline is not None:
+                self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        when = self.requests.next_deadline()
+        if when == self._armed:
+            return
+        self._armed = when
+        self._out.append(StopTimer(_DEADLINES) if when is None else StartTimer(_DEADLINES, when))
+
+    def _start_stdin(self, event: StartStdinRequest) -> None:
+        if event.msg_type not in STDIN_KINDS:
+            raise ValueError(f"not a stdin request: {event.msg_type!r}")
+        target = event.identity or self.last_sender
+        if target is None:
+            raise ValueError("no frontend to address the stdin request to")
+        if self.owner_gone(target):
+            self.stdin.start(event.msg_id, target, event.msg_type, reached=False,
+                             detail="its frontend has left")
+            return
+        self._stdin_sending[event.msg_id] = (target, event.msg_type)
+        self._out.append(Send(Channel.STDIN, (target,), event.msg_id, event.msg_type,
+                              event.content, event.parent, confirm=True))
+
+    def _shutdown(self, event: Shutdown) -> None:
+        if self.shut_down:
+            return
+        self.shut_down = True
+        for record in self.comms:
+            self.comms.close(record, KernelCommEvent.KERNEL_SHUTDOWN, None)
+            self.requests.fail_comm(record.comm_id, RequestEvent.COMM_CLOSED,
+                                    "the kernel shut down")
+            self._closed(record, {}, None)
+        self.requests.fail_all(RequestEvent.COMM_CLOSED, "the kernel shut down")
+        self.stdin.fail_all(StdinRequestEvent.INTERRUPT, "the kernel shut down")
