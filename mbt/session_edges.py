@@ -41,8 +41,8 @@ from typing import Any
 import zmq
 
 from commspec.impl.connection import ConnectionInfo
+from commspec.impl.core.presence import peer_topic
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
-from commspec.impl.frontend.channels import presence_topic
 from commspec.impl.wire import Wire
 from commspec.model.machines import SESSION
 
@@ -387,7 +387,7 @@ def second_welcome(coverage: Coverage | None) -> None:
         kernel = _scripted(stack)
         fe = _frontend(stack, kernel.info, recorder, STEADY_OPTIONS)
         identities, request = _to_reconciling(kernel, fe, recorder)
-        kernel.welcome(presence_topic(fe.session_id))
+        kernel.welcome(peer_topic(fe.session_id))
         _await_move(recorder, fe.name, RECONCILING_WELCOMED)
         kernel.reply("shell", identities, request, "comm_info_reply",
                      {"status": "ok", "comms": {}})

@@ -16,8 +16,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from commspec.impl.connection import ConnectionInfo
-
-PRESENCE_TOPIC_PREFIX = b"commspec.peer/"
+from commspec.impl.core.presence import peer_topic
 
 #: the monitor events that mean "this link is down"
 LINK_DOWN_EVENTS = zmq.EVENT_DISCONNECTED
@@ -31,10 +30,6 @@ _POLLIN = int(zmq.POLLIN)
 def readable(sock: zmq.Socket[bytes]) -> bool:
     """Whether a message is queued on ``sock`` now (no system call, unlike poll)."""
     return bool(int(sock.get(_EVENTS)) & _POLLIN)
-
-
-def presence_topic(session_id: str) -> bytes:
-    return PRESENCE_TOPIC_PREFIX + session_id.encode()
 
 
 class Channels:
@@ -66,7 +61,7 @@ class Channels:
             # carries both topics.
             self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
             if presence:
-                self.iopub.setsockopt(zmq.SUBSCRIBE, presence_topic(session_id))
+                self.iopub.setsockopt(zmq.SUBSCRIBE, peer_topic(session_id))
             self.iopub.connect(connection.url("iopub"))
             # A name of our own for each monitor: pyzmq's default names it after the
             # socket's file descriptor, which the next link's socket may reuse while
