@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from commspec.model.checker import reach
+from commspec.model.explore import reach
 from commspec.model.machines import (
     FrontendCommState,
     PresenceState,
