@@ -19,7 +19,7 @@ Rules:
   whose session is lost is told to reconnect when the model's states have it
   past ``lost``.
 - The race (``race``, not a model action): a kernel request, then its frontend's
-  answer and its departure in an order the test chooses (``RACE_MODES``); the
+  answer and its departure in an order the test chooses (``RaceOrder``); the
   model's outcomes are narrowed to those that order allows.
 - Every live transition is fed, as it happens, to a
   :class:`~commspec.model.trace_check.TraceChecker`: an event its machine does
@@ -43,6 +43,22 @@ from typing import Any, NamedTuple
 
 from commspec.impl.connection import ConnectionInfo, read_connection_file
 from commspec.impl.frontend import FrontendOptions
+from commspec.model.actions import (
+    ENVIRONMENT_ACTIONS,
+    Action,
+    Crash,
+    Exit,
+    Freeze,
+    FrontendClose,
+    FrontendOpen,
+    FrontendRequest,
+    KernelClose,
+    KernelOpen,
+    KernelRequest,
+    KernelStdinRequest,
+    Shutdown,
+    Start,
+)
 from commspec.model.errors import InvalidTransition
 from commspec.model.invariants import state_violations
 from commspec.model.machines import (
@@ -54,10 +70,11 @@ from commspec.model.machines import (
 from commspec.model.system import Bounds, Step, StepKind, SystemModel
 from commspec.model.trace import TraceEvent
 from commspec.model.trace_check import TraceChecker
-from commspec.model.world import Kind, Proc, World
+from commspec.model.world import Kind, Proc, Target, World
 
 from .adapter import TARGETS, KernelAdapter
 from .processes import FrontendPool, FrontendProcess
+from .race import Race, RaceOrder, rule_name
 
 __all__ = [
     "MBT_BOUNDS",
@@ -74,37 +91,10 @@ __all__ = [
     "project",
 ]
 
-Action = tuple[str | int, ...]
-
-#: the environment actions the harness can apply to the live system
-SUPPORTED = frozenset(
-    {
-        "start",
-        "frontend_open",
-        "frontend_request",
-        "frontend_close",
-        "exit",
-        "crash",
-        "freeze",
-        "kernel_open",
-        "kernel_close",
-        "kernel_request",
-        "kernel_stdin_request",
-        "shutdown",
-        # not a model action: kernel_request, then its owner answers and crashes
-        "race",
-    }
-)
-#: the orders the race rule makes between a frontend's answer to a kernel request and
-#: its departure (SIGKILL). ``reply_first``: the kernel resolves the request, then the
-#: frontend goes. ``iopub_first``: the frontend's IOPub goes, the kernel invalidates the
-#: request, and only then does the answer leave its still-open shell (a late reply,
-#: dropped and counted). ``together``: answer and SIGKILL back to back, on the wire's
-#: luck; the model allows either outcome and the live one must be one of them.
-#: ``queued``: the kernel is held until both the answer and the unsubscribe are queued,
-#: so the answer had arrived first and the drain rule must deliver it (only for
-#: kernels whose adapter can hold their inbound queues).
-RACE_MODES = ("reply_first", "iopub_first", "together", "queued")
+#: the environment actions the harness can apply to the live system, by name; "race"
+#: (not a model action: kernel_request, then its owner answers and crashes) stands for
+#: every race order, ``race_<order>`` for one
+SUPPORTED = frozenset({a.name for a in ENVIRONMENT_ACTIONS} | {Race.name})
 
 def default_supported(bounds: Bounds) -> frozenset[str]:
     """Every supported action, whatever the bounds."""
@@ -344,12 +334,12 @@ def project(w: World) -> Observation:
     )
 
 
-def _race_outcome(q: World, before: World, r: int, mode: str) -> bool:
-    """Whether quiescent state ``q`` is an outcome the race ``mode`` can end in."""
+def _race_outcome(q: World, before: World, r: int, order: RaceOrder) -> bool:
+    """Whether quiescent state ``q`` is an outcome the race ``order`` can end in."""
     req = q.requests[r]
-    if mode in ("reply_first", "queued"):
+    if order in (RaceOrder.REPLY_FIRST, RaceOrder.QUEUED):
         return req is not None and req.state is RequestState.RESOLVED
-    if mode == "iopub_first":
+    if order is RaceOrder.IOPUB_FIRST:
         return (
             req is not None
             and req.state is RequestState.INVALIDATED
@@ -483,22 +473,22 @@ class Harness:
         for w in sorted(self.states, key=repr):
             for step, _ in self._env_steps(w):
                 seen.setdefault(step.action, None)
-            if self._race_modes():
+            if self._race_orders():
                 for action in self._races(w):
                     seen.setdefault(action, None)
         return list(seen)
 
-    def _races(self, w: World) -> list[Action]:
-        """("race", c, r, mode) where kernel_request(c, r) would reach one live frontend
+    def _races(self, w: World) -> list[Race]:
+        """Race(c, r, order) where kernel_request(c, r) would reach one live frontend
         that may still crash afterwards."""
-        out: list[Action] = []
+        out: list[Race] = []
         if w.faults_left < 1:
             return out
-        modes = self._race_modes()
+        orders = self._race_orders()
         for step, _ in self.model.successors(w):
-            if step.kind is not StepKind.ENVIRONMENT or step.action[0] != "kernel_request":
+            if not isinstance(step.action, KernelRequest):
                 continue
-            c, r = int(step.action[1]), int(step.action[2])
+            c, r = step.action.comm, step.action.request
             kc = w.kernel.comms[c]
             owner = kc.owner
             if (
@@ -508,28 +498,28 @@ class Harness:
                 and w.frontends[owner].proc is Proc.RUNNING
                 and w.frontends[owner].comms[c] is FrontendCommState.OPEN
             ):
-                out.extend(("race", c, r, mode) for mode in modes)
+                out.extend(Race(c, r, order) for order in orders)
         return out
 
-    def _race_modes(self) -> list[str]:
+    def _race_orders(self) -> list[RaceOrder]:
         """The race orders to offer: ``race`` in ``supported`` means all of them,
-        ``race_<mode>`` one; ``queued`` only if the adapter can hold its inbound queues."""
+        ``race_<order>`` one; ``queued`` only if the adapter can hold its inbound queues."""
         can_hold = callable(getattr(self.adapter, "hold_inbound", None))
         return [
-            m for m in RACE_MODES
-            if ("race" in self.supported or f"race_{m}" in self.supported)
-            and (m != "queued" or can_hold)
+            o for o in RaceOrder
+            if (Race.name in self.supported or rule_name(o) in self.supported)
+            and (o is not RaceOrder.QUEUED or can_hold)
         ]
 
     def enabled_named(self, name: str) -> list[Action]:
-        return [a for a in self.enabled() if a[0] == name]
+        return [a for a in self.enabled() if a.name == name]
 
     def _env_steps(self, w: World) -> list[tuple[Step, World]]:
         return [
             (step, succ)
             for step, succ in self.model.successors(w)
             if step.kind is StepKind.ENVIRONMENT
-            and step.action[0] in self.supported
+            and step.action.name in self.supported
             and self._live_can(step.action, w)
         ]
 
@@ -541,8 +531,8 @@ class Harness:
         running kernel that counts the frontend among its subscribers (the model lets a
         frontend still connecting to a kernel that shut down freeze too).
         """
-        if action[0] == "freeze":
-            return w.kernel.up and w.kernel.peers[int(action[1])]
+        if isinstance(action, Freeze):
+            return w.kernel.up and w.kernel.peers[action.frontend]
         return True
 
     # -- one step ----------------------------------------------------------------
@@ -550,7 +540,7 @@ class Harness:
     def apply(self, action: Action) -> None:
         began = time.monotonic()
         self.program.append(action)
-        if action[0] == "race":
+        if isinstance(action, Race):
             quiescent = self._race_model(action)
             mark = self.recorder.mark()
             self._live(action, mark)
@@ -605,28 +595,28 @@ class Harness:
                 fe.reconnects += 1
                 fe.process.call("reconnect")
 
-    def _race_model(self, action: Action) -> set[World]:
-        """kernel_request(c, r); the owner's answer and its crash in the order ``mode``
+    def _race_model(self, race: Race) -> set[World]:
+        """kernel_request(c, r); the owner's answer and its crash in the order the race
         makes; then quiescence. Crashes are taken at any point of the protocol's progress
-        and the outcomes kept are those the mode forces: the request resolved
+        and the outcomes kept are those the order forces: the request resolved
         (reply_first, queued), invalidated with the answer arriving late (iopub_first),
         or anything (together)."""
-        c, r, mode = int(action[1]), int(action[2]), str(action[3])
+        c, r = race.comm, race.request
         out: set[World] = set()
         for w in self.states:
-            if action not in self._races(w):
+            if race not in self._races(w):
                 continue
-            owner = w.kernel.comms[c].owner
+            crash = Crash(w.kernel.comms[c].owner)
             for step, after in self.model.successors(w):
-                if step.action != ("kernel_request", c, r):
+                if step.action != KernelRequest(c, r):
                     continue
                 for mid in self._reachable(after):
-                    for crash, gone in self.model.successors(mid):
-                        if crash.action == ("crash", owner):
+                    for then, gone in self.model.successors(mid):
+                        if then.action == crash:
                             out |= {q for q in self._quiesce(gone)
-                                    if _race_outcome(q, w, r, mode)}
+                                    if _race_outcome(q, w, r, race.order)}
         if not out:
-            raise MbtFailure(f"the model does not enable {action} here")
+            raise MbtFailure(f"the model does not enable {race} here")
         return out
 
     def _reachable(self, start: World) -> set[World]:
@@ -686,54 +676,48 @@ class Harness:
     # -- the live side -------------------------------------------------------------
 
     def _live(self, action: Action, mark: int) -> None:
-        name, args = action[0], action[1:]
-        if name == "start":
-            (f,) = args
-            self._start_frontend(int(f))
-        elif name == "frontend_open":
-            f, c, kind = int(args[0]), int(args[1]), str(args[2])
-            self.comm_ids[c] = self._fe(f).process.call("open", target=TARGETS[kind])
-        elif name == "frontend_request":
-            f, c, r = int(args[0]), int(args[1]), int(args[2])
-            fe = self._fe(f)
-            future = fe.process.request(self._cid(c), "echo", {"slot": r})
-            self._bind(r, Kind.FRONTEND_TO_KERNEL, f, future, fe.name, "request", mark)
-        elif name == "frontend_close":
-            f, c = int(args[0]), int(args[1])
-            self._fe(f).process.call("close_comm", comm_id=self._cid(c))
-        elif name == "exit":
-            fe = self._fe(int(args[0]))
-            fe.alive = False
-            fe.process.exit()
-        elif name == "crash":
-            fe = self._fe(int(args[0]))
-            fe.alive = False
-            fe.process.kill()
-        elif name == "freeze":
-            self._freeze(int(args[0]))
-        elif name == "kernel_open":
-            c, owner, kind = int(args[0]), int(args[1]), str(args[2])
-            self.comm_ids[c] = self.adapter.open_comm(
-                TARGETS[kind], kind == "persistent", owner=self._fe(owner).session_id
-            )
-        elif name == "kernel_close":
-            self.adapter.close_comm(self._cid(int(args[0])))
-        elif name == "kernel_request":
-            c, r = int(args[0]), int(args[1])
-            future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
-            self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
-        elif name == "kernel_stdin_request":
-            f, s = int(args[0]), int(args[1])
-            asked = self.frontends[f]
-            assert asked is not None
-            future = self.adapter.stdin_request(asked.session_id.encode())
-            self._bind(s, Kind.STDIN, f, future, "kernel", "stdin_request", mark)
-        elif name == "shutdown":
-            self.adapter.stop()
-        elif name == "race":
-            self._live_race(int(args[0]), int(args[1]), str(args[2]), mark)
-        else:
-            raise MbtFailure(f"no live counterpart for {action}")
+        match action:
+            case Start(frontend=f):
+                self._start_frontend(f)
+            case FrontendOpen(frontend=f, comm=c, target=target):
+                self.comm_ids[c] = self._fe(f).process.call("open", target=TARGETS[target.value])
+            case FrontendRequest(frontend=f, comm=c, request=r):
+                fe = self._fe(f)
+                future = fe.process.request(self._cid(c), "echo", {"slot": r})
+                self._bind(r, Kind.FRONTEND_TO_KERNEL, f, future, fe.name, "request", mark)
+            case FrontendClose(frontend=f, comm=c):
+                self._fe(f).process.call("close_comm", comm_id=self._cid(c))
+            case Exit(frontend=f):
+                fe = self._fe(f)
+                fe.alive = False
+                fe.process.exit()
+            case Crash(frontend=f):
+                fe = self._fe(f)
+                fe.alive = False
+                fe.process.kill()
+            case Freeze(frontend=f):
+                self._freeze(f)
+            case KernelOpen(comm=c, owner=owner, target=target):
+                self.comm_ids[c] = self.adapter.open_comm(
+                    TARGETS[target.value], target is Target.PERSISTENT,
+                    owner=self._fe(owner).session_id,
+                )
+            case KernelClose(comm=c):
+                self.adapter.close_comm(self._cid(c))
+            case KernelRequest(comm=c, request=r):
+                future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
+                self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
+            case KernelStdinRequest(frontend=f, request=s):
+                asked = self.frontends[f]
+                assert asked is not None
+                future = self.adapter.stdin_request(asked.session_id.encode())
+                self._bind(s, Kind.STDIN, f, future, "kernel", "stdin_request", mark)
+            case Shutdown():
+                self.adapter.stop()
+            case Race(comm=c, request=r, order=order):
+                self._live_race(c, r, order, mark)
+            case _:
+                raise MbtFailure(f"no live counterpart for {action}")
 
     def _start_frontend(self, f: int) -> None:
         assert self.connection is not None and self._pool is not None, "start() first"
@@ -764,7 +748,7 @@ class Harness:
         finally:
             fe.process.resume()
 
-    def _live_race(self, c: int, r: int, mode: str, mark: int) -> None:
+    def _live_race(self, c: int, r: int, order: RaceOrder, mark: int) -> None:
         owners = {w.kernel.comms[c].owner for w in self.states}
         if len(owners) != 1:
             raise MbtFailure(f"comm slot {c} has no single owner: {owners}")
@@ -790,12 +774,12 @@ class Harness:
 
         def wait(predicate: Callable[[], bool], what: str) -> None:
             if not self.recorder.wait_until(predicate, self.step_timeout, self.quiet):
-                raise MbtFailure(f"race {mode}: {what}")
+                raise MbtFailure(f"race {order.value}: {what}")
 
-        if mode == "reply_first":
+        if order is RaceOrder.REPLY_FIRST:
             proc.call("release", slot=r)
             wait(kernel_request(), f"kernel request {r} never ended after its answer")
-        elif mode == "iopub_first":
+        elif order is RaceOrder.IOPUB_FIRST:
             proc.call("drop_iopub")
             wait(kernel_request(), f"kernel request {r} never ended after frontend {f}'s "
                  "IOPub went")
@@ -803,7 +787,7 @@ class Harness:
             proc.call("release", slot=r)
             wait(lambda: self.adapter.late_replies > late,
                  f"the answer to kernel request {r} was never counted as late")
-        elif mode == "queued":
+        elif order is RaceOrder.QUEUED:
             held: Future[bool] = getattr(self.adapter, "hold_inbound")()  # noqa: B009
             proc.call("release", slot=r)
             proc.call("drop_iopub")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from hypothesis import HealthCheck, settings
 from hypothesis import seed as hypothesis_seed
@@ -36,11 +37,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from commspec.model.actions import Action, Freeze
 from commspec.model.system import Bounds
 
 from .adapter import KernelAdapter, ReferenceKernel
-from .harness import MBT_BOUNDS, QUIET, Action, Coverage, Harness
+from .harness import MBT_BOUNDS, QUIET, Coverage, Harness
 from .processes import FrontendPool
+from .race import Race
 
 __all__ = ["Program", "RunResult", "make_machine", "program_as_test", "run"]
 
@@ -197,13 +200,16 @@ def make_machine(
             self._apply("shutdown", data)
 
         # The race gets one rule per order, so each order is as likely as any action.
+        def _races(self, mode: str) -> list[Action]:
+            return [a for a in self.harness.enabled_named("race")
+                    if isinstance(a, Race) and a.order.value == mode]
+
         def _race(self, mode: str, data: st.DataObject) -> None:
-            choices = [a for a in self.harness.enabled_named("race") if a[3] == mode]
-            action = data.draw(st.sampled_from(choices), label=f"race_{mode}")
+            action = data.draw(st.sampled_from(self._races(mode)), label=f"race_{mode}")
             self._run(action)
 
         def _can_race(self, mode: str) -> bool:
-            return any(a[3] == mode for a in self.harness.enabled_named("race"))
+            return bool(self._races(mode))
 
         @precondition(lambda self: self._can_race("reply_first"))
         @rule(data=st.data())
@@ -244,7 +250,7 @@ def make_machine(
             finally:
                 if on_program is not None:
                     steps = self.harness.steps
-                    freezes = [s.seconds for s in steps if s.action[0] == "freeze"]
+                    freezes = [s.seconds for s in steps if isinstance(s.action, Freeze)]
                     on_program(Program(
                         list(self.harness.program),
                         sum(s.seconds for s in steps),
@@ -320,9 +326,10 @@ def program_as_test(
     body = "".join(f"        {a!r},\n" for a in actions)
     b = bounds
     only = "" if supported is None else f", supported={sorted(supported)!r}"
-    return f'''from commspec.mbt.adapter import ReferenceKernel
-from commspec.mbt.harness import Harness
-from commspec.model.system import Bounds
+    imports = _imports(actions, [("commspec.mbt.adapter", "ReferenceKernel"),
+                                 ("commspec.mbt.harness", "Harness"),
+                                 ("commspec.model.system", "Bounds")])
+    return f'''{imports}
 
 
 def {name}() -> None:
@@ -335,3 +342,18 @@ def {name}() -> None:
             harness.apply(action)
             harness.check()
 '''
+
+
+def _imports(actions: list[Action], always: list[tuple[str, str]]) -> str:
+    """The import lines a printed program needs: its action classes and the enums their
+    arguments use (each printed as ``Class.MEMBER``), grouped by module."""
+    needed: dict[str, set[str]] = {}
+    for module, name in always:
+        needed.setdefault(module, set()).add(name)
+    for a in actions:
+        for t in (type(a), *(type(v) for v in a.arguments() if isinstance(v, Enum))):
+            needed.setdefault(t.__module__, set()).add(t.__name__)
+    return "\n".join(
+        f"from {module} import {', '.join(sorted(names))}"
+        for module, names in sorted(needed.items())
+    )
