@@ -63,14 +63,16 @@ from commspec.model.errors import InvalidTransition
 from commspec.model.invariants import state_violations
 from commspec.model.machines import (
     MACHINES,
+    SESSION,
     FrontendCommState,
     KernelCommState,
     RequestState,
+    SessionEvent,
 )
 from commspec.model.system import Bounds, Step, StepKind, SystemModel
 from commspec.model.trace import TraceEvent
 from commspec.model.trace_check import TraceChecker
-from commspec.model.world import Kind, Proc, Target, World
+from commspec.model.world import Kind, Msg, Proc, Target, World
 
 from .adapter import TARGETS, KernelAdapter
 from .processes import FrontendPool, FrontendProcess
@@ -348,6 +350,31 @@ def _race_outcome(q: World, before: World, r: int, order: RaceOrder) -> bool:
     return True
 
 
+#: session states in which a frontend adopts a request on a comm it does not hold yet
+#: (it waits for the comm_info_reply that decides whether it holds the comm)
+_REATTACHING = SESSION.dests(SessionEvent.RECONNECT) | SESSION.sources(SessionEvent.RECONCILED)
+
+
+def _only_owner_answers(w: World, c: int, owner: int) -> bool:
+    """Whether no other frontend can receive a request on comm slot ``c`` and answer it.
+
+    A bystander holding the comm answers it too, and its answer can resolve the request
+    before the owner's IOPub goes (or arrive late as well): the orders would not decide
+    the outcome any more. A bystander is harmless when the request cannot reach it (its
+    subscription is not live), or it neither holds the comm, nor is about to adopt it
+    (a comm_open on its way, a reconnect being reconciled)."""
+    for g, fe in enumerate(w.frontends):
+        if g == owner or not fe.sub_live:
+            continue
+        if (
+            fe.comms[c] is FrontendCommState.OPEN
+            or fe.session in _REATTACHING
+            or (Msg.OPEN, c) in fe.iopub
+        ):
+            return False
+    return True
+
+
 # =========================================================================
 # the harness
 # =========================================================================
@@ -497,6 +524,7 @@ class Harness:
                 and w.kernel.peers[owner]
                 and w.frontends[owner].proc is Proc.RUNNING
                 and w.frontends[owner].comms[c] is FrontendCommState.OPEN
+                and _only_owner_answers(w, c, owner)
             ):
                 out.extend(Race(c, r, order) for order in orders)
         return out
