@@ -28,8 +28,10 @@ from commspec.model.system import Bounds
 from commspec.model.world import Target
 
 from .adapter import KernelAdapter, ReferenceKernel
-from .harness import MBT_BOUNDS, Coverage, Harness
+from .harness import MBT_BOUNDS, Harness
+from .live import LiveSystem
 from .race import Race, RaceOrder
+from .recorder import Coverage
 
 __all__ = ["DIRECTED", "ONE_FRONTEND", "run_directed"]
 
@@ -100,7 +102,7 @@ def run_directed(
     Returns (name, live seconds, steps) per program."""
     out: list[tuple[str, float, int]] = []
     for name, bounds, program in DIRECTED:
-        with Harness(adapter_factory(), bounds, coverage=coverage) as harness:
+        with Harness(LiveSystem(adapter_factory(), coverage=coverage), bounds) as harness:
             for action in program:
                 try:
                     harness.apply(action)

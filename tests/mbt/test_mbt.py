@@ -19,14 +19,11 @@ from mbt_variants import CAUGHT_AT, VARIANTS
 from commspec.cli import main
 from commspec.mbt.adapter import ReferenceKernel
 from commspec.mbt.edges import EDGES, run_edges
-from commspec.mbt.harness import (
-    MBT_BOUNDS,
-    Coverage,
-    Harness,
-    MbtFailure,
-)
+from commspec.mbt.harness import MBT_BOUNDS, Harness, MbtFailure
+from commspec.mbt.live import LiveSystem
 from commspec.mbt.machine import Program, RunResult, program_as_test, run
 from commspec.mbt.race import Race
+from commspec.mbt.recorder import Coverage
 from commspec.mbt.scenarios import DIRECTED, run_directed
 from commspec.mbt.session_edges import SESSION_EDGES, run_session_edges
 from commspec.model.actions import Action, Crash, FrontendOpen, FrontendRequest, Start
@@ -136,17 +133,18 @@ def test_broken_variant_is_caught_and_shrunk(variant: str) -> None:
 
 def test_teardown_leaves_nothing_behind_even_after_a_failure() -> None:
     before = {t.ident for t in threading.enumerate()}
-    harness = Harness(VARIANTS["ignores_unsubscribes"](), MBT_BOUNDS, quiet=0.3).start()
-    connection_file = harness.adapter.connection_file
-    pids = [harness.zygote_pid]
+    system = LiveSystem(VARIANTS["ignores_unsubscribes"](), quiet=0.3)
+    harness = Harness(system, MBT_BOUNDS).start()
+    connection_file = system.adapter.connection_file
+    pids = [system.zygote_pid]
     try:
         harness.apply(Start(0))
         harness.apply(Start(1))
         harness.apply(FrontendOpen(0, 0, Target.DEFAULT))
-        for frontend in harness.frontends:
+        for frontend in system.frontends:
             assert frontend is not None
             pids.append(frontend.process.pid)
-        harness.frontends[1].process.freeze()  # type: ignore[union-attr]  # a stopped one too
+        system.frontends[1].process.freeze()  # type: ignore[union-attr]  # a stopped one too
         with pytest.raises(MbtFailure):
             harness.apply(Crash(0))
     finally:
