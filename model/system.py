@@ -98,6 +98,8 @@ from .world import (
 )
 
 OPENABLE = (Target.PERSISTENT, Target.DEFAULT)
+#: a reconciling frontend's comms whose fate the comm_info_reply decides
+UNDECIDED = FRONTEND_COMM.sources(FrontendCommEvent.CONFIRMED)
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,7 @@ class SystemModel:
             assert req is not None
             if fe.comms[req.comm] is FrontendCommState.OPEN or (
                 fe.session is SessionState.RECONCILING
-                and fe.comms[req.comm] in (FrontendCommState.NEW, FrontendCommState.STALE)
+                and fe.comms[req.comm] in UNDECIDED
             ):
                 # While reconciling, a request on an unknown or stale comm waits for the
                 # comm_info_reply, which decides whether this frontend holds it.
