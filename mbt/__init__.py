@@ -1,6 +1,12 @@
-"""Model-based tests: Hypothesis drives the system model and a live kernel in lockstep.
+"""Model-based tests: Hypothesis drives the system model and a system under test in lockstep.
 
+- :mod:`.harness`: the lockstep: one environment action applied to the model and to
+  any :class:`~.harness.System`, compared at quiescence.
+- :mod:`.live`: the live system (``LiveSystem``): a kernel under test and reference
+  frontends, each in a process of its own.
+- :mod:`.machine`: the Hypothesis ``RuleBasedStateMachine``, one rule per action type.
+- :mod:`.race`: the reply/departure race, a test action with four orders.
+- :mod:`.projection`: what both sides can show (``Observation``, ``project``).
+- :mod:`.recorder`: the live trace (``Recorder``) and transition coverage.
 - :mod:`.adapter`: the kernel under test (``KernelAdapter``; ``ReferenceKernel``).
-- :mod:`.harness`: one environment action applied to both, compared at quiescence.
-- :mod:`.machine`: the Hypothesis ``RuleBasedStateMachine`` over the harness.
 """

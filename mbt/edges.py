@@ -18,8 +18,8 @@ Rules:
   Where a scenario needs a message no endpoint would send (a duplicate answer), a raw
   piece sends it on the wire, signed with the connection's key: the endpoints then
   trace what they do with it. No trace event is ever fabricated.
-- Every endpoint's trace sink is one :class:`~commspec.mbt.harness.Recorder` per
-  scenario, sharing the caller's :class:`~commspec.mbt.harness.Coverage`: each
+- Every endpoint's trace sink is one :class:`~commspec.mbt.recorder.Recorder` per
+  scenario, sharing the caller's :class:`~commspec.mbt.recorder.Coverage`: each
   transition is checked against the declared machines as it happens and counted.
 - Scenarios wait on the trace (``Recorder.wait_until``), on futures or on events set by
   handlers, always bounded; never on a guessed sleep. The only times under test are a
@@ -60,7 +60,8 @@ from commspec.impl.targets import ECHO
 from commspec.model.trace import TraceEvent
 
 from .adapter import ReferenceKernel
-from .harness import MBT_OPTIONS, Coverage, Move, Recorder, Row
+from .live import MBT_OPTIONS
+from .recorder import Coverage, Move, Recorder, Row
 
 __all__ = ["EDGES", "ROWS", "KernelFactory", "Scenario", "run_edges"]
 

@@ -1,110 +1,73 @@
-"""Lockstep: one environment action applied to the system model and to the live system.
+"""Lockstep: one environment action applied to the system model and to a system under test.
 
 Rules:
 - The model is :class:`~commspec.model.system.SystemModel`. The harness holds a
-  *set* of model states the live system may be in (states that differ only in
-  what the live system does not show). An action is enabled when the model
-  enables it in at least one of them.
-- Applying an action: the model takes the environment step from every state
-  that enables it; the live system gets the same action (frontend index -> a
-  frontend process of :mod:`.processes`, comm slot -> a comm id, request slot ->
-  a future and its msg_id; a crash is SIGKILL, a freeze SIGSTOP until the kernel's
-  heartbeat has dropped the frontend, then SIGCONT). The model then runs protocol
-  steps only, breadth first, to every *quiescent* state (no protocol step enabled).
-  The live system is waited on, on its trace (never on a guessed sleep, always
-  bounded), until its projection equals the projection of one of those
-  quiescent states; the matching states are the new set. No match within the
-  bound is a failure that shows the live projection and the model's options.
-  Reconnecting is a protocol step of the model: while waiting, a live frontend
-  whose session is lost is told to reconnect when the model's states have it
-  past ``lost``.
-- The race (``race``, not a model action): a kernel request, then its frontend's
-  answer and its departure in an order the test chooses (``RACE_MODES``); the
-  model's outcomes are narrowed to those that order allows.
-- Every live transition is fed, as it happens, to a
-  :class:`~commspec.model.trace_check.TraceChecker`: an event its machine does
-  not declare fails the step. After each step the model's state properties are
-  checked on every state kept, and each live request has ended at most once,
-  with a future that agrees with its traced outcome.
-- ``close`` always releases everything (frontend processes, frozen ones
-  included, the kernel, files), even after a failed step.
+  *set* of model states the system may be in (states that differ only in what the
+  system does not show). An action is enabled when the model enables it in at
+  least one of them and the system can make it happen there (:meth:`System.can`).
+- The harness does not know which system it drives: anything with the
+  :class:`System` interface will do. :class:`~commspec.mbt.live.LiveSystem` is the
+  kernel under test and frontend processes over ZeroMQ; a deterministic,
+  in-process system of sans-IO cores fits the same interface, letting the test
+  choose its delivery orders through the chooser.
+- Applying an action: the model takes the environment step from every state that
+  enables it, then protocol steps only, breadth first
+  (:func:`~commspec.model.explore.quiescent`), to every *quiescent* state (no
+  protocol step enabled). The system performs the action, then settles at a
+  quiescent point whose observation (:mod:`.projection`) is that of one of those
+  states; the matching states are the new set. A system that cannot match reports
+  what it shows instead, and the step fails showing it beside the model's closest
+  options.
+- The race (:mod:`.race`, not a model action): a kernel request, then its
+  frontend's answer and its departure in an order the test chooses; the model's
+  outcomes are narrowed to those that order allows.
+- After each step: the model's state properties on every state kept, and the
+  system's own checks (every traced transition declared, each request ended at
+  most once, with a future that agrees with its traced outcome).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
-from commspec.impl.connection import ConnectionInfo, read_connection_file
-from commspec.impl.frontend import FrontendOptions
+from commspec.model.actions import ENVIRONMENT_ACTIONS, Action
 from commspec.model.errors import InvalidTransition
+from commspec.model.explore import SearchLimit, quiescent
 from commspec.model.invariants import state_violations
-from commspec.model.machines import (
-    MACHINES,
-    FrontendCommState,
-    KernelCommState,
-    RequestState,
-)
 from commspec.model.system import Bounds, Step, StepKind, SystemModel
-from commspec.model.trace import TraceEvent
-from commspec.model.trace_check import TraceChecker
-from commspec.model.world import Kind, Proc, World
+from commspec.model.world import World
 
-from .adapter import TARGETS, KernelAdapter
-from .processes import FrontendPool, FrontendProcess
+from .errors import MbtFailure
+from .projection import Observation, project
+from .race import Race, RaceOrder, outcomes, races, rule_name
+from .recorder import Coverage, Move, Recorder, Row
 
 __all__ = [
     "MBT_BOUNDS",
-    "MBT_OPTIONS",
     "SUPPORTED",
     "Action",
+    "Chooser",
     "Coverage",
     "Harness",
     "MbtFailure",
+    "Mismatch",
     "Move",
     "Observation",
     "Recorder",
     "Row",
+    "StepRecord",
+    "System",
     "project",
 ]
 
-Action = tuple[str | int, ...]
+#: the environment actions the harness can apply, by name; "race" (not a model action:
+#: kernel_request, then its owner answers and crashes) stands for every race order,
+#: ``race_<order>`` for one
+SUPPORTED = frozenset({a.name for a in ENVIRONMENT_ACTIONS} | {Race.name})
 
-#: the environment actions the harness can apply to the live system
-SUPPORTED = frozenset(
-    {
-        "start",
-        "frontend_open",
-        "frontend_request",
-        "frontend_close",
-        "exit",
-        "crash",
-        "freeze",
-        "kernel_open",
-        "kernel_close",
-        "kernel_request",
-        "kernel_stdin_request",
-        "shutdown",
-        # not a model action: kernel_request, then its owner answers and crashes
-        "race",
-    }
-)
-#: the orders the race rule makes between a frontend's answer to a kernel request and
-#: its departure (SIGKILL). ``reply_first``: the kernel resolves the request, then the
-#: frontend goes. ``iopub_first``: the frontend's IOPub goes, the kernel invalidates the
-#: request, and only then does the answer leave its still-open shell (a late reply,
-#: dropped and counted). ``together``: answer and SIGKILL back to back, on the wire's
-#: luck; the model allows either outcome and the live one must be one of them.
-#: ``queued``: the kernel is held until both the answer and the unsubscribe are queued,
-#: so the answer had arrived first and the drain rule must deliver it (only for
-#: kernels whose adapter can hold their inbound queues).
-RACE_MODES = ("reply_first", "iopub_first", "together", "queued")
 
 def default_supported(bounds: Bounds) -> frozenset[str]:
     """Every supported action, whatever the bounds."""
@@ -114,273 +77,54 @@ def default_supported(bounds: Bounds) -> frozenset[str]:
 #: small bounds: a default run finishes in well under a minute
 MBT_BOUNDS = Bounds(frontends=2, comms=2, requests=2, reconnects=1, faults=2)
 
-MBT_OPTIONS = FrontendOptions(
-    heartbeat_interval=0.1,
-    heartbeat_timeout=1.0,
-    # a start against a kernel that has shut down stays "connecting" for the whole test
-    connect_timeout=120.0,
-    probe_interval=0.05,
-    no_reply_grace=0.05,
-)
-
-#: how long the live system may take to reach the quiescent point of one step
-STEP_TIMEOUT = 10.0
-#: a step whose live trace was silent this long without matching has failed (every
-#: live step takes milliseconds; the bound only makes a failing step fail fast)
-QUIET = 1.0
-#: how often a wait re-reads the observations that are queries, not trace events (the
-#: kernel's subscriber count may change just after the event that announced it)
-POLL = 0.002
 #: a bound on the protocol-only exploration after each step
 QUIESCE_LIMIT = 50_000
 
-
-class MbtFailure(AssertionError):
-    """The live system and the model disagree (or a property failed)."""
-
-
-# =========================================================================
-# the live trace
-# =========================================================================
-
-Row = tuple[str, str, str, str]  # (machine, source, event, dest)
-Move = tuple[str, str, str]  # (source, event, dest) of one transition
+#: picks one of ``n`` alternatives (0 <= pick < n). A deterministic system asks it
+#: whenever it has a choice to make (which message is delivered next), so the test
+#: decides, shrinks and replays the order; a live system has no say and ignores it.
+Chooser = Callable[[int], int]
 
 
-class Coverage:
-    """Which declared transitions the live system took, over any number of runs."""
+@dataclass(frozen=True)
+class Mismatch:
+    """A system that settled where the model cannot be: what it shows, and why it
+    stopped waiting for something better."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.taken: Counter[Row] = Counter()
-
-    def add(self, row: Row) -> None:
-        with self._lock:
-            self.taken[row] += 1
-
-    @staticmethod
-    def declared() -> list[Row]:
-        return [
-            (m.name, t.source.value, t.event.value, t.dest.value)
-            for m in MACHINES
-            for t in m.transitions
-        ]
-
-    def uncovered(self) -> list[Row]:
-        with self._lock:
-            return [r for r in dict.fromkeys(self.declared()) if r not in self.taken]
-
-    def per_machine(self) -> dict[str, tuple[int, int]]:
-        """machine -> (rows taken, rows declared)."""
-        out: dict[str, tuple[int, int]] = {}
-        with self._lock:
-            for m in MACHINES:
-                rows = {(m.name, t.source.value, t.event.value, t.dest.value)
-                        for t in m.transitions}
-                out[m.name] = (sum(1 for r in rows if r in self.taken), len(rows))
-        return out
+    observed: Observation
+    why: str
 
 
-class Recorder:
-    """The trace sink of every live endpoint: state per object, checked as it arrives."""
+class System(Protocol):
+    """What the lockstep needs of the system it drives."""
 
-    def __init__(self, coverage: Coverage | None = None) -> None:
-        self._cond = threading.Condition()
-        self.events: list[TraceEvent] = []
-        self.state: dict[tuple[str, str, str], str] = {}
-        self.late: Counter[str] = Counter()  # late_reply events per endpoint
-        self.losses: Counter[str] = Counter()  # session link_lost events per endpoint
-        #: objects that moved from pending into an outcome, and how often
-        self.outcomes: Counter[tuple[str, str, str]] = Counter()
-        self.checker = TraceChecker(context=6)
-        self.coverage = coverage
-        self._last_event = 0.0
+    def start(self, bounds: Bounds) -> None:
+        """Bring the system up, with room for the bounds' frontends and slots."""
 
-    def __call__(self, event: TraceEvent) -> None:
-        with self._cond:
-            self._last_event = time.monotonic()
-            self.events.append(event)
-            self.checker.feed(len(self.events), event)
-            key = (event.endpoint, event.machine, event.object)
-            self.state[key] = event.dest
-            if event.event == "late_reply":
-                self.late[event.endpoint] += 1
-            elif event.machine == "session" and event.event == "link_lost":
-                self.losses[event.endpoint] += 1
-            if event.source == "pending" and event.dest != "pending":
-                self.outcomes[key] += 1
-            self._cond.notify_all()
-        if self.coverage is not None:
-            self.coverage.add((event.machine, event.source, event.event, event.dest))
+    def close(self) -> None:
+        """Release everything, even after a failed step; safe to call twice."""
 
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.events)
+    def can(self, action: Action, world: World) -> bool:
+        """Whether the system can make ``action``, which the model enables in
+        ``world``, happen as the model means it."""
 
-    def since(self, mark: int) -> list[TraceEvent]:
-        with self._cond:
-            return list(self.events[mark:])
+    def perform(self, action: Action, choose: Chooser | None = None) -> None:
+        """Make ``action`` happen; MbtFailure if the system cannot."""
 
-    def get(self, endpoint: str, machine: str, obj: str, default: str) -> str:
-        with self._cond:
-            return self.state.get((endpoint, machine, obj), default)
+    def settle(
+        self, options: Mapping[Observation, World], choose: Chooser | None = None
+    ) -> Observation | Mismatch:
+        """Run to a quiescent point whose observation is one of ``options`` (the
+        model's quiescent states after the action, by projection) and return it, or
+        return what the system shows when it cannot get there."""
 
-    def moves(self, endpoint: str, machine: str, obj: str | None = None) -> list[Move]:
-        """The transitions ``endpoint``'s ``machine`` took (one object's, given ``obj``)."""
-        with self._cond:
-            return [
-                (e.source, e.event, e.dest) for e in self.events
-                if e.endpoint == endpoint and e.machine == machine
-                and (obj is None or e.object == obj)
-            ]
+    def observe(self) -> Observation:
+        """The system's state as the model can show it."""
 
-    def started(self, endpoint: str, machine: str, mark: int, timeout: float) -> str | None:
-        """The id of the first ``machine`` object ``endpoint`` started after ``mark``
-        (waiting up to ``timeout``), or None."""
-        found: list[str] = []
-
-        def begun() -> bool:
-            found[:] = [e.object for e in self.since(mark)
-                        if e.endpoint == endpoint and e.machine == machine
-                        and e.source == "new"][:1]
-            return bool(found)
-
-        return found[0] if self.wait_until(begun, timeout) else None
-
-    def require_conformance(self) -> None:
-        """Raise MbtFailure if the trace checker found an event its machine does not allow."""
-        deviation = self.checker.report.deviation
-        if deviation is not None:
-            raise MbtFailure("the live system took a transition its machine does not "
-                             "declare:\n" + deviation.describe())
-
-    def wait_until(
-        self, predicate: Callable[[], bool], timeout: float, quiet: float | None = None
-    ) -> bool:
-        """Re-evaluate ``predicate`` on every trace event (and at least every ``POLL``, for
-        the observations that are queries) until it holds (True), ``timeout`` passes, or,
-        given ``quiet``, nothing was traced for that long (False): a live system with
-        nothing left in flight that still does not match will not match later."""
-        start = time.monotonic()
-        deadline = start + timeout
-        while True:
-            if predicate():
-                return True
-            now = time.monotonic()
-            if now >= deadline:
-                return False
-            with self._cond:
-                last = max(self._last_event, start)
-                if quiet is not None and now - last >= quiet:
-                    return False
-                self._cond.wait(min(deadline - now, POLL))
-
-
-# =========================================================================
-# projection: what the live system and the model can both show
-# =========================================================================
-
-
-class Observation(NamedTuple):
-    sessions: tuple[str, ...]  # per frontend: idle, dead, or its session state
-    presence: str
-    subscribers: int
-    kernel_comms: tuple[str, ...]  # per comm slot
-    frontend_comms: tuple[tuple[str, ...] | None, ...]  # per frontend (None: dead)
-    requests: tuple[str | None, ...]  # per request slot: its state (None: unused)
-    kernel_late: int
-    frontend_late: tuple[int, ...]
-
-    def diff(self, other: Observation) -> list[str]:
-        return [
-            f"{name}: live {a!r}, model {b!r}"
-            for name, a, b in zip(self._fields, self, other, strict=True)
-            if a != b
-        ]
-
-
-GONE = "caller gone"
-#: session states a lost session reaches by reconnecting
-PAST_LOSS = frozenset({"reconnecting", "reconciling", "ready"})
-
-
-def project(w: World) -> Observation:
-    """The model state as the live system can show it."""
-    sessions = []
-    fcomms: list[tuple[str, ...] | None] = []
-    flate = []
-    for fe in w.frontends:
-        if fe.proc is Proc.IDLE:
-            sessions.append("idle")
-        elif fe.proc is Proc.DEAD:
-            sessions.append("dead")
-        else:
-            assert fe.session is not None
-            sessions.append(fe.session.value)
-        dead = fe.proc is Proc.DEAD
-        fcomms.append(None if dead else tuple(s.value for s in fe.comms))
-        flate.append(0 if dead else fe.late_replies)
-    requests: list[str | None] = []
-    for req in w.requests:
-        if req is None:
-            requests.append(None)
-        elif (
-            req.kind is Kind.FRONTEND_TO_KERNEL
-            and w.frontends[req.party].proc is Proc.DEAD
-        ):
-            requests.append(GONE)
-        else:
-            requests.append(req.state.value)
-    k = w.kernel
-    return Observation(
-        sessions=tuple(sessions),
-        presence=k.presence.value,
-        subscribers=sum(k.peers),
-        kernel_comms=tuple(kc.state.value for kc in k.comms),
-        frontend_comms=tuple(fcomms),
-        requests=tuple(requests),
-        kernel_late=k.late_replies,
-        frontend_late=tuple(flate),
-    )
-
-
-def _race_outcome(q: World, before: World, r: int, mode: str) -> bool:
-    """Whether quiescent state ``q`` is an outcome the race ``mode`` can end in."""
-    req = q.requests[r]
-    if mode in ("reply_first", "queued"):
-        return req is not None and req.state is RequestState.RESOLVED
-    if mode == "iopub_first":
-        return (
-            req is not None
-            and req.state is RequestState.INVALIDATED
-            and q.kernel.late_replies == before.kernel.late_replies + 1
-        )
-    return True
-
-
-# =========================================================================
-# the harness
-# =========================================================================
-
-
-@dataclass
-class _LiveRequest:
-    kind: Kind
-    party: int  # the asking frontend (frontend request) or the asked one (stdin), else -1
-    future: Future[Any]
-    endpoint: str
-    machine: str
-    msg_id: str
-
-
-@dataclass
-class _LiveFrontend:
-    process: FrontendProcess
-    name: str
-    session_id: str
-    alive: bool = True
-    #: reconnects asked of it: one per loss the model follows with a reconnect
-    reconnects: int = 0
+    def check(self) -> None:
+        """The per-step checks only the system can make (MbtFailure): every traced
+        transition is declared, each request ended at most once, and each request's
+        handle agrees with its traced outcome."""
 
 
 @dataclass
@@ -391,81 +135,41 @@ class StepRecord:
 
 
 class Harness:
+    """The lockstep of a :class:`System` and the model (see the module docstring)."""
+
     def __init__(
         self,
-        adapter: KernelAdapter,
+        system: System,
         bounds: Bounds = MBT_BOUNDS,
         *,
-        options: FrontendOptions = MBT_OPTIONS,
-        coverage: Coverage | None = None,
-        step_timeout: float = STEP_TIMEOUT,
-        quiet: float = QUIET,
         supported: Iterable[str] | None = None,
-        pool: FrontendPool | None = None,
     ) -> None:
-        self.adapter = adapter
+        self.system = system
         self.bounds = bounds
         self.model = SystemModel(bounds)
-        self.options = options
-        self.step_timeout = step_timeout
-        self.quiet = quiet
         self.supported = (
             frozenset(supported) if supported is not None else default_supported(bounds)
         )
-        self.recorder = Recorder(coverage)
         self.states: frozenset[World] = frozenset({self.model.initial()})
         self._enabled: tuple[frozenset[World] | None, list[Action]] = (None, [])
-        self.frontends: list[_LiveFrontend | None] = [None] * bounds.frontends
-        self.comm_ids: list[str | None] = [None] * bounds.comms
-        self.requests: list[_LiveRequest | None] = [None] * bounds.requests
         self.program: list[Action] = []
         self.steps: list[StepRecord] = []
-        self.connection: ConnectionInfo | None = None
-        #: frontend processes: a pool given is the caller's to close, else ours
-        self._own_pool = pool is None
-        self._pool = pool
-        self._started = False
-        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> Harness:
-        self._started = True
-        if self._pool is None:
-            self._pool = FrontendPool()
-        self.adapter.start(self.recorder)
-        # read once: the file may go when the kernel shuts down, frontends may start later
-        self.connection = read_connection_file(self.adapter.connection_file)
+        self.system.start(self.bounds)
         return self
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        errors: list[BaseException] = []
-        if self._pool is not None:
-            procs = [fe.process for fe in self.frontends if fe is not None]
-            try:
-                if self._own_pool:
-                    self._pool.close()
-                else:
-                    self._pool.release(procs)
-            except Exception as e:  # pragma: no cover - reported below
-                errors.append(e)
-        try:
-            self.adapter.stop()
-        except Exception as e:  # pragma: no cover
-            errors.append(e)
-        if errors:
-            raise errors[0]
-
-    @property
-    def zygote_pid(self) -> int | None:
-        """The process the frontends are forked from (None before start)."""
-        return None if self._pool is None else self._pool.pid
+        self.system.close()
 
     def __enter__(self) -> Harness:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -478,202 +182,84 @@ class Harness:
             self._enabled = (self.states, self._enabled_now())
         return list(self._enabled[1])
 
+    def enabled_named(self, name: str) -> list[Action]:
+        return [a for a in self.enabled() if a.name == name]
+
     def _enabled_now(self) -> list[Action]:
         seen: dict[Action, None] = {}
+        orders = self._race_orders()
         for w in sorted(self.states, key=repr):
             for step, _ in self._env_steps(w):
                 seen.setdefault(step.action, None)
-            if self._race_modes():
-                for action in self._races(w):
-                    seen.setdefault(action, None)
+            for race in self._races(w, orders):
+                seen.setdefault(race, None)
         return list(seen)
 
-    def _races(self, w: World) -> list[Action]:
-        """("race", c, r, mode) where kernel_request(c, r) would reach one live frontend
-        that may still crash afterwards."""
-        out: list[Action] = []
-        if w.faults_left < 1:
-            return out
-        modes = self._race_modes()
-        for step, _ in self.model.successors(w):
-            if step.kind is not StepKind.ENVIRONMENT or step.action[0] != "kernel_request":
-                continue
-            c, r = int(step.action[1]), int(step.action[2])
-            kc = w.kernel.comms[c]
-            owner = kc.owner
-            if (
-                kc.state is KernelCommState.OPEN
-                and 0 <= owner < len(w.frontends)
-                and w.kernel.peers[owner]
-                and w.frontends[owner].proc is Proc.RUNNING
-                and w.frontends[owner].comms[c] is FrontendCommState.OPEN
-            ):
-                out.extend(("race", c, r, mode) for mode in modes)
-        return out
-
-    def _race_modes(self) -> list[str]:
+    def _race_orders(self) -> list[RaceOrder]:
         """The race orders to offer: ``race`` in ``supported`` means all of them,
-        ``race_<mode>`` one; ``queued`` only if the adapter can hold its inbound queues."""
-        can_hold = callable(getattr(self.adapter, "hold_inbound", None))
-        return [
-            m for m in RACE_MODES
-            if ("race" in self.supported or f"race_{m}" in self.supported)
-            and (m != "queued" or can_hold)
-        ]
+        ``race_<order>`` one."""
+        return [o for o in RaceOrder
+                if Race.name in self.supported or rule_name(o) in self.supported]
 
-    def enabled_named(self, name: str) -> list[Action]:
-        return [a for a in self.enabled() if a[0] == name]
+    def _races(self, w: World, orders: list[RaceOrder]) -> Iterator[Race]:
+        if orders:
+            yield from (r for r in races(self.model, w, orders) if self.system.can(r, w))
 
     def _env_steps(self, w: World) -> list[tuple[Step, World]]:
         return [
             (step, succ)
             for step, succ in self.model.successors(w)
             if step.kind is StepKind.ENVIRONMENT
-            and step.action[0] in self.supported
-            and self._live_can(step.action, w)
+            and step.action.name in self.supported
+            and self.system.can(step.action, w)
         ]
-
-    @staticmethod
-    def _live_can(action: Action, w: World) -> bool:
-        """Whether the live system can make ``action`` happen as the model means it.
-
-        A freeze is the kernel's heartbeat dropping a stopped frontend, so it needs a
-        running kernel that counts the frontend among its subscribers (the model lets a
-        frontend still connecting to a kernel that shut down freeze too).
-        """
-        if action[0] == "freeze":
-            return w.kernel.up and w.kernel.peers[int(action[1])]
-        return True
 
     # -- one step ----------------------------------------------------------------
 
-    def apply(self, action: Action) -> None:
+    def apply(self, action: Action, choose: Chooser | None = None) -> None:
+        """``action`` on the model and on the system, then both to a quiescent point
+        that must match; ``choose`` decides whatever the system leaves to the test."""
         began = time.monotonic()
         self.program.append(action)
-        if action[0] == "race":
-            quiescent = self._race_model(action)
-            mark = self.recorder.mark()
-            self._live(action, mark)
-        else:
+        quiet = self._model_after(action)
+        self.system.perform(action, choose)
+        options = {project(q): q for q in quiet}
+        settled = self.system.settle(options, choose)
+        if isinstance(settled, Mismatch):
+            raise MbtFailure(self._mismatch(action, settled, options))
+        self.states = frozenset(q for q in quiet if project(q) == settled)
+        self.check()
+        self.steps.append(StepRecord(action, time.monotonic() - began, len(self.states)))
+
+    def _model_after(self, action: Action) -> set[World]:
+        """The quiescent states the model can reach by ``action`` from a kept state."""
+        try:
+            if isinstance(action, Race):
+                orders = self._race_orders()
+                out: set[World] = set()
+                for w in self.states:
+                    if action in self._races(w, orders):
+                        out |= outcomes(self.model, w, action, QUIESCE_LIMIT)
+                if not out:
+                    raise MbtFailure(f"the model does not enable {action} here")
+                return out
             nexts = [succ for w in self.states for step, succ in self._env_steps(w)
                      if step.action == action]
             if not nexts:
                 raise MbtFailure(f"the model does not enable {action} here")
-            mark = self.recorder.mark()
-            self._live(action, mark)
-            quiescent = set()
-            for w in nexts:
-                quiescent |= self._quiesce(w)
-        options = {project(q): q for q in quiescent}
-        matched: list[Observation] = []
-        reconnected: set[int] = set()
+            return set(quiescent(self.model, nexts, QUIESCE_LIMIT))
+        except InvalidTransition as e:
+            raise MbtFailure(f"the model itself fired an undeclared event: {e}") from e
+        except SearchLimit as e:
+            raise MbtFailure(f"{e} in the model before quiescence") from e
 
-        def settled() -> bool:
-            self.recorder.require_conformance()
-            self._reconnect_where_the_model_does(options, reconnected)
-            obs = self.observe()
-            if obs in options and self._futures_caught_up():
-                matched.append(obs)
-                return True
-            return False
-
-        if not self.recorder.wait_until(settled, self.step_timeout, self.quiet):
-            raise MbtFailure(self._mismatch(action, options))
-        obs = matched[-1]
-        self.states = frozenset(q for q in quiescent if project(q) == obs)
-        self._check_invariants()
-        self.steps.append(StepRecord(action, time.monotonic() - began, len(self.states)))
-
-    def _reconnect_where_the_model_does(
-        self, options: dict[Observation, World], chosen: set[int]
-    ) -> None:
-        """Reconnect is a protocol step of the model, taken while the reconnect budget
-        lasts: a live frontend whose session is lost reconnects (once per loss) when a
-        state the model may be in has it past ``lost``. The budget is shared, so each
-        reconnect made in this step (``chosen``) narrows the states the next one may
-        rely on."""
-        for f, fe in enumerate(self.frontends):
-            if fe is None or not fe.alive:
-                continue
-            lost = self.recorder.get(fe.name, "session", fe.session_id, "") == "lost"
-            if not lost or fe.reconnects >= self.recorder.losses[fe.name]:
-                continue
-            allowed = [o for o in options
-                       if all(o.sessions[g] in PAST_LOSS for g in (*chosen, f))]
-            if allowed:
-                chosen.add(f)
-                fe.reconnects += 1
-                fe.process.call("reconnect")
-
-    def _race_model(self, action: Action) -> set[World]:
-        """kernel_request(c, r); the owner's answer and its crash in the order ``mode``
-        makes; then quiescence. Crashes are taken at any point of the protocol's progress
-        and the outcomes kept are those the mode forces: the request resolved
-        (reply_first, queued), invalidated with the answer arriving late (iopub_first),
-        or anything (together)."""
-        c, r, mode = int(action[1]), int(action[2]), str(action[3])
-        out: set[World] = set()
-        for w in self.states:
-            if action not in self._races(w):
-                continue
-            owner = w.kernel.comms[c].owner
-            for step, after in self.model.successors(w):
-                if step.action != ("kernel_request", c, r):
-                    continue
-                for mid in self._reachable(after):
-                    for crash, gone in self.model.successors(mid):
-                        if crash.action == ("crash", owner):
-                            out |= {q for q in self._quiesce(gone)
-                                    if _race_outcome(q, w, r, mode)}
-        if not out:
-            raise MbtFailure(f"the model does not enable {action} here")
-        return out
-
-    def _reachable(self, start: World) -> set[World]:
-        """Every state protocol steps reach from ``start`` (``start`` included)."""
-        seen = {start}
-        frontier = [start]
-        while frontier:
-            nxt: list[World] = []
-            for w in frontier:
-                for step, s in self.model.successors(w):
-                    if step.kind is StepKind.PROTOCOL and s not in seen:
-                        seen.add(s)
-                        nxt.append(s)
-            if len(seen) > QUIESCE_LIMIT:
-                raise MbtFailure(f"more than {QUIESCE_LIMIT} model states in a race")
-            frontier = nxt
-        return seen
-
-    def _quiesce(self, start: World) -> set[World]:
-        seen = {start}
-        frontier = [start]
-        out: set[World] = set()
-        while frontier:
-            nxt: list[World] = []
-            for w in frontier:
-                try:
-                    succs = [s for step, s in self.model.successors(w)
-                             if step.kind is StepKind.PROTOCOL]
-                except InvalidTransition as e:
-                    raise MbtFailure(f"the model itself fired an undeclared event: {e}") from e
-                if not succs:
-                    out.add(w)
-                for s in succs:
-                    if s not in seen:
-                        seen.add(s)
-                        nxt.append(s)
-                if len(seen) > QUIESCE_LIMIT:
-                    raise MbtFailure(
-                        f"more than {QUIESCE_LIMIT} model states before quiescence")
-            frontier = nxt
-        return out
-
-    def _mismatch(self, action: Action, options: dict[Observation, World]) -> str:
-        obs = self.observe()
-        lines = [f"after {action}: the live system reached no state the model allows "
-                 f"(waited up to {self.step_timeout} s, quiet for {self.quiet} s)",
-                 f"  live:  {obs}"]
+    def _mismatch(
+        self, action: Action, mismatch: Mismatch, options: Mapping[Observation, World]
+    ) -> str:
+        obs = mismatch.observed
+        lines = [f"after {action}: the system reached no state the model allows "
+                 f"({mismatch.why})",
+                 f"  system: {obs}"]
         ranked = sorted(options, key=lambda o: len(obs.diff(o)))
         for o in ranked[:3]:
             lines.append("  model option, differing in:")
@@ -683,245 +269,12 @@ class Harness:
         lines.append("  program so far: " + repr(self.program))
         return "\n".join(lines)
 
-    # -- the live side -------------------------------------------------------------
-
-    def _live(self, action: Action, mark: int) -> None:
-        name, args = action[0], action[1:]
-        if name == "start":
-            (f,) = args
-            self._start_frontend(int(f))
-        elif name == "frontend_open":
-            f, c, kind = int(args[0]), int(args[1]), str(args[2])
-            self.comm_ids[c] = self._fe(f).process.call("open", target=TARGETS[kind])
-        elif name == "frontend_request":
-            f, c, r = int(args[0]), int(args[1]), int(args[2])
-            fe = self._fe(f)
-            future = fe.process.request(self._cid(c), "echo", {"slot": r})
-            self._bind(r, Kind.FRONTEND_TO_KERNEL, f, future, fe.name, "request", mark)
-        elif name == "frontend_close":
-            f, c = int(args[0]), int(args[1])
-            self._fe(f).process.call("close_comm", comm_id=self._cid(c))
-        elif name == "exit":
-            fe = self._fe(int(args[0]))
-            fe.alive = False
-            fe.process.exit()
-        elif name == "crash":
-            fe = self._fe(int(args[0]))
-            fe.alive = False
-            fe.process.kill()
-        elif name == "freeze":
-            self._freeze(int(args[0]))
-        elif name == "kernel_open":
-            c, owner, kind = int(args[0]), int(args[1]), str(args[2])
-            self.comm_ids[c] = self.adapter.open_comm(
-                TARGETS[kind], kind == "persistent", owner=self._fe(owner).session_id
-            )
-        elif name == "kernel_close":
-            self.adapter.close_comm(self._cid(int(args[0])))
-        elif name == "kernel_request":
-            c, r = int(args[0]), int(args[1])
-            future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
-            self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
-        elif name == "kernel_stdin_request":
-            f, s = int(args[0]), int(args[1])
-            asked = self.frontends[f]
-            assert asked is not None
-            future = self.adapter.stdin_request(asked.session_id.encode())
-            self._bind(s, Kind.STDIN, f, future, "kernel", "stdin_request", mark)
-        elif name == "shutdown":
-            self.adapter.stop()
-        elif name == "race":
-            self._live_race(int(args[0]), int(args[1]), str(args[2]), mark)
-        else:
-            raise MbtFailure(f"no live counterpart for {action}")
-
-    def _start_frontend(self, f: int) -> None:
-        assert self.connection is not None and self._pool is not None, "start() first"
-        session_id = f"mbt{f}-{uuid.uuid4().hex[:12]}"
-        process = self._pool.take(self.recorder)
-        # recorded before connecting: close() must end the process whatever happens next
-        self.frontends[f] = fe = _LiveFrontend(process, "", session_id)
-        fe.name = process.call(
-            "connect",
-            connection=self.connection.to_dict(),
-            session_id=session_id,
-            options=asdict(self.options),
-            targets=sorted(TARGETS.values()),
-        )
-
-    def _freeze(self, f: int) -> None:
-        """SIGSTOP until the kernel's heartbeat has dropped the frontend, then SIGCONT:
-        the frontend resumes to find its link gone (the model's heartbeat_timeout)."""
-        fe = self._fe(f)
-        before = self.adapter.subscriber_count
-        fe.process.freeze()
-        try:
-            # nothing is traced while the heartbeat runs out: no quiet bound here
-            if not self.recorder.wait_until(
-                lambda: self.adapter.subscriber_count < before, self.step_timeout
-            ):
-                raise MbtFailure(f"the kernel never dropped frozen frontend {f}")
-        finally:
-            fe.process.resume()
-
-    def _live_race(self, c: int, r: int, mode: str, mark: int) -> None:
-        owners = {w.kernel.comms[c].owner for w in self.states}
-        if len(owners) != 1:
-            raise MbtFailure(f"comm slot {c} has no single owner: {owners}")
-        f = owners.pop()
-        fe = self._fe(f)
-        proc = fe.process
-        proc.call("hold", on=True)
-        try:
-            future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
-            self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
-            if not proc.wait_held(r, self.step_timeout):
-                raise MbtFailure(f"frontend {f} never received kernel request {r}")
-        finally:
-            proc.call("hold", on=False)
-        lr = self.requests[r]
-        assert lr is not None
-
-        def kernel_request(state: str | None = None) -> Callable[[], bool]:
-            def reached() -> bool:
-                now = self.recorder.get("kernel", "request", lr.msg_id, "new")
-                return now != "pending" if state is None else now == state
-            return reached
-
-        def wait(predicate: Callable[[], bool], what: str) -> None:
-            if not self.recorder.wait_until(predicate, self.step_timeout, self.quiet):
-                raise MbtFailure(f"race {mode}: {what}")
-
-        if mode == "reply_first":
-            proc.call("release", slot=r)
-            wait(kernel_request(), f"kernel request {r} never ended after its answer")
-        elif mode == "iopub_first":
-            proc.call("drop_iopub")
-            wait(kernel_request(), f"kernel request {r} never ended after frontend {f}'s "
-                 "IOPub went")
-            late = self.adapter.late_replies
-            proc.call("release", slot=r)
-            wait(lambda: self.adapter.late_replies > late,
-                 f"the answer to kernel request {r} was never counted as late")
-        elif mode == "queued":
-            held: Future[bool] = getattr(self.adapter, "hold_inbound")()  # noqa: B009
-            proc.call("release", slot=r)
-            proc.call("drop_iopub")
-            if not held.result(self.step_timeout):
-                raise MbtFailure("the answer and the unsubscribe never both reached the kernel")
-            wait(kernel_request(), f"kernel request {r} never ended")
-        else:  # together
-            proc.call("release", slot=r)
-        fe.alive = False
-        proc.kill()
-
-    def _fe(self, f: int) -> _LiveFrontend:
-        fe = self.frontends[f]
-        if fe is None or not fe.alive:
-            raise MbtFailure(f"frontend {f} is not running")
-        return fe
-
-    def _cid(self, c: int) -> str:
-        cid = self.comm_ids[c]
-        if cid is None:
-            raise MbtFailure(f"comm slot {c} was never opened")
-        return cid
-
-    def _bind(self, r: int, kind: Kind, party: int, future: Future[Any], endpoint: str,
-              machine: str, mark: int) -> None:
-        msg_id = self.recorder.started(endpoint, machine, mark, self.step_timeout)
-        if msg_id is None:
-            raise MbtFailure(f"request slot {r}: no {machine} started at {endpoint}")
-        self.requests[r] = _LiveRequest(kind, party, future, endpoint, machine, msg_id)
-
-    # -- observing -------------------------------------------------------------------
-
-    def observe(self) -> Observation:
-        rec = self.recorder
-        sessions: list[str] = []
-        fcomms: list[tuple[str, ...] | None] = []
-        flate: list[int] = []
-        for fe in self.frontends:
-            if fe is None:
-                sessions.append("idle")
-                fcomms.append(tuple("new" for _ in self.comm_ids))
-                flate.append(0)
-            elif not fe.alive:
-                sessions.append("dead")
-                fcomms.append(None)
-                flate.append(0)
-            else:
-                sessions.append(rec.get(fe.name, "session", fe.session_id, "connecting"))
-                fcomms.append(tuple(
-                    "new" if cid is None
-                    else rec.get(fe.name, "frontend_comm", cid, "new")
-                    for cid in self.comm_ids
-                ))
-                flate.append(rec.late[fe.name])
-        requests: list[str | None] = []
-        for lr in self.requests:
-            if lr is None:
-                requests.append(None)
-            elif lr.kind is Kind.FRONTEND_TO_KERNEL and not self._alive(lr.party):
-                requests.append(GONE)
-            else:
-                requests.append(rec.get(lr.endpoint, lr.machine, lr.msg_id, "new"))
-        return Observation(
-            sessions=tuple(sessions),
-            presence=rec.get("kernel", "presence", "iopub", "never_subscribed"),
-            subscribers=self.adapter.subscriber_count,
-            kernel_comms=tuple(
-                "new" if cid is None else rec.get("kernel", "kernel_comm", cid, "new")
-                for cid in self.comm_ids
-            ),
-            frontend_comms=tuple(fcomms),
-            requests=tuple(requests),
-            kernel_late=self.adapter.late_replies,
-            frontend_late=tuple(flate),
-        )
-
-    def _futures_caught_up(self) -> bool:
-        """Every request the trace shows ended has its future done (a frontend process
-        reports the outcome just after the transition)."""
-        for lr in self.requests:
-            if lr is not None and not lr.future.done():
-                state = self.recorder.get(lr.endpoint, lr.machine, lr.msg_id, "new")
-                if state not in ("new", "pending") and (
-                    lr.kind is not Kind.FRONTEND_TO_KERNEL or self._alive(lr.party)
-                ):
-                    return False
-        return True
-
-    def _alive(self, f: int) -> bool:
-        fe = self.frontends[f]
-        return fe is not None and fe.alive
-
     # -- checks --------------------------------------------------------------------
 
-    def _check_invariants(self) -> None:
+    def check(self) -> None:
+        """The checks of one step, on demand (the state machine's invariant)."""
         for w in self.states:
             bad = state_violations(w)
             if bad:
                 raise MbtFailure(f"model property {bad[0][0]} fails: {bad[0][1]}")
-        for key, n in self.recorder.outcomes.items():
-            if n > 1:
-                raise MbtFailure(f"{key} ended {n} times")
-        for r, lr in enumerate(self.requests):
-            if lr is None:
-                continue
-            state = self.recorder.get(lr.endpoint, lr.machine, lr.msg_id, "new")
-            if state in ("new", "pending"):
-                continue
-            if not lr.future.done():
-                raise MbtFailure(f"request {r} is {state} but its future is not done")
-            delivered = lr.future.exception() is None
-            if delivered != (state in (RequestState.RESOLVED.value, "replied")):
-                raise MbtFailure(
-                    f"request {r} is {state} but its future "
-                    f"{'holds a result' if delivered else 'failed'}"
-                )
-
-    def check(self) -> None:
-        """The checks of one step, on demand (the state machine's invariant)."""
-        self.recorder.require_conformance()
-        self._check_invariants()
+        self.system.check()

@@ -1,22 +1,23 @@
-"""The Hypothesis state machine: its rules are the system model's environment actions.
+"""The Hypothesis state machine: its rules are generated from the action types.
 
 Rules:
-- One rule per environment action name (start, frontend_open, frontend_request,
-  frontend_close, exit, crash, freeze, kernel_open, kernel_close, kernel_request,
-  kernel_stdin_request, shutdown). A rule's precondition is "the model enables
-  an action of that name"; the rule then draws one of the enabled actions (its
-  frontend, comm slot, request slot, comm kind) and hands it to the
-  :class:`~commspec.mbt.harness.Harness`, which applies it to the model and to
-  the live system and compares them at the quiescent point.
-- The reply/departure race has one rule per order (race_reply_first,
+- One rule per environment action type of the model
+  (:data:`~commspec.model.actions.ENVIRONMENT_ACTIONS`: start, frontend_open, ...,
+  shutdown), named as the action is, and one per race order (race_reply_first,
   race_iopub_first, race_together, race_queued), so each order is drawn as often
-  as any action.
-- Nondeterminism is the test's: which action, and with which arguments, is
-  drawn by Hypothesis, so a failure shrinks to a short program.
-- Every example gets a fresh kernel and fresh frontend processes (forked by one
-  zygote per run); teardown ends them whatever happened. The program each example
-  ran is recorded, so the last one (after shrinking, the minimal one) can be
-  printed as a standalone test.
+  as any action. Adding an action type adds its rule; :data:`RULES` is the list.
+- A rule's precondition is "the harness enables an action the rule selects"; the
+  rule then draws one of those actions (its frontend, comm slot, request slot,
+  target) and hands it to the :class:`~commspec.mbt.harness.Harness`, which applies
+  it to the model and to the system under test and compares them at the quiescent
+  point. Whatever the system leaves to the test (a deterministic system's delivery
+  order) is drawn too, through the chooser the rule passes on.
+- Nondeterminism is the test's: which action, with which arguments, in which
+  order, is drawn by Hypothesis, so a failure shrinks to a short program.
+- Every example gets a fresh system (for the live one: a fresh kernel and fresh
+  frontend processes, forked by one zygote per run); teardown ends it whatever
+  happened. The program each example ran is recorded, so the last one (after
+  shrinking, the minimal one) can be printed as a standalone test.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import seed as hypothesis_seed
@@ -36,15 +39,28 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from commspec.model.actions import ENVIRONMENT_ACTIONS, Action, Freeze
 from commspec.model.system import Bounds
 
 from .adapter import KernelAdapter, ReferenceKernel
-from .harness import MBT_BOUNDS, QUIET, Action, Coverage, Harness
+from .harness import MBT_BOUNDS, Harness, System
+from .live import QUIET, LiveSystem
 from .processes import FrontendPool
+from .race import DESCRIPTIONS, Race, RaceOrder, rule_name
+from .recorder import Coverage
 
-__all__ = ["Program", "RunResult", "make_machine", "program_as_test", "run"]
+__all__ = [
+    "RULES",
+    "ActionRule",
+    "Program",
+    "RunResult",
+    "make_machine",
+    "program_as_test",
+    "run",
+]
 
 AdapterFactory = Callable[[], KernelAdapter]
+SystemFactory = Callable[[], System]
 
 
 @dataclass
@@ -94,26 +110,48 @@ class RunResult:
         return steps / live if live > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class ActionRule:
+    """One rule of the state machine: it draws from the enabled actions it selects."""
+
+    action_type: type[Action]
+    #: for the race, the one order this rule draws
+    order: RaceOrder | None = None
+
+    @property
+    def name(self) -> str:
+        return self.action_type.name if self.order is None else rule_name(self.order)
+
+    @property
+    def doc(self) -> str:
+        return DESCRIPTIONS[self.order] if self.order is not None else (
+            self.action_type.__doc__ or self.name)
+
+    def selects(self, action: Action) -> bool:
+        if self.order is not None:
+            return isinstance(action, Race) and action.order is self.order
+        return type(action) is self.action_type
+
+
+RULES: tuple[ActionRule, ...] = (
+    *(ActionRule(t) for t in ENVIRONMENT_ACTIONS),
+    *(ActionRule(Race, order) for order in RaceOrder),
+)
+
+
 def make_machine(
-    adapter_factory: AdapterFactory = ReferenceKernel,
+    system_factory: SystemFactory,
     bounds: Bounds = MBT_BOUNDS,
     *,
-    coverage: Coverage | None = None,
     supported: frozenset[str] | None = None,
     on_program: Callable[[Program], None] | None = None,
-    quiet: float = QUIET,
-    pool: FrontendPool | None = None,
 ) -> type[RuleBasedStateMachine]:
-    """A state machine class bound to a kernel under test and the model's bounds."""
+    """A state machine class bound to a system under test and the model's bounds."""
 
     class ModelBasedTest(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.began = time.monotonic()
-            self.harness = Harness(
-                adapter_factory(), bounds, coverage=coverage, supported=supported, quiet=quiet,
-                pool=pool,
-            )
+            self.harness = Harness(system_factory(), bounds, supported=supported)
             try:
                 self.harness.start()
             except BaseException:
@@ -121,113 +159,21 @@ def make_machine(
                 raise
             self.failure: str | None = None
 
-        def _apply(self, name: str, data: st.DataObject) -> None:
-            choices = self.harness.enabled_named(name)
-            self._run(data.draw(st.sampled_from(choices), label=name))
+        def _can(self, spec: ActionRule) -> bool:
+            return any(spec.selects(a) for a in self.harness.enabled())
 
-        def _run(self, action: Action) -> None:
+        def _fire(self, spec: ActionRule, data: st.DataObject) -> None:
+            choices = [a for a in self.harness.enabled() if spec.selects(a)]
+            action = data.draw(st.sampled_from(choices), label=spec.name)
+
+            def choose(n: int) -> int:
+                return data.draw(st.integers(0, n - 1), label=f"{spec.name}: order")
+
             try:
-                self.harness.apply(action)
+                self.harness.apply(action, choose)
             except BaseException as e:
                 self.failure = f"{type(e).__name__}: {e}"
                 raise
-
-        def _can(self, name: str) -> bool:
-            return bool(self.harness.enabled_named(name))
-
-        @precondition(lambda self: self._can("start"))
-        @rule(data=st.data())
-        def start(self, data: st.DataObject) -> None:
-            self._apply("start", data)
-
-        @precondition(lambda self: self._can("frontend_open"))
-        @rule(data=st.data())
-        def frontend_open(self, data: st.DataObject) -> None:
-            self._apply("frontend_open", data)
-
-        @precondition(lambda self: self._can("frontend_request"))
-        @rule(data=st.data())
-        def frontend_request(self, data: st.DataObject) -> None:
-            self._apply("frontend_request", data)
-
-        @precondition(lambda self: self._can("frontend_close"))
-        @rule(data=st.data())
-        def frontend_close(self, data: st.DataObject) -> None:
-            self._apply("frontend_close", data)
-
-        @precondition(lambda self: self._can("exit"))
-        @rule(data=st.data())
-        def exit(self, data: st.DataObject) -> None:
-            self._apply("exit", data)
-
-        @precondition(lambda self: self._can("crash"))
-        @rule(data=st.data())
-        def crash(self, data: st.DataObject) -> None:
-            self._apply("crash", data)
-
-        @precondition(lambda self: self._can("freeze"))
-        @rule(data=st.data())
-        def freeze(self, data: st.DataObject) -> None:
-            """SIGSTOP a frontend until the kernel's heartbeat drops it, then SIGCONT."""
-            self._apply("freeze", data)
-
-        @precondition(lambda self: self._can("kernel_open"))
-        @rule(data=st.data())
-        def kernel_open(self, data: st.DataObject) -> None:
-            self._apply("kernel_open", data)
-
-        @precondition(lambda self: self._can("kernel_close"))
-        @rule(data=st.data())
-        def kernel_close(self, data: st.DataObject) -> None:
-            self._apply("kernel_close", data)
-
-        @precondition(lambda self: self._can("kernel_request"))
-        @rule(data=st.data())
-        def kernel_request(self, data: st.DataObject) -> None:
-            self._apply("kernel_request", data)
-
-        @precondition(lambda self: self._can("kernel_stdin_request"))
-        @rule(data=st.data())
-        def kernel_stdin_request(self, data: st.DataObject) -> None:
-            self._apply("kernel_stdin_request", data)
-
-        @precondition(lambda self: self._can("shutdown"))
-        @rule(data=st.data())
-        def shutdown(self, data: st.DataObject) -> None:
-            self._apply("shutdown", data)
-
-        # The race gets one rule per order, so each order is as likely as any action.
-        def _race(self, mode: str, data: st.DataObject) -> None:
-            choices = [a for a in self.harness.enabled_named("race") if a[3] == mode]
-            action = data.draw(st.sampled_from(choices), label=f"race_{mode}")
-            self._run(action)
-
-        def _can_race(self, mode: str) -> bool:
-            return any(a[3] == mode for a in self.harness.enabled_named("race"))
-
-        @precondition(lambda self: self._can_race("reply_first"))
-        @rule(data=st.data())
-        def race_reply_first(self, data: st.DataObject) -> None:
-            """A kernel request; the kernel resolves its answer; then the frontend dies."""
-            self._race("reply_first", data)
-
-        @precondition(lambda self: self._can_race("iopub_first"))
-        @rule(data=st.data())
-        def race_iopub_first(self, data: st.DataObject) -> None:
-            """A kernel request; the frontend's IOPub goes, then its answer (late)."""
-            self._race("iopub_first", data)
-
-        @precondition(lambda self: self._can_race("together"))
-        @rule(data=st.data())
-        def race_together(self, data: st.DataObject) -> None:
-            """A kernel request; the answer and the SIGKILL back to back."""
-            self._race("together", data)
-
-        @precondition(lambda self: self._can_race("queued"))
-        @rule(data=st.data())
-        def race_queued(self, data: st.DataObject) -> None:
-            """A kernel request; answer and unsubscribe both queued before the kernel looks."""
-            self._race("queued", data)
 
         @precondition(lambda self: not self.harness.enabled())
         @rule()
@@ -235,7 +181,7 @@ def make_machine(
             """Every frontend gone and the kernel down: nothing more can happen."""
 
         @invariant()
-        def model_and_live_checks(self) -> None:
+        def model_and_system_checks(self) -> None:
             self.harness.check()
 
         def teardown(self) -> None:
@@ -244,7 +190,7 @@ def make_machine(
             finally:
                 if on_program is not None:
                     steps = self.harness.steps
-                    freezes = [s.seconds for s in steps if s.action[0] == "freeze"]
+                    freezes = [s.seconds for s in steps if isinstance(s.action, Freeze)]
                     on_program(Program(
                         list(self.harness.program),
                         sum(s.seconds for s in steps),
@@ -253,7 +199,27 @@ def make_machine(
                         len(freezes),
                     ))
 
+    for spec in RULES:
+        # an action named like a method of the base class would replace it
+        assert not hasattr(RuleBasedStateMachine, spec.name), spec.name
+        setattr(ModelBasedTest, spec.name, _rule_for(spec))
     return ModelBasedTest
+
+
+def _rule_for(spec: ActionRule) -> Callable[..., None]:
+    """The Hypothesis rule of ``spec``: enabled when the harness enables an action it
+    selects; draws one."""
+
+    def fire(self: Any, data: st.DataObject) -> None:
+        self._fire(spec, data)
+
+    # Hypothesis names the steps it prints (and the rules it can switch off) after this
+    fire.__name__ = fire.__qualname__ = spec.name
+    fire.__doc__ = spec.doc
+    decorated: Callable[..., None] = precondition(lambda self: self._can(spec))(
+        rule(data=st.data())(fire))
+    return decorated
+
 
 
 def run(
@@ -269,7 +235,8 @@ def run(
     derandomize: bool = False,
     quiet: float = QUIET,
 ) -> RunResult:
-    """Run the model-based test; a failure is caught and returned, not raised."""
+    """Run the model-based test against the live system (``adapter_factory``'s kernel,
+    reference frontends as processes); a failure is caught and returned, not raised."""
     result = RunResult()
     began = time.monotonic()
 
@@ -281,10 +248,11 @@ def run(
             progress(result)
 
     pool = FrontendPool()  # one zygote for every example: forks are cheap, starts are not
-    machine = make_machine(
-        adapter_factory, bounds, coverage=coverage, supported=supported, on_program=record,
-        quiet=quiet, pool=pool,
-    )
+
+    def live() -> LiveSystem:
+        return LiveSystem(adapter_factory(), coverage=coverage, quiet=quiet, pool=pool)
+
+    machine = make_machine(live, bounds, supported=supported, on_program=record)
     if seed is not None:
         machine = hypothesis_seed(seed)(machine)
     config = settings(
@@ -320,9 +288,11 @@ def program_as_test(
     body = "".join(f"        {a!r},\n" for a in actions)
     b = bounds
     only = "" if supported is None else f", supported={sorted(supported)!r}"
-    return f'''from commspec.mbt.adapter import ReferenceKernel
-from commspec.mbt.harness import Harness
-from commspec.model.system import Bounds
+    imports = _imports(actions, [("commspec.mbt.adapter", "ReferenceKernel"),
+                                 ("commspec.mbt.harness", "Harness"),
+                                 ("commspec.mbt.live", "LiveSystem"),
+                                 ("commspec.model.system", "Bounds")])
+    return f'''{imports}
 
 
 def {name}() -> None:
@@ -330,8 +300,23 @@ def {name}() -> None:
 {body}    ]
     bounds = Bounds(frontends={b.frontends}, comms={b.comms}, requests={b.requests},
                     reconnects={b.reconnects}, faults={b.faults})
-    with Harness(ReferenceKernel(), bounds{only}) as harness:
+    with Harness(LiveSystem(ReferenceKernel()), bounds{only}) as harness:
         for action in program:
             harness.apply(action)
             harness.check()
 '''
+
+
+def _imports(actions: list[Action], always: list[tuple[str, str]]) -> str:
+    """The import lines a printed program needs: its action classes and the enums their
+    arguments use (each printed as ``Class.MEMBER``), grouped by module."""
+    needed: dict[str, set[str]] = {}
+    for module, name in always:
+        needed.setdefault(module, set()).add(name)
+    for a in actions:
+        for t in (type(a), *(type(v) for v in a.arguments() if isinstance(v, Enum))):
+            needed.setdefault(t.__module__, set()).add(t.__name__)
+    return "\n".join(
+        f"from {module} import {', '.join(sorted(names))}"
+        for module, names in sorted(needed.items())
+    )

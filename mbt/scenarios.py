@@ -9,10 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from commspec.model.actions import (
+    Action,
+    Crash,
+    Exit,
+    Freeze,
+    FrontendClose,
+    FrontendOpen,
+    FrontendRequest,
+    KernelClose,
+    KernelOpen,
+    KernelRequest,
+    KernelStdinRequest,
+    Shutdown,
+    Start,
+)
 from commspec.model.system import Bounds
+from commspec.model.world import Target
 
 from .adapter import KernelAdapter, ReferenceKernel
-from .harness import MBT_BOUNDS, Action, Coverage, Harness
+from .harness import MBT_BOUNDS, Harness
+from .live import LiveSystem
+from .race import Race, RaceOrder
+from .recorder import Coverage
 
 __all__ = ["DIRECTED", "ONE_FRONTEND", "run_directed"]
 
@@ -24,53 +43,53 @@ FREEZES = Bounds(frontends=1, comms=2, requests=2, reconnects=1, faults=3)
 DIRECTED: tuple[tuple[str, Bounds, tuple[Action, ...]], ...] = (
     ("persistent detaches, default closes, then the kernel closes the detached one",
      MBT_BOUNDS,
-     (("start", 0), ("frontend_open", 0, 0, "persistent"), ("frontend_open", 0, 1, "default"),
-      ("frontend_request", 0, 0, 0), ("crash", 0), ("kernel_close", 0))),
+     (Start(0), FrontendOpen(0, 0, Target.PERSISTENT), FrontendOpen(0, 1, Target.DEFAULT),
+      FrontendRequest(0, 0, 0), Crash(0), KernelClose(0))),
     ("a request nobody can receive, a detached comm at shutdown, a lost session closes",
      MBT_BOUNDS,
-     (("start", 0), ("start", 1), ("frontend_open", 0, 0, "persistent"), ("exit", 0),
-      ("kernel_request", 0, 0), ("shutdown",), ("exit", 1))),
+     (Start(0), Start(1), FrontendOpen(0, 0, Target.PERSISTENT), Exit(0),
+      KernelRequest(0, 0), Shutdown(), Exit(1))),
     ("the other frontend hears of a default comm it never held closing",
      MBT_BOUNDS,
-     (("start", 0), ("frontend_open", 0, 0, "default"), ("start", 1), ("crash", 0))),
+     (Start(0), FrontendOpen(0, 0, Target.DEFAULT), Start(1), Crash(0))),
     ("stdin: answered, then to a frontend that left",
      MBT_BOUNDS,
-     (("start", 0), ("start", 1), ("kernel_stdin_request", 0, 0), ("exit", 0),
-      ("kernel_stdin_request", 0, 1))),
+     (Start(0), Start(1), KernelStdinRequest(0, 0), Exit(0),
+      KernelStdinRequest(0, 1))),
     ("a frontend starts after shutdown and gives up connecting",
-     MBT_BOUNDS, (("shutdown",), ("start", 0), ("exit", 0))),
+     MBT_BOUNDS, (Shutdown(), Start(0), Exit(0))),
     ("everyone leaves, someone comes back, then shutdown closes an open comm",
      MBT_BOUNDS,
-     (("start", 0), ("frontend_open", 0, 0, "default"), ("crash", 0), ("start", 1),
-      ("frontend_open", 1, 1, "persistent"), ("shutdown",))),
+     (Start(0), FrontendOpen(0, 0, Target.DEFAULT), Crash(0), Start(1),
+      FrontendOpen(1, 1, Target.PERSISTENT), Shutdown())),
     ("race: the reply is resolved before the frontend leaves",
      MBT_BOUNDS,
-     (("start", 0), ("frontend_open", 0, 0, "default"), ("race", 0, 0, "reply_first"))),
+     (Start(0), FrontendOpen(0, 0, Target.DEFAULT), Race(0, 0, RaceOrder.REPLY_FIRST))),
     ("race: the answer and the departure back to back",
      MBT_BOUNDS,
-     (("start", 0), ("frontend_open", 0, 0, "persistent"), ("race", 0, 0, "together"))),
+     (Start(0), FrontendOpen(0, 0, Target.PERSISTENT), Race(0, 0, RaceOrder.TOGETHER))),
     ("race: IOPub goes first, the answer arrives late on the open shell",
      MBT_BOUNDS,
-     (("start", 0), ("frontend_open", 0, 0, "default"), ("race", 0, 0, "iopub_first"))),
+     (Start(0), FrontendOpen(0, 0, Target.DEFAULT), Race(0, 0, RaceOrder.IOPUB_FIRST))),
     ("race: the answer and the unsubscribe both queued, the drain delivers the answer",
      MBT_BOUNDS,
-     (("start", 0), ("frontend_open", 0, 0, "persistent"), ("race", 0, 0, "queued"))),
+     (Start(0), FrontendOpen(0, 0, Target.PERSISTENT), Race(0, 0, RaceOrder.QUEUED))),
     ("freeze, reconnect and reconcile; freeze again, stay lost, exit",
      FREEZES,
-     (("start", 0), ("frontend_open", 0, 0, "persistent"), ("frontend_open", 0, 1, "default"),
-      ("freeze", 0), ("frontend_request", 0, 0, 0), ("freeze", 0), ("exit", 0),
-      ("kernel_close", 0))),
+     (Start(0), FrontendOpen(0, 0, Target.PERSISTENT), FrontendOpen(0, 1, Target.DEFAULT),
+      Freeze(0), FrontendRequest(0, 0, 0), Freeze(0), Exit(0),
+      KernelClose(0))),
     ("a frontend that reconnects adopts a comm opened before it first came",
      MBT_BOUNDS,
-     (("start", 1), ("kernel_open", 0, 1, "persistent"), ("start", 0), ("freeze", 0))),
+     (Start(1), KernelOpen(0, 1, Target.PERSISTENT), Start(0), Freeze(0))),
     ("a bystander closes a comm the kernel holds detached for its departed owner",
      MBT_BOUNDS,
-     (("start", 0), ("start", 1), ("kernel_open", 0, 0, "persistent"), ("crash", 0),
-      ("frontend_close", 1, 0))),
+     (Start(0), Start(1), KernelOpen(0, 0, Target.PERSISTENT), Crash(0),
+      FrontendClose(1, 0))),
     ("the kernel opens a comm; the frontend closes it; the kernel closes another",
      ONE_FRONTEND,
-     (("start", 0), ("kernel_open", 0, 0, "persistent"), ("kernel_request", 0, 0),
-      ("frontend_close", 0, 0), ("kernel_open", 1, 0, "default"), ("kernel_close", 1))),
+     (Start(0), KernelOpen(0, 0, Target.PERSISTENT), KernelRequest(0, 0),
+      FrontendClose(0, 0), KernelOpen(1, 0, Target.DEFAULT), KernelClose(1))),
 )
 
 
@@ -83,7 +102,7 @@ def run_directed(
     Returns (name, live seconds, steps) per program."""
     out: list[tuple[str, float, int]] = []
     for name, bounds, program in DIRECTED:
-        with Harness(adapter_factory(), bounds, coverage=coverage) as harness:
+        with Harness(LiveSystem(adapter_factory(), coverage=coverage), bounds) as harness:
             for action in program:
                 try:
                     harness.apply(action)

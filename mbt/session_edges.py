@@ -16,9 +16,9 @@ Rules:
   (:class:`~commspec.mbt.adapter.ReferenceKernel`) or a :class:`ScriptedKernel`
   (a kernel's sockets and nothing else: the scenario sends every message, or
   withholds it). Every endpoint's trace sink is one
-  :class:`~commspec.mbt.harness.Recorder`, so each transition the implementation
+  :class:`~commspec.mbt.recorder.Recorder`, so each transition the implementation
   takes is checked against the declared machines as it happens and counted in the
-  :class:`~commspec.mbt.harness.Coverage`. No event is ever fabricated.
+  :class:`~commspec.mbt.recorder.Coverage`. No event is ever fabricated.
 - Scenarios wait on the trace (``Recorder.wait_until``) or on the scripted
   kernel's bounded socket polls, never on a guessed sleep. The only times under
   test are a connect deadline (``connect_timeout``) and the heartbeat timeout.
@@ -47,7 +47,7 @@ from commspec.impl.wire import Wire
 from commspec.model.machines import SESSION
 
 from .adapter import ReferenceKernel
-from .harness import Coverage, Move, Recorder
+from .recorder import Coverage, Move, Recorder
 
 __all__ = [
     "EXPECTED",

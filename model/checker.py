@@ -3,8 +3,9 @@
 Rules:
 - Every reachable state is visited once; every transition is checked against
   the step properties, every new state against the state properties.
-- Breadth first, so the first violation found has a shortest counterexample:
-  the path of steps from the initial state, rebuilt from parent pointers.
+- Breadth first (:class:`~commspec.model.explore.Search`, the one search of the
+  project), so the first violation found has a shortest counterexample: the path
+  of steps from the initial state, rebuilt from parent pointers.
 - After the search, liveness (``nothing_waits_forever``): states with no pending
   request are good; walking protocol edges backwards from them marks every state
   that can still end its requests without another fault. Any state left unmarked
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import InvalidTransition
+from .explore import Search
 from .invariants import pending_requests, state_violations, step_violations
 from .properties import PROPERTIES
 from .system import Step, StepKind, SystemModel
@@ -59,36 +61,8 @@ class Result:
         return self.violation is None
 
 
-class _Graph:
-    """Explored states with their BFS parents: enough to rebuild a shortest path."""
-
-    def __init__(self, initial: World) -> None:
-        self.index: dict[World, int] = {initial: 0}
-        self.states: list[World] = [initial]
-        self.parent: list[int] = [-1]
-        self.via: list[Step | None] = [None]
-        self.depth: list[int] = [0]
-        self.protocol_preds: list[list[int]] = [[]]
-
-    def add(self, world: World, parent: int, step: Step) -> int:
-        i = len(self.states)
-        self.index[world] = i
-        self.states.append(world)
-        self.parent.append(parent)
-        self.via.append(step)
-        self.depth.append(self.depth[parent] + 1)
-        self.protocol_preds.append([])
-        return i
-
-    def path(self, i: int, last: Step | None = None) -> list[Step]:
-        steps: list[Step] = [] if last is None else [last]
-        while i > 0:
-            step = self.via[i]
-            assert step is not None
-            steps.append(step)
-            i = self.parent[i]
-        steps.reverse()
-        return steps
+#: the checker's search: world states, labelled by the steps between them
+_Graph = Search[World, Step]
 
 
 def check(
@@ -97,54 +71,55 @@ def check(
     progress_every: float = 0.5,
 ) -> Result:
     start = time.monotonic()
-    graph = _Graph(model.initial())
+    graph: _Graph = Search([model.initial()], model.successors)
+    states = graph.states
     stats = Stats(states=1)
-    found = state_violations(graph.states[0])
+    found = state_violations(states[0])
     if found:
         return Result(stats, Violation(*found[0], graph.path(0)))
-    frontier = [0]
+    #: per state, the states with a protocol step to it (liveness walks them backwards)
+    protocol_preds: list[list[int]] = []
     next_report = start + progress_every
-    while frontier:
-        nxt: list[int] = []
-        for i in frontier:
-            world = graph.states[i]
-            try:
-                successors = list(model.successors(world))
-            except InvalidTransition as e:
+    expansions = graph.expansions()
+    while True:
+        try:
+            i, edges = next(expansions)
+        except StopIteration:
+            break
+        except InvalidTransition as e:
+            return _finish(
+                _count(stats, graph),
+                start,
+                Violation("declared_transitions_only", str(e), graph.path(graph.current)),
+            )
+        world = states[i]
+        protocol_preds.extend([] for _ in range(len(states) - len(protocol_preds)))
+        for step, j, new in edges:
+            stats.transitions += 1
+            succ = states[j]
+            bad = step_violations(world, succ, step.drained)
+            if bad:
                 return _finish(
-                    _count(stats, graph),
-                    start,
-                    Violation("declared_transitions_only", str(e), graph.path(i)),
+                    _count(stats, graph), start, Violation(*bad[0], graph.path(i, step))
                 )
-            for step, succ in successors:
-                stats.transitions += 1
-                bad = step_violations(world, succ, step.drained)
-                if bad:
+            if new:
+                found = state_violations(succ)
+                if found:
                     return _finish(
-                        _count(stats, graph), start, Violation(*bad[0], graph.path(i, step))
+                        _count(stats, graph), start, Violation(*found[0], graph.path(i, step))
                     )
-                j = graph.index.get(succ)
-                if j is None:
-                    found = state_violations(succ)
-                    if found:
-                        return _finish(
-                            _count(stats, graph), start, Violation(*found[0], graph.path(i, step))
-                        )
-                    j = graph.add(succ, i, step)
-                    nxt.append(j)
-                if step.kind is StepKind.PROTOCOL:
-                    graph.protocol_preds[j].append(i)
-            if progress is not None and time.monotonic() >= next_report:
-                stats.states, stats.frontier = len(graph.states), len(nxt)
-                stats.depth, stats.seconds = graph.depth[i], time.monotonic() - start
-                progress(stats)
-                next_report = time.monotonic() + progress_every
-        frontier = nxt
-    stats.states = len(graph.states)
+            if step.kind is StepKind.PROTOCOL:
+                protocol_preds[j].append(i)
+        if progress is not None and time.monotonic() >= next_report:
+            stats.states, stats.frontier = len(states), len(states) - i - 1
+            stats.depth, stats.seconds = graph.depth[i], time.monotonic() - start
+            progress(stats)
+            next_report = time.monotonic() + progress_every
+    stats.states = len(states)
     stats.depth = max(graph.depth)
-    stuck = _stuck(graph)
+    stuck = _stuck(graph, protocol_preds)
     if stuck is not None:
-        pending = ", ".join(str(r) for r in pending_requests(graph.states[stuck]))
+        pending = ", ".join(str(r) for r in pending_requests(states[stuck]))
         return _finish(
             stats,
             start,
@@ -159,42 +134,19 @@ def check(
     return result
 
 
-StepPredicate = Callable[[World, Step, World], bool]
-
-
-def reach(model: SystemModel, wanted: StepPredicate, limit: int = 2_000_000) -> list[Step] | None:
-    """The shortest path whose last step satisfies ``wanted(before, step, after)``, or None.
-
-    This is how the tests show a scenario is reachable at all (a property that holds
-    only because its premise never happens proves nothing)."""
-    graph = _Graph(model.initial())
-    frontier = [0]
-    while frontier and len(graph.states) < limit:
-        nxt: list[int] = []
-        for i in frontier:
-            world = graph.states[i]
-            for step, succ in model.successors(world):
-                if wanted(world, step, succ):
-                    return graph.path(i, step)
-                if succ not in graph.index:
-                    nxt.append(graph.add(succ, i, step))
-        frontier = nxt
-    return None
-
-
 def _count(stats: Stats, graph: _Graph) -> Stats:
     stats.states = len(graph.states)
     stats.depth = max(graph.depth)
     return stats
 
 
-def _stuck(graph: _Graph) -> int | None:
+def _stuck(graph: _Graph, protocol_preds: list[list[int]]) -> int | None:
     """The shallowest state from which no protocol path ends every pending request."""
     can_finish = [not pending_requests(w) for w in graph.states]
     work = [i for i, ok in enumerate(can_finish) if ok]
     while work:
         j = work.pop()
-        for i in graph.protocol_preds[j]:
+        for i in protocol_preds[j]:
             if not can_finish[i]:
                 can_finish[i] = True
                 work.append(i)

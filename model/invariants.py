@@ -12,15 +12,22 @@ from .machines import (
     STDIN_REQUEST,
     FrontendCommState,
     KernelCommState,
+    RequestEvent,
     RequestState,
     SessionState,
+    StdinRequestEvent,
     StdinRequestState,
 )
 from .world import CloseCause, Kind, Msg, Proc, Request, Target, World
 
 Violation = tuple[str, str]
 
-DELIVERING = frozenset({RequestState.RESOLVED, RequestState.ERRORED, StdinRequestState.REPLIED})
+#: the states a request is in once its reply was handed to its caller
+DELIVERING = (
+    REQUEST.dests(RequestEvent.RESULT)
+    | REQUEST.dests(RequestEvent.ERROR)
+    | STDIN_REQUEST.dests(StdinRequestEvent.REPLY)
+)
 
 
 def _terminal(req: Request) -> bool:

@@ -3,8 +3,9 @@
 Rules (SPEC.md, "System model and checker", says why):
 - Every component state moves through its declared machine (``spec.step``); this
   module only decides *which* event each party fires when.
-- An action is anything one party or the network can do. Nondeterminism is
-  explicit: each enabled action is one successor. Actions are *protocol* steps
+- An action is anything one party or the network can do, as data
+  (:mod:`.actions`). Nondeterminism is explicit: each enabled action is one
+  successor. Actions are *protocol* steps
   (deliveries, processing, answering, heartbeat timeouts, reconnects) or
   *environment* steps (a user opens, closes, asks; a process starts, crashes,
   freezes, resumes; the kernel shuts down). The liveness property may only use
@@ -30,10 +31,38 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeGuard
 
-from .declaration import Name
+from .actions import (
+    Action,
+    Answer,
+    Crash,
+    DeliverIopub,
+    DeliverShellReply,
+    DeliverStdin,
+    Exit,
+    Freeze,
+    FrontendClose,
+    FrontendOpen,
+    FrontendRequest,
+    HeartbeatTimeout,
+    KernelAnswer,
+    KernelClose,
+    KernelOpen,
+    KernelRequest,
+    KernelShell,
+    KernelStdinReply,
+    KernelStdinRequest,
+    KernelSubscribe,
+    KernelUnsubscribe,
+    NoticeLinkLost,
+    Reconnect,
+    Shutdown,
+    Start,
+    StepKind,
+)
 from .machines import (
     ALIVE,
     FRONTEND_COMM,
+    HELD,
     KERNEL_COMM,
     LINKED,
     PRESENCE,
@@ -69,6 +98,8 @@ from .world import (
 )
 
 OPENABLE = (Target.PERSISTENT, Target.DEFAULT)
+#: a reconciling frontend's comms whose fate the comm_info_reply decides
+UNDECIDED = FRONTEND_COMM.sources(FrontendCommEvent.CONFIRMED)
 
 
 @dataclass(frozen=True)
@@ -92,24 +123,18 @@ class Bounds:
             raise ValueError("--frontends must be at least 1")
 
 
-class StepKind(Name):
-    PROTOCOL = "protocol"
-    ENVIRONMENT = "environment"
-
-
-Action = tuple[str | int, ...]
-
-
 class Step(NamedTuple):
-    kind: StepKind
-    #: what happened, as data: a name and its arguments (frontend, comm, request...)
+    #: what happened, as data: one of :mod:`.actions`
     action: Action
     text: str
     #: requests whose replies the kernel had received and drained in this step
     drained: tuple[int, ...] = ()
 
+    @property
+    def kind(self) -> StepKind:
+        return self.action.kind
 
-P, ENV = StepKind.PROTOCOL, StepKind.ENVIRONMENT
+
 _FRONTEND_FIELD = {name: i for i, name in enumerate(Frontend._fields)}
 
 
@@ -199,7 +224,7 @@ class SystemModel:
             assert isinstance(s, int)
             d.set_fe(f, stdin_down=fe.stdin_down[1:], owes=(*fe.owes, s))
             yield (
-                Step(P, ("deliver_stdin", f), f"frontend {f} receives stdin request {s}"),
+                Step(DeliverStdin(f), f"frontend {f} receives stdin request {s}"),
                 d.freeze(),
             )
         if fe.linked:
@@ -239,8 +264,7 @@ class SystemModel:
                 self._kernel_shell(d, f, msg)
                 yield (
                     Step(
-                        P,
-                        ("kernel_shell", f),
+                        KernelShell(f),
                         f"kernel processes {_show(msg, w)} from frontend {f}",
                     ),
                     d.freeze(),
@@ -280,7 +304,7 @@ class SystemModel:
             linked=True,
             sub_up=(*w.frontends[f].sub_up, (Msg.SUB, f)),
         )
-        return Step(ENV, ("start", f), f"frontend {f} starts and subscribes to IOPub"), d.freeze()
+        return Step(Start(f), f"frontend {f} starts and subscribes to IOPub"), d.freeze()
 
     def _frontend_freezes(self, w: World, f: int) -> tuple[Step, World]:
         # A freeze that ends before the heartbeat timeout is only a slow frontend,
@@ -289,7 +313,7 @@ class SystemModel:
         d.set_fe(f, proc=Proc.FROZEN)
         d.faults_left -= 1
         return Step(
-            ENV, ("freeze", f), f"frontend {f} freezes (SIGSTOP or half-open link)"
+            Freeze(f), f"frontend {f} freezes (SIGSTOP or half-open link)"
         ), d.freeze()
 
     def _frontend_iopub(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
@@ -323,7 +347,7 @@ class SystemModel:
             assert req is not None
             if fe.comms[req.comm] is FrontendCommState.OPEN or (
                 fe.session is SessionState.RECONCILING
-                and fe.comms[req.comm] in (FrontendCommState.NEW, FrontendCommState.STALE)
+                and fe.comms[req.comm] in UNDECIDED
             ):
                 # While reconciling, a request on an unknown or stale comm waits for the
                 # comm_info_reply, which decides whether this frontend holds it.
@@ -335,7 +359,7 @@ class SystemModel:
         else:  # pragma: no cover - the model never publishes anything else
             raise AssertionError(msg)
         return Step(
-            P, ("deliver_iopub", f), f"frontend {f} receives {_show(msg, w)}{note}"
+            DeliverIopub(f), f"frontend {f} receives {_show(msg, w)}{note}"
         ), d.freeze()
 
     def _frontend_shell_reply(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
@@ -345,7 +369,7 @@ class SystemModel:
         d.set_fe(f, shell_down=fe.shell_down[1:])
         if fe.session is not SessionState.RECONCILING:
             return Step(
-                P, ("deliver_shell_reply", f), f"frontend {f} drops an outdated comm_info_reply"
+                DeliverShellReply(f), f"frontend {f} drops an outdated comm_info_reply"
             ), d.freeze()
         comms = list(fe.comms)
         for c, state in enumerate(comms):
@@ -361,8 +385,7 @@ class SystemModel:
         )
         listed = ", ".join(str(c) for c in alive) or "none"
         return Step(
-            P,
-            ("deliver_shell_reply", f),
+            DeliverShellReply(f),
             f"frontend {f} reconciles against comm_info_reply (comms: {listed})",
         ), (d.freeze())
 
@@ -375,14 +398,14 @@ class SystemModel:
             d.set_fe(f, stdin_up=(*fe.stdin_up, (Msg.STDIN_REPLY, r)))
         else:
             d.set_fe(f, shell=(*fe.shell, (Msg.REPLY, r)))
-        return Step(P, ("answer", f, r), f"frontend {f} answers {req.kind.value} {r}"), d.freeze()
+        return Step(Answer(f, r), f"frontend {f} answers {req.kind.value} {r}"), d.freeze()
 
     def _frontend_link_lost(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
         d = Draft(w)
         assert fe.session is not None
         comms = tuple(
             FRONTEND_COMM.step(s, FrontendCommEvent.LINK_LOST)
-            if s in (FrontendCommState.OPEN, FrontendCommState.STALE)
+            if s in HELD
             else s
             for s in fe.comms
         )
@@ -399,7 +422,7 @@ class SystemModel:
             if _pending(req) and req.kind is Kind.FRONTEND_TO_KERNEL and req.party == f:
                 d.set_req(r, REQUEST.step(RequestState.PENDING, RequestEvent.PEER_LOST))
         return Step(
-            P, ("notice_link_lost", f), f"frontend {f} notices its link is lost (heartbeat)"
+            NoticeLinkLost(f), f"frontend {f} notices its link is lost (heartbeat)"
         ), d.freeze()
 
     def _frontend_reconnect(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
@@ -412,7 +435,7 @@ class SystemModel:
             sub_up=(*fe.sub_up, (Msg.SUB, f)),
         )
         return Step(
-            P, ("reconnect", f), f"frontend {f} reconnects and subscribes again"
+            Reconnect(f), f"frontend {f} reconnects and subscribes again"
         ), d.freeze()
 
     def _frontend_open(
@@ -424,7 +447,7 @@ class SystemModel:
         comms[c] = FRONTEND_COMM.step(comms[c], FrontendCommEvent.OPENED_BY_FRONTEND)
         d.set_fe(f, comms=tuple(comms), shell=(*fe.shell, (Msg.OPEN, c)))
         return Step(
-            ENV, ("frontend_open", f, c, target.value), f"frontend {f} opens {_comm(c, d.targets)}"
+            FrontendOpen(f, c, target), f"frontend {f} opens {_comm(c, d.targets)}"
         ), d.freeze()
 
     def _frontend_close(self, w: World, f: int, fe: Frontend, c: int) -> tuple[Step, World]:
@@ -432,7 +455,7 @@ class SystemModel:
         self._frontend_comm_closed(d, f, c, FrontendCommEvent.CLOSED_BY_FRONTEND)
         d.set_fe(f, shell=(*fe.shell, (Msg.CLOSE, c)))
         return Step(
-            ENV, ("frontend_close", f, c), f"frontend {f} closes {_comm(c, w.targets)}"
+            FrontendClose(f, c), f"frontend {f} closes {_comm(c, w.targets)}"
         ), d.freeze()
 
     def _frontend_comm_closed(self, d: Draft, f: int, c: int, event: FrontendCommEvent) -> None:
@@ -459,8 +482,7 @@ class SystemModel:
         )
         d.set_fe(f, shell=(*fe.shell, (Msg.REQUEST, r)))
         return Step(
-            ENV,
-            ("frontend_request", f, c, r),
+            FrontendRequest(f, c, r),
             f"frontend {f} sends request {r} on {_comm(c, w.targets)}",
         ), d.freeze()
 
@@ -471,7 +493,7 @@ class SystemModel:
             assert fe.session is not None
             comms = tuple(
                 FRONTEND_COMM.step(s, FrontendCommEvent.SESSION_CLOSED)
-                if s in (FrontendCommState.OPEN, FrontendCommState.STALE)
+                if s in HELD
                 else s
                 for s in fe.comms
             )
@@ -497,7 +519,7 @@ class SystemModel:
             late_replies=0,
         )
         what = "closes its session and exits" if clean else "crashes (SIGKILL)"
-        return Step(ENV, ("exit" if clean else "crash", f), f"frontend {f} {what}"), d.freeze()
+        return Step(Exit(f) if clean else Crash(f), f"frontend {f} {what}"), d.freeze()
 
     def _heartbeat_timeout(self, w: World, f: int) -> tuple[Step, World]:
         d = Draft(w)
@@ -513,8 +535,7 @@ class SystemModel:
             stdin_down=(),
         )
         return Step(
-            P,
-            ("heartbeat_timeout", f),
+            HeartbeatTimeout(f),
             f"the kernel's ZMTP heartbeat to frozen frontend {f} times out; "
             "libzmq drops the connection, and the frontend later resumes",
         ), d.freeze()
@@ -549,8 +570,7 @@ class SystemModel:
                     state=KERNEL_COMM.step(kc.state, KernelCommEvent.FRONTEND_BACK)
                 )
         return Step(
-            P,
-            ("kernel_subscribe", f),
+            KernelSubscribe(f),
             f"kernel's XPUB sees frontend {f} subscribe; it publishes a welcome",
         ), (d.freeze())
 
@@ -578,8 +598,7 @@ class SystemModel:
         n = sum(received)
         note = f" (after draining {n} received shell message{'s' * (n != 1)})" if n else ""
         return Step(
-            P,
-            ("kernel_unsubscribe", f, *received),
+            KernelUnsubscribe(f, received),
             f"kernel's XPUB sees frontend {f} unsubscribe{note}; it applies the "
             "disconnection policy",
             replies,
@@ -711,7 +730,7 @@ class SystemModel:
             d.kernel = d.kernel._replace(late_replies=d.kernel.late_replies + 1)
             note = " (late: dropped and counted)"
         return Step(
-            P, ("kernel_stdin_reply", f), f"kernel receives the stdin reply to request {s}{note}"
+            KernelStdinReply(f), f"kernel receives the stdin reply to request {s}{note}"
         ), d.freeze()
 
     def _kernel_answer(self, w: World, r: int) -> tuple[Step, World]:
@@ -721,7 +740,7 @@ class SystemModel:
         d.kernel = w.kernel._replace(owed=_without(w.kernel.owed, r))
         d.publish((Msg.REPLY, r), only=req.party)
         return Step(
-            P, ("kernel_answer", r), f"kernel publishes its reply to frontend request {r}"
+            KernelAnswer(r), f"kernel publishes its reply to frontend request {r}"
         ), d.freeze()
 
     def _kernel_open(self, w: World, c: int, owner: int, target: Target) -> tuple[Step, World]:
@@ -733,8 +752,7 @@ class SystemModel:
         )
         d.publish((Msg.OPEN, c))
         return Step(
-            ENV,
-            ("kernel_open", c, owner, target.value),
+            KernelOpen(c, owner, target),
             f"kernel opens {_comm(c, d.targets)} for frontend {owner}'s request",
         ), (d.freeze())
 
@@ -742,7 +760,7 @@ class SystemModel:
         d = Draft(w)
         state = KERNEL_COMM.step(w.kernel.comms[c].state, KernelCommEvent.CLOSED_BY_KERNEL)
         self._kernel_comm_closed(d, c, CloseCause.KERNEL, RequestEvent.COMM_CLOSED, state)
-        return Step(ENV, ("kernel_close", c), f"kernel closes {_comm(c, w.targets)}"), d.freeze()
+        return Step(KernelClose(c), f"kernel closes {_comm(c, w.targets)}"), d.freeze()
 
     def _kernel_request(self, w: World, c: int, r: int) -> tuple[Step, World]:
         d = Draft(w)
@@ -753,11 +771,10 @@ class SystemModel:
         if receiver:
             d.publish((Msg.REQUEST, r))
             return Step(
-                ENV, ("kernel_request", c, r), f"kernel sends request {r} on {_comm(c, w.targets)}"
+                KernelRequest(c, r), f"kernel sends request {r} on {_comm(c, w.targets)}"
             ), d.freeze()
         return Step(
-            ENV,
-            ("kernel_request", c, r),
+            KernelRequest(c, r),
             f"kernel tries request {r} on {_comm(c, w.targets)}: nobody can "
             "receive it, undeliverable",
         ), d.freeze()
@@ -773,13 +790,11 @@ class SystemModel:
         if reachable:
             d.set_fe(f, stdin_down=(*w.frontends[f].stdin_down, (Msg.STDIN_REQUEST, s)))
             return Step(
-                ENV,
-                ("kernel_stdin_request", f, s),
+                KernelStdinRequest(f, s),
                 f"kernel sends stdin request {s} to frontend {f}",
             ), d.freeze()
         return Step(
-            ENV,
-            ("kernel_stdin_request", f, s),
+            KernelStdinRequest(f, s),
             f"kernel sends stdin request {s} to frontend {f}: EHOSTUNREACH",
         ), (d.freeze())
 
@@ -800,7 +815,7 @@ class SystemModel:
         for f, fe in enumerate(d.fe):
             # The kernel process exits: every connection ends; what was sent stays sent.
             d.fe[f] = fe._replace(linked=False, sub_live=False, sub_up=(), shell=(), stdin_up=())
-        return Step(ENV, ("shutdown",), "kernel shuts down"), d.freeze()
+        return Step(Shutdown(), "kernel shuts down"), d.freeze()
 
 
 # =========================================================================

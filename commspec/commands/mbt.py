@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from commspec.mbt.adapter import ReferenceKernel
 from commspec.mbt.edges import run_edges
-from commspec.mbt.harness import MBT_BOUNDS, Coverage, default_supported
+from commspec.mbt.harness import MBT_BOUNDS, default_supported
+from commspec.mbt.recorder import Coverage
 from commspec.mbt.scenarios import run_directed
 from commspec.mbt.session_edges import run_session_edges
 from commspec.model.system import Bounds

@@ -19,16 +19,16 @@ from mbt_variants import CAUGHT_AT, VARIANTS
 from commspec.cli import main
 from commspec.mbt.adapter import ReferenceKernel
 from commspec.mbt.edges import EDGES, run_edges
-from commspec.mbt.harness import (
-    MBT_BOUNDS,
-    Coverage,
-    Harness,
-    MbtFailure,
-)
+from commspec.mbt.harness import MBT_BOUNDS, Harness, MbtFailure
+from commspec.mbt.live import LiveSystem
 from commspec.mbt.machine import Program, RunResult, program_as_test, run
+from commspec.mbt.race import Race
+from commspec.mbt.recorder import Coverage
 from commspec.mbt.scenarios import DIRECTED, run_directed
 from commspec.mbt.session_edges import SESSION_EDGES, run_session_edges
+from commspec.model.actions import Action, Crash, FrontendOpen, FrontendRequest, Start
 from commspec.model.system import Bounds
+from commspec.model.world import Target
 
 ONE_FRONTEND = Bounds(frontends=1, comms=2, requests=2, reconnects=1, faults=2)
 SMALL = Bounds(frontends=1, comms=2, requests=1, reconnects=0, faults=1)
@@ -93,8 +93,8 @@ def test_the_coverage_check_fails_when_a_transition_is_never_taken() -> None:
 
 
 def test_shrunk_program_is_a_runnable_test(tmp_path: Path) -> None:
-    actions = [("start", 0), ("frontend_open", 0, 0, "persistent"),
-               ("frontend_request", 0, 0, 0), ("crash", 0)]
+    actions: list[Action] = [Start(0), FrontendOpen(0, 0, Target.PERSISTENT),
+                             FrontendRequest(0, 0, 0), Crash(0)]
     source = program_as_test(actions, MBT_BOUNDS)
     namespace: dict[str, object] = {}
     exec(compile(source, str(tmp_path / "test_replay.py"), "exec"), namespace)
@@ -106,13 +106,13 @@ def test_shrunk_program_is_a_runnable_test(tmp_path: Path) -> None:
 def test_a_failure_that_does_not_replay_still_shows_the_program_that_failed() -> None:
     # Hypothesis's last replay passed (the failure was flaky): the program to print is
     # the last one that failed, not the last one run.
-    failed = Program([("start", 0), ("crash", 0)], 0.1, "MbtFailure: it broke")
+    failed = Program([Start(0), Crash(0)], 0.1, "MbtFailure: it broke")
     result = RunResult(failure=RuntimeError("flaky"),
-                       programs=[Program([("start", 1)], 0.1), failed,
-                                 Program([("start", 0)], 0.1)])
+                       programs=[Program([Start(1)], 0.1), failed,
+                                 Program([Start(0)], 0.1)])
     assert result.shrunk is failed
     assert "MbtFailure: it broke" in _explain(result)
-    assert RunResult(programs=[Program([("start", 0)], 0.1)]).shrunk is None
+    assert RunResult(programs=[Program([Start(0)], 0.1)]).shrunk is None
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -127,26 +127,26 @@ def test_broken_variant_is_caught_and_shrunk(variant: str) -> None:
     assert len(program) <= 6, program
     # caught where the variant breaks the spec, not on some unrelated step
     last = program[-1]
-    expected = CAUGHT_AT[variant]
-    assert (last[0], last[3]) == expected if last[0] == "race" else (last[0],) == expected, (
-        program, shrunk.failure)
+    caught = (last.name, last.order.value) if isinstance(last, Race) else (last.name,)
+    assert caught == CAUGHT_AT[variant], (program, shrunk.failure)
 
 
 def test_teardown_leaves_nothing_behind_even_after_a_failure() -> None:
     before = {t.ident for t in threading.enumerate()}
-    harness = Harness(VARIANTS["ignores_unsubscribes"](), MBT_BOUNDS, quiet=0.3).start()
-    connection_file = harness.adapter.connection_file
-    pids = [harness.zygote_pid]
+    system = LiveSystem(VARIANTS["ignores_unsubscribes"](), quiet=0.3)
+    harness = Harness(system, MBT_BOUNDS).start()
+    connection_file = system.adapter.connection_file
+    pids = [system.zygote_pid]
     try:
-        harness.apply(("start", 0))
-        harness.apply(("start", 1))
-        harness.apply(("frontend_open", 0, 0, "default"))
-        for frontend in harness.frontends:
+        harness.apply(Start(0))
+        harness.apply(Start(1))
+        harness.apply(FrontendOpen(0, 0, Target.DEFAULT))
+        for frontend in system.frontends:
             assert frontend is not None
             pids.append(frontend.process.pid)
-        harness.frontends[1].process.freeze()  # type: ignore[union-attr]  # a stopped one too
+        system.frontends[1].process.freeze()  # type: ignore[union-attr]  # a stopped one too
         with pytest.raises(MbtFailure):
-            harness.apply(("crash", 0))
+            harness.apply(Crash(0))
     finally:
         harness.close()
     harness.close()  # twice is fine

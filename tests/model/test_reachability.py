@@ -10,7 +10,18 @@ from collections.abc import Callable
 
 import pytest
 
-from commspec.model.checker import reach
+from commspec.model.actions import (
+    DeliverShellReply,
+    FrontendClose,
+    HeartbeatTimeout,
+    KernelClose,
+    KernelRequest,
+    KernelShell,
+    KernelStdinRequest,
+    KernelUnsubscribe,
+    Shutdown,
+)
+from commspec.model.explore import reach
 from commspec.model.machines import (
     FrontendCommState,
     PresenceState,
@@ -41,7 +52,7 @@ def _ended(before: World, after: World, state: object, kind: Kind | None = None)
 
 
 def reply_drained_before_disconnect(before: World, step: Step, after: World) -> bool:
-    return step.action[0] == "kernel_unsubscribe" and any(
+    return isinstance(step.action, KernelUnsubscribe) and any(
         (r := after.requests[i]) is not None and r.state is RequestState.RESOLVED
         for i in step.drained
     )
@@ -49,36 +60,36 @@ def reply_drained_before_disconnect(before: World, step: Step, after: World) -> 
 
 def reply_after_disconnect_is_late(before: World, step: Step, after: World) -> bool:
     return (
-        step.action[0] == "kernel_shell"
+        isinstance(step.action, KernelShell)
         and after.kernel.late_replies > before.kernel.late_replies
         and any(r is not None and r.state is RequestState.INVALIDATED for r in after.requests)
     )
 
 
 def request_while_nobody_subscribed(before: World, step: Step, after: World) -> bool:
-    return step.action[0] == "kernel_request" and any(
+    return isinstance(step.action, KernelRequest) and any(
         r is not None and r.state is RequestState.UNDELIVERABLE for r in after.requests
     )
 
 
 def frontend_closes_comm_under_request(before: World, step: Step, after: World) -> bool:
-    return step.action[0] == "frontend_close" and _ended(before, after, RequestState.CANCELLED)
+    return isinstance(step.action, FrontendClose) and _ended(before, after, RequestState.CANCELLED)
 
 
 def kernel_closes_comm_under_request(before: World, step: Step, after: World) -> bool:
-    return step.action[0] == "kernel_close" and _ended(before, after, RequestState.CANCELLED)
+    return isinstance(step.action, KernelClose) and _ended(before, after, RequestState.CANCELLED)
 
 
 def one_frontend_leaves_another_stays(before: World, step: Step, after: World) -> bool:
     return (
-        step.action[0] == "kernel_unsubscribe"
+        isinstance(step.action, KernelUnsubscribe)
         and after.kernel.presence is PresenceState.CONNECTED
         and _ended(before, after, RequestState.INVALIDATED)
     )
 
 
 def half_open_link_ends_by_heartbeat(before: World, step: Step, after: World) -> bool:
-    return step.action[0] == "heartbeat_timeout"
+    return isinstance(step.action, HeartbeatTimeout)
 
 
 def reconnect_finds_stale_comms(before: World, step: Step, after: World) -> bool:
@@ -89,18 +100,18 @@ def reconnect_finds_stale_comms(before: World, step: Step, after: World) -> bool
 
 
 def stale_comm_closed_by_reconcile(before: World, step: Step, after: World) -> bool:
-    return step.action[0] == "deliver_shell_reply" and any(
+    return isinstance(step.action, DeliverShellReply) and any(
         b.comms != a.comms and FrontendCommState.CLOSED in a.comms
         for b, a in zip(before.frontends, after.frontends, strict=True)
     )
 
 
 def shutdown_fails_pending(before: World, step: Step, after: World) -> bool:
-    return step.action[0] == "shutdown" and _ended(before, after, RequestState.CANCELLED)
+    return isinstance(step.action, Shutdown) and _ended(before, after, RequestState.CANCELLED)
 
 
 def stdin_to_departed_frontend(before: World, step: Step, after: World) -> bool:
-    return step.action[0] == "kernel_stdin_request" and any(
+    return isinstance(step.action, KernelStdinRequest) and any(
         r is not None and r.state is StdinRequestState.UNREACHABLE for r in after.requests
     )
 

@@ -19,6 +19,7 @@ from commspec.model import (
     Tracked,
     Transition,
 )
+from commspec.model.explore import Search
 from commspec.model.machines import (
     KERNEL_COMM,
     REQUEST,
@@ -46,13 +47,8 @@ def successors(spec: MachineSpec[Any, Any], state: Enum) -> set[Enum]:
 
 
 def reachable(spec: MachineSpec[Any, Any], start: Enum) -> set[Enum]:
-    seen, todo = {start}, [start]
-    while todo:
-        for nxt in successors(spec, todo.pop()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
+    edges = lambda state: ((None, nxt) for nxt in successors(spec, state))  # noqa: E731
+    return set(Search([start], edges).run().states)
 
 
 @ALL
