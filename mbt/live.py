@@ -24,7 +24,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from commspec.impl.connection import ConnectionInfo, read_connection_file
@@ -44,13 +44,6 @@ from commspec.model.actions import (
     Shutdown,
     Start,
 )
-from commspec.model.machines import (
-    REQUEST,
-    STDIN_REQUEST,
-    RequestEvent,
-    SessionState,
-    StdinRequestEvent,
-)
 from commspec.model.system import Bounds
 from commspec.model.world import Kind, Target, World
 
@@ -58,9 +51,10 @@ from .adapter import TARGETS, KernelAdapter
 from .errors import MbtFailure
 from .harness import Chooser, Mismatch
 from .processes import FrontendPool, FrontendProcess
-from .projection import GONE, PAST_LOSS, Observation
+from .projection import PAST_LOSS, Observation
 from .race import Race, RaceOrder
 from .recorder import Coverage, Recorder
+from .slots import UNENDED, Slots
 
 __all__ = ["MBT_OPTIONS", "QUIET", "STEP_TIMEOUT", "LiveSystem"]
 
@@ -78,37 +72,6 @@ STEP_TIMEOUT = 10.0
 #: a step whose live trace was silent this long without matching has failed (every
 #: live step takes milliseconds; the bound only makes a failing step fail fast)
 QUIET = 1.0
-
-#: request states before any outcome (the machines' non-terminal states)
-UNENDED = frozenset(
-    s.value for m in (REQUEST, STDIN_REQUEST) for s in m.states if s not in m.terminal
-)
-#: request states whose future holds a result (every other outcome is an exception)
-RESULTS = frozenset(
-    s.value
-    for s in REQUEST.dests(RequestEvent.RESULT) | STDIN_REQUEST.dests(StdinRequestEvent.REPLY)
-)
-
-
-@dataclass
-class _LiveRequest:
-    kind: Kind
-    party: int  # the asking frontend (frontend request) or the asked one (stdin), else -1
-    future: Future[Any]
-    endpoint: str
-    machine: str
-    msg_id: str
-
-
-@dataclass
-class _LiveFrontend:
-    process: FrontendProcess
-    name: str
-    session_id: str
-    alive: bool = True
-    #: reconnects asked of it: one per loss the model follows with a reconnect
-    reconnects: int = 0
-
 
 class LiveSystem:
     """A kernel under test (through its adapter) and reference frontends as processes."""
@@ -128,11 +91,9 @@ class LiveSystem:
         self.step_timeout = step_timeout
         self.quiet = quiet
         self.recorder = Recorder(coverage)
-        self.frontends: list[_LiveFrontend | None] = []
-        self.comm_ids: list[str | None] = []
-        #: per comm slot, the frontend that owns it (opened it, or for whom the kernel did)
-        self.comm_owners: list[int] = []
-        self.requests: list[_LiveRequest | None] = []
+        self.slots = Slots(self.recorder)
+        #: per frontend slot, the process that runs it (ended ones included)
+        self.processes: list[FrontendProcess | None] = []
         self.connection: ConnectionInfo | None = None
         #: frontend processes: a pool given is the caller's to close, else ours
         self._own_pool = pool is None
@@ -142,10 +103,8 @@ class LiveSystem:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self, bounds: Bounds) -> None:
-        self.frontends = [None] * bounds.frontends
-        self.comm_ids = [None] * bounds.comms
-        self.comm_owners = [-1] * bounds.comms
-        self.requests = [None] * bounds.requests
+        self.slots.start(bounds)
+        self.processes = [None] * bounds.frontends
         if self._pool is None:
             self._pool = FrontendPool()
         self.adapter.start(self.recorder)
@@ -158,7 +117,7 @@ class LiveSystem:
         self._closed = True
         errors: list[BaseException] = []
         if self._pool is not None:
-            procs = [fe.process for fe in self.frontends if fe is not None]
+            procs = [p for p in self.processes if p is not None]
             try:
                 if self._own_pool:
                     self._pool.close()
@@ -196,44 +155,41 @@ class LiveSystem:
 
     def perform(self, action: Action, choose: Chooser | None = None) -> None:
         mark = self.recorder.mark()
+        slots = self.slots
         match action:
             case Start(frontend=f):
                 self._start_frontend(f)
             case FrontendOpen(frontend=f, comm=c, target=target):
-                self.comm_ids[c] = self._fe(f).process.call(
-                    "open", target=TARGETS[target.value])
-                self.comm_owners[c] = f
+                slots.opened(c, self._proc(f).call("open", target=TARGETS[target.value]), f)
             case FrontendRequest(frontend=f, comm=c, request=r):
-                fe = self._fe(f)
-                future = fe.process.request(self._cid(c), "echo", {"slot": r})
-                self._bind(r, Kind.FRONTEND_TO_KERNEL, f, future, fe.name, "request", mark)
+                future = self._proc(f).request(slots.cid(c), "echo", {"slot": r})
+                self._bind(r, Kind.FRONTEND_TO_KERNEL, f, future, slots.name(f), "request",
+                           mark)
             case FrontendClose(frontend=f, comm=c):
-                self._fe(f).process.call("close_comm", comm_id=self._cid(c))
+                self._proc(f).call("close_comm", comm_id=slots.cid(c))
             case Exit(frontend=f):
-                fe = self._fe(f)
-                fe.alive = False
-                fe.process.exit()
+                proc = self._proc(f)
+                slots.gone(f)
+                proc.exit()
             case Crash(frontend=f):
-                fe = self._fe(f)
-                fe.alive = False
-                fe.process.kill()
+                proc = self._proc(f)
+                slots.gone(f)
+                proc.kill()
             case Freeze(frontend=f):
                 self._freeze(f)
             case KernelOpen(comm=c, owner=owner, target=target):
-                self.comm_ids[c] = self.adapter.open_comm(
+                self._proc(owner)  # it must be running
+                slots.opened(c, self.adapter.open_comm(
                     TARGETS[target.value], target is Target.PERSISTENT,
-                    owner=self._fe(owner).session_id,
-                )
-                self.comm_owners[c] = owner
+                    owner=slots.session_id(owner),
+                ), owner)
             case KernelClose(comm=c):
-                self.adapter.close_comm(self._cid(c))
+                self.adapter.close_comm(slots.cid(c))
             case KernelRequest(comm=c, request=r):
-                future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
+                future = self.adapter.comm_request(slots.cid(c), "ask", {"slot": r})
                 self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
             case KernelStdinRequest(frontend=f, request=s):
-                asked = self.frontends[f]
-                assert asked is not None
-                future = self.adapter.stdin_request(asked.session_id.encode())
+                future = self.adapter.stdin_request(slots.session_id(f).encode())
                 self._bind(s, Kind.STDIN, f, future, "kernel", "stdin_request", mark)
             case Shutdown():
                 self.adapter.stop()
@@ -247,21 +203,22 @@ class LiveSystem:
         session_id = f"mbt{f}-{uuid.uuid4().hex[:12]}"
         process = self._pool.take(self.recorder)
         # recorded before connecting: close() must end the process whatever happens next
-        self.frontends[f] = fe = _LiveFrontend(process, "", session_id)
-        fe.name = process.call(
+        self.processes[f] = process
+        name = process.call(
             "connect",
             connection=self.connection.to_dict(),
             session_id=session_id,
             options=asdict(self.options),
             targets=sorted(TARGETS.values()),
         )
+        self.slots.started_frontend(f, name, session_id)
 
     def _freeze(self, f: int) -> None:
         """SIGSTOP until the kernel's heartbeat has dropped the frontend, then SIGCONT:
         the frontend resumes to find its link gone (the model's heartbeat_timeout)."""
-        fe = self._fe(f)
+        proc = self._proc(f)
         before = self.adapter.subscriber_count
-        fe.process.freeze()
+        proc.freeze()
         try:
             # nothing is traced while the heartbeat runs out: no quiet bound here
             if not self.recorder.wait_until(
@@ -269,27 +226,23 @@ class LiveSystem:
             ):
                 raise MbtFailure(f"the kernel never dropped frozen frontend {f}")
         finally:
-            fe.process.resume()
+            proc.resume()
 
     def _race(self, c: int, r: int, order: RaceOrder, mark: int) -> None:
         """A kernel request on comm slot ``c``; its owner receives it and holds the
         answer; then answer and SIGKILL in ``order``."""
-        f = self.comm_owners[c]
-        fe = self._fe(f)
-        proc = fe.process
+        f = self.slots.owner(c)
+        proc = self._proc(f)
         proc.call("hold", on=True)
         try:
-            future = self.adapter.comm_request(self._cid(c), "ask", {"slot": r})
+            future = self.adapter.comm_request(self.slots.cid(c), "ask", {"slot": r})
             self._bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
             if not proc.wait_held(r, self.step_timeout):
                 raise MbtFailure(f"frontend {f} never received kernel request {r}")
         finally:
             proc.call("hold", on=False)
-        lr = self.requests[r]
-        assert lr is not None
-
         def ended() -> bool:
-            return self.recorder.get("kernel", "request", lr.msg_id, "new") not in UNENDED
+            return self.slots.state_of(r) not in UNENDED
 
         def wait(predicate: Callable[[], bool], what: str) -> None:
             if not self.recorder.wait_until(predicate, self.step_timeout, self.quiet):
@@ -314,27 +267,18 @@ class LiveSystem:
             wait(ended, f"kernel request {r} never ended")
         else:  # together: back to back, on the wire's luck
             proc.call("release", slot=r)
-        fe.alive = False
+        self.slots.gone(f)
         proc.kill()
 
-    def _fe(self, f: int) -> _LiveFrontend:
-        fe = self.frontends[f] if 0 <= f < len(self.frontends) else None
-        if fe is None or not fe.alive:
+    def _proc(self, f: int) -> FrontendProcess:
+        proc = self.processes[f] if 0 <= f < len(self.processes) else None
+        if proc is None or not self.slots.alive(f):
             raise MbtFailure(f"frontend {f} is not running")
-        return fe
-
-    def _cid(self, c: int) -> str:
-        cid = self.comm_ids[c]
-        if cid is None:
-            raise MbtFailure(f"comm slot {c} was never opened")
-        return cid
+        return proc
 
     def _bind(self, r: int, kind: Kind, party: int, future: Future[Any], endpoint: str,
               machine: str, mark: int) -> None:
-        msg_id = self.recorder.started(endpoint, machine, mark, self.step_timeout)
-        if msg_id is None:
-            raise MbtFailure(f"request slot {r}: no {machine} started at {endpoint}")
-        self.requests[r] = _LiveRequest(kind, party, future, endpoint, machine, msg_id)
+        self.slots.bind(r, kind, party, future, endpoint, machine, mark, self.step_timeout)
 
     # -- settling ------------------------------------------------------------
 
@@ -348,7 +292,7 @@ class LiveSystem:
             self.recorder.require_conformance()
             self._reconnect_where_the_model_does(options, reconnected)
             obs = self.observe()
-            if obs in options and self._futures_caught_up():
+            if obs in options and self.slots.futures_caught_up():
                 matched.append(obs)
                 return True
             return False
@@ -366,101 +310,21 @@ class LiveSystem:
         state the model may be in has it past ``lost``. The budget is shared, so each
         reconnect made in this step (``chosen``) narrows the states the next one may
         rely on."""
-        for f, fe in enumerate(self.frontends):
-            if fe is None or not fe.alive:
-                continue
-            lost = self.recorder.get(fe.name, "session", fe.session_id, "")
-            if lost != SessionState.LOST.value or fe.reconnects >= self.recorder.losses[fe.name]:
+        for f, proc in enumerate(self.processes):
+            if proc is None or not self.slots.alive(f) or not self.slots.lost_unanswered(f):
                 continue
             allowed = [o for o in options
                        if all(o.sessions[g] in PAST_LOSS for g in (*chosen, f))]
             if allowed:
                 chosen.add(f)
-                fe.reconnects += 1
-                fe.process.call("reconnect")
-
-    def _futures_caught_up(self) -> bool:
-        """Every request the trace shows ended has its future done (a frontend process
-        reports the outcome just after the transition)."""
-        for lr in self.requests:
-            if lr is not None and not lr.future.done():
-                state = self.recorder.get(lr.endpoint, lr.machine, lr.msg_id, "new")
-                if state not in UNENDED and (
-                    lr.kind is not Kind.FRONTEND_TO_KERNEL or self._alive(lr.party)
-                ):
-                    return False
-        return True
-
-    def _alive(self, f: int) -> bool:
-        fe = self.frontends[f]
-        return fe is not None and fe.alive
+                self.slots.reconnected(f)
+                proc.call("reconnect")
 
     # -- observing -------------------------------------------------------------------
 
     def observe(self) -> Observation:
-        rec = self.recorder
-        sessions: list[str] = []
-        fcomms: list[tuple[str, ...] | None] = []
-        flate: list[int] = []
-        for fe in self.frontends:
-            if fe is None:
-                sessions.append("idle")
-                fcomms.append(tuple("new" for _ in self.comm_ids))
-                flate.append(0)
-            elif not fe.alive:
-                sessions.append("dead")
-                fcomms.append(None)
-                flate.append(0)
-            else:
-                sessions.append(rec.get(fe.name, "session", fe.session_id, "connecting"))
-                fcomms.append(tuple(
-                    "new" if cid is None
-                    else rec.get(fe.name, "frontend_comm", cid, "new")
-                    for cid in self.comm_ids
-                ))
-                flate.append(rec.late[fe.name])
-        requests: list[str | None] = []
-        for lr in self.requests:
-            if lr is None:
-                requests.append(None)
-            elif lr.kind is Kind.FRONTEND_TO_KERNEL and not self._alive(lr.party):
-                requests.append(GONE)
-            else:
-                requests.append(rec.get(lr.endpoint, lr.machine, lr.msg_id, "new"))
-        return Observation(
-            sessions=tuple(sessions),
-            presence=rec.get("kernel", "presence", "iopub", "never_subscribed"),
-            subscribers=self.adapter.subscriber_count,
-            kernel_comms=tuple(
-                "new" if cid is None else rec.get("kernel", "kernel_comm", cid, "new")
-                for cid in self.comm_ids
-            ),
-            frontend_comms=tuple(fcomms),
-            requests=tuple(requests),
-            kernel_late=self.adapter.late_replies,
-            frontend_late=tuple(flate),
-        )
-
-    # -- checks --------------------------------------------------------------------
+        return self.slots.observe(subscribers=self.adapter.subscriber_count,
+                                  kernel_late=self.adapter.late_replies)
 
     def check(self) -> None:
-        """Every traced event declared; each request ended at most once, with a future
-        that agrees with its traced outcome."""
-        self.recorder.require_conformance()
-        for key, n in self.recorder.outcomes.items():
-            if n > 1:
-                raise MbtFailure(f"{key} ended {n} times")
-        for r, lr in enumerate(self.requests):
-            if lr is None:
-                continue
-            state = self.recorder.get(lr.endpoint, lr.machine, lr.msg_id, "new")
-            if state in UNENDED:
-                continue
-            if not lr.future.done():
-                raise MbtFailure(f"request {r} is {state} but its future is not done")
-            delivered = lr.future.exception() is None
-            if delivered != (state in RESULTS):
-                raise MbtFailure(
-                    f"request {r} is {state} but its future "
-                    f"{'holds a result' if delivered else 'failed'}"
-                )
+        self.slots.check()

@@ -19,9 +19,10 @@ Rules:
   frontend's shell and stdin queue had already arrived (the drain rule's batch).
   Without a chooser the first is taken: the network as fast and as fair as it
   can be.
-- Timers fire only when they are due within ``horizon`` seconds of virtual
-  time (probes, the no-reply grace, a handler's sleep); longer ones (the
-  connect deadline) only when a test advances the clock past them.
+- Timers fire only when no message is in flight, and only those due within
+  ``horizon`` seconds of virtual time from the start of the run (probes, the
+  no-reply grace, a handler's sleep); longer ones (the connect deadline) only
+  when a test advances the clock past them.
 - Faults are the model's: a crash ends a frontend (its connections close, what
   it had sent stays sent); a freeze silences it until the kernel's heartbeat
   drops its connection, then it resumes and notices; shutdown ends the kernel.
@@ -204,7 +205,7 @@ class _Party:
 
     def feed(self, event: Input) -> None:
         try:
-            effects = self.core.handle(event, self.net.clock)  # type: ignore[arg-type]
+            effects = self.core.handle(event, self.net.clock)
         except BaseException:
             self.carry_out(self.core.take_effects())
             raise
@@ -345,6 +346,10 @@ class SimFrontend(_Party):
             return {"answered": params}
 
         comm.on_request("ask", ask)
+
+    def drop_iopub(self) -> None:
+        """Close the IOPub socket alone (the late-reply race)."""
+        self.feed(DropIopub())
 
     def open(self, target: str, persistent: bool = False) -> Comm:
         """Open a comm as a user would; the kernel's "ask" requests on it are served."""
@@ -499,8 +504,9 @@ class Simulation:
 
     # -- deliveries ---------------------------------------------------------------------
 
-    def enabled(self) -> list[Delivery]:
-        """What can happen next, in a fixed order: messages first, then timers."""
+    def enabled(self, until: float | None = None) -> list[Delivery]:
+        """What can happen next, in a fixed order: messages first, then the timers due
+        by ``until`` (default: ``horizon`` from now)."""
         out: list[Delivery] = []
         kernel_up = self.kernel.up
         for f, fe in enumerate(self.frontends):
@@ -527,7 +533,7 @@ class Simulation:
         if self.pending_shutdown:
             out.append(Delivery(DeliveryKind.TIMER, -2))
         if not out:
-            party = self._due_timer()
+            party = self._due_timer(self.clock + self.horizon if until is None else until)
             if party is not None:
                 out.append(Delivery(DeliveryKind.TIMER, party))
         return out
@@ -538,11 +544,11 @@ class Simulation:
                     if fe is not None and fe.proc is Proc.RUNNING]
         return parties
 
-    def _due_timer(self) -> int | None:
+    def _due_timer(self, until: float) -> int | None:
         best: tuple[float, int] | None = None
         for index, party in self._parties():
             when = party.next_timer()
-            if when is not None and when <= self.clock + self.horizon and (
+            if when is not None and when <= until and (
                     best is None or when < best[0]):
                 best = (when, index)
         return None if best is None else best[1]
@@ -550,9 +556,10 @@ class Simulation:
     def run(self, choose: Chooser | None = None) -> int:
         """Take deliveries until none is left; how many were taken."""
         pick = choose or _first
+        until = self.clock + self.horizon
         taken = 0
         while True:
-            options = self.enabled()
+            options = self.enabled(until)
             if not options:
                 return taken
             taken += 1

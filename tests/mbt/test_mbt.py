@@ -141,10 +141,10 @@ def test_teardown_leaves_nothing_behind_even_after_a_failure() -> None:
         harness.apply(Start(0))
         harness.apply(Start(1))
         harness.apply(FrontendOpen(0, 0, Target.DEFAULT))
-        for frontend in system.frontends:
-            assert frontend is not None
-            pids.append(frontend.process.pid)
-        system.frontends[1].process.freeze()  # type: ignore[union-attr]  # a stopped one too
+        for process in system.processes:
+            assert process is not None
+            pids.append(process.pid)
+        system.processes[1].freeze()  # type: ignore[union-attr]  # a stopped one too
         with pytest.raises(MbtFailure):
             harness.apply(Crash(0))
     finally:
