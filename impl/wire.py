@@ -27,6 +27,7 @@ Where this differs from Session, on purpose:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import os
@@ -34,7 +35,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -124,12 +125,13 @@ class _UtcDate:
     Thread-safe without a lock: each cache is one tuple, replaced whole.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._second: tuple[int, str] = (-1, "")
         self._milli: tuple[int, str] = (-1, "")
 
     def now(self) -> str:
-        milli = int(time.time() * 1000)
+        milli = int(self._clock() * 1000)
         cached = self._milli
         if cached[0] == milli:
             return cached[1]
@@ -185,7 +187,7 @@ class Codec:
         if replay_window < 0:
             raise ValueError("replay_window must not be negative")
         algorithm = signature_scheme.removeprefix("hmac-")
-        if algorithm == signature_scheme or not algorithm:
+        if algorithm == signature_scheme or algorithm not in hashlib.algorithms_available:
             raise ValueError(f"signature scheme {signature_scheme!r} is not hmac-<hash>")
         # Keyed once; each message signs on a copy, which skips re-deriving the pads.
         self._hmac = hmac.new(key, digestmod=algorithm) if key else None
