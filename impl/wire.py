@@ -278,11 +278,12 @@ class Codec:
 
     def decode(self, frames: Sequence[Frame], channel: str) -> Received:
         """Verify and parse one received message; BadMessage (with its reason) if bad."""
-        views = _byte_views(frames)
-        size = sum(map(len, views))
+        plain = type(frames) is list and set(map(type, frames)) == _ALL_BYTES
+        size = sum(map(len, frames)) if plain else sum(map(_nbytes, frames))
         if size > self.max_message_bytes:
             raise BadMessage(BadMessageReason.OVERSIZED,
                              f"{size} bytes, the limit is {self.max_message_bytes}", channel)
+        views = cast("list[bytes | memoryview]", frames) if plain else _byte_views(frames)
         try:
             cut = views.index(DELIMITER)  # the first one, as Session.feed_identities
         except ValueError:
@@ -293,10 +294,13 @@ class Codec:
             raise BadMessage(BadMessageReason.TRUNCATED,
                              f"{signed} frames after the delimiter, at least 5 needed", channel)
         parts = views[cut + 2 : cut + 6]
+        loads = orjson.loads
         if self._hmac is not None:
             self._verify(bytes(views[cut + 1]), parts, channel)
         try:
-            header, parent, metadata, content = map(orjson.loads, parts)
+            # "{}" (most metadata, many parents) needs no parser, only a fresh dict
+            header, parent, metadata, content = [
+                {} if part == _EMPTY else loads(part) for part in parts]
         except orjson.JSONDecodeError as e:
             raise BadMessage(BadMessageReason.MALFORMED_JSON, str(e), channel) from None
         problem = _missing_fields(header, parent, metadata, content)
@@ -326,18 +330,40 @@ class Codec:
 _ALL_BYTES = {bytes}
 
 
+def _nbytes(frame: Frame) -> int:
+    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
+
+
 def _byte_views(frames: Sequence[Frame]) -> list[bytes | memoryview]:
-    """The frames as bytes or flat byte views: ``len`` counts bytes, ``==`` compares them.
+    """Frames, memoryviews or a mix as bytes and flat byte views (``==`` compares bytes).
 
-    A list of bytes (``recv_multipart()``) comes back as it is; Frames and other
-    buffers are viewed in place, not copied.
+    The frames up to the last JSON one are copied (small, and orjson reads them whole
+    anyway: a Frame's cached ``bytes`` is cheaper than a view of it); the buffers after
+    it are views, not copies.
     """
-    if type(frames) is list and set(map(type, frames)) == _ALL_BYTES:
-        return cast("list[bytes | memoryview]", frames)
-    return [f if type(f) is bytes else _view(f) for f in frames]
+    views: list[bytes | memoryview] = []
+    copy_until = len(frames)
+    for index, frame in enumerate(frames):
+        if index < copy_until:
+            data = _copy(frame)
+            if copy_until == len(frames) and data == DELIMITER:
+                copy_until = index + 6  # the signature and the four JSON frames
+            views.append(data)
+        else:
+            views.append(_view(frame))
+    return views
 
 
-def _view(frame: Frame) -> bytes | memoryview:
+def _copy(frame: Frame) -> bytes:
+    if type(frame) is bytes:
+        return frame
+    if isinstance(frame, zmq.Frame):
+        data: bytes = frame.bytes
+        return data
+    return bytes(frame)
+
+
+def _view(frame: Frame) -> memoryview:
     if isinstance(frame, zmq.Frame):
         view: memoryview = frame.buffer
         return view

@@ -293,6 +293,14 @@ def test_the_first_delimiter_counts_as_in_session_feed_identities() -> None:
     assert session.feed_identities(frames)[0] == [b"route"]
 
 
+def test_every_decoded_message_has_dicts_of_its_own() -> None:
+    codec = Codec(KEY)
+    one, two = (codec.decode(codec.encode(codec.new_msg_id(), "status", {}), "iopub").msg
+                for _ in range(2))
+    one["metadata"]["mine"] = one["parent_header"]["mine"] = one["content"]["mine"] = 1
+    assert two["metadata"] == two["parent_header"] == two["content"] == {}
+
+
 def test_no_content_is_an_empty_object_as_session_writes_it() -> None:
     frames = Codec(KEY).encode("id", "status", None)
     assert frames[5] == b"{}"
@@ -503,10 +511,13 @@ def test_oversized_is_checked_before_anything_else() -> None:
     check_size_comes_first(Codec)
 
 
-def test_oversized_counts_identities_and_buffers() -> None:
+@pytest.mark.parametrize("kind", ["bytes", "frames"])
+def test_oversized_counts_identities_and_buffers(kind: str) -> None:
     session = reference()
-    frames = [b"route", *session.serialize(session.msg("status", {})), b"b" * 100]
+    frames: list[Any] = [b"route", *session.serialize(session.msg("status", {})), b"b" * 100]
     size = sum(map(len, frames))
+    if kind == "frames":
+        frames = [zmq.Frame(f) for f in frames]
     assert reason_of(Codec(KEY, max_message_bytes=size), frames) is None
     assert reason_of(Codec(KEY, max_message_bytes=size - 1), frames) is R.OVERSIZED
 
