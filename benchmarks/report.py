@@ -29,6 +29,7 @@ def _ms(seconds: float) -> str:
 RATIO_LABELS = {
     "ipykernel": "ipykernel",
     "wire": "Jupyter wire floor",
+    "codec": "codec wire floor",
     "floor": "raw four-message floor",
     "raw": "raw",
 }
