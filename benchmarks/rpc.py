@@ -1,4 +1,4 @@
-"""Section 1: comm RPC round trips per second, four stacks, interleaved rounds.
+"""Section 1: comm RPC round trips per second, six stacks, interleaved rounds.
 
 Beside each rate, the CPU time each side spent per round trip (this process,
 the client, from ``time.process_time``; the server process from /proc), so
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .common import median, now, process_cpu
+from .rpc_codec import CodecStack
+from .rpc_floor import FloorStack
 from .rpc_ipykernel import IpykernelStack
 from .rpc_ours import OursStack
 from .rpc_raw import RawStack
@@ -64,7 +66,8 @@ def measure(seconds: float, rounds: int) -> dict[str, Rates]:
     stacks: dict[str, Stack] = {}
     with ExitStack() as cleanup:  # every stack closed, even if one start() fails midway
         for key, make in (("ours", OursStack), ("ipykernel", IpykernelStack),
-                          ("wire", WireStack), ("raw", RawStack)):
+                          ("wire", WireStack), ("codec", CodecStack), ("floor", FloorStack),
+                          ("raw", RawStack)):
             started: Stack = make()
             cleanup.callback(started.close)
             started.start()

@@ -3,12 +3,19 @@
 An execute_request registers a comm target whose handler answers each JSON-RPC
 request with ``comm.send``; ipykernel parents that comm_msg (on IOPub) to the
 request being handled, which is how the reply is matched.
+
+The start waits with a loop of its own instead of ``wait_for_ready``: without a
+KernelManager that one takes a late heartbeat for a dead kernel, which on a
+loaded machine it often is not ("Kernel died before replying to kernel_info").
+Here the kernel is dead only when its process has exited; the client runs no
+heartbeat channel at all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import secrets
 import tempfile
 import uuid
@@ -19,10 +26,14 @@ from jupyter_client.blocking.client import BlockingKernelClient
 
 from commspec.impl.connection import free_ports
 
-from .common import PAYLOAD, Child
+from .common import PAYLOAD, Child, now
 from .rpc_loop import round_trips_per_second
 
 TIMEOUT = 30.0
+#: how long a loaded machine may take to start a kernel process and answer
+START_TIMEOUT = 120.0
+#: each kernel_info_request waits this long for its answer before the next is sent
+ASK_EVERY = 1.0
 TARGET = "bench.echo"
 REGISTER = f"""
 import comm as _comm
@@ -61,9 +72,9 @@ class IpykernelStack:
         client = BlockingKernelClient(connection_file=str(connection_file))
         client.load_connection_file()
         client.session.session = uuid.uuid4().hex  # its own DEALER identity
-        client.start_channels()
+        client.start_channels(hb=False)
         self._client = client
-        client.wait_for_ready(timeout=TIMEOUT)
+        wait_until_ready(client, self._kernel, START_TIMEOUT)
         reply = client.execute_interactive(REGISTER, timeout=TIMEOUT, output_hook=lambda m: None)
         if reply["content"]["status"] != "ok":
             raise RuntimeError(f"registering the echo target failed: {reply['content']}")
@@ -112,3 +123,39 @@ class IpykernelStack:
             if self._kernel is not None:
                 self._kernel.end()
             self._dir.cleanup()
+
+
+def wait_until_ready(client: BlockingKernelClient, kernel: Child, timeout: float) -> None:
+    """Ask kernel_info until shell answers and IOPub delivers; fail only if the kernel's
+    process exits or ``timeout`` passes. Any IOPub message proves the subscription
+    (the kernel's status around each kernel_info, or its iopub_welcome)."""
+    deadline = now() + timeout
+    asked: set[str] = set()
+    answered = False
+    while True:
+        code = kernel.process.poll()
+        if code is not None:
+            raise RuntimeError(f"ipykernel (pid {kernel.pid}) exited with code {code}")
+        if now() > deadline:
+            raise TimeoutError(f"ipykernel (pid {kernel.pid}) not ready within {timeout} s"
+                               f" (kernel_info answered: {answered})")
+        if not answered:
+            asked.add(client.kernel_info())
+            answered = _answered(client, asked, now() + ASK_EVERY)
+            continue
+        try:
+            client.get_iopub_msg(timeout=ASK_EVERY)
+            return
+        except queue.Empty:
+            asked.add(client.kernel_info())  # something for IOPub to carry
+
+
+def _answered(client: BlockingKernelClient, asked: set[str], until: float) -> bool:
+    while (left := until - now()) > 0:
+        try:
+            msg = client.get_shell_msg(timeout=left)
+        except queue.Empty:
+            return False
+        if msg["msg_type"] == "kernel_info_reply" and msg["parent_header"].get("msg_id") in asked:
+            return True
+    return False

@@ -373,7 +373,7 @@ class FrontendEndpoint:
         elif not ok:
             log.info("%s: %s not sent: %s", self.name, effect.msg_type, detail)
 
-    def _on_frames(self, link: Link, channel: Channel, frames: list[zmq.Frame]) -> None:
+    def _on_frames(self, link: Link, channel: Channel, frames: list[bytes]) -> None:
         if link is not self._link:
             return
         try:

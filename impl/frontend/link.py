@@ -41,7 +41,7 @@ class Link:
         session_id: str,
         options: FrontendOptions,
         *,
-        on_frames: Callable[[Link, Channel, list[zmq.Frame]], None],
+        on_frames: Callable[[Link, Channel, list[bytes]], None],
         on_lost: Callable[[Link, str], None],
     ) -> None:
         self._loop = loop
@@ -136,4 +136,4 @@ class Link:
         for _ in range(BATCH):
             if self.closed or not readable(sock):
                 return
-            self._on_frames(self, channel, sock.recv_multipart(_NOBLOCK, copy=False))
+            self._on_frames(self, channel, sock.recv_multipart(_NOBLOCK))

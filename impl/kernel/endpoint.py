@@ -535,7 +535,7 @@ class KernelEndpoint:
     def _recv(self, sock: zmq.Socket[bytes], channel: Channel) -> Received | Refused | None:
         """The next message on ``sock`` as an input, or None if none is queued."""
         try:
-            frames = sock.recv_multipart(_NOBLOCK, copy=False)
+            frames = sock.recv_multipart(_NOBLOCK)
         except zmq.Again:
             return None
         try:
