@@ -10,6 +10,12 @@ Each round runs the posted work, then the readers of the sockets that are
 readable, in the order the readers were added (the kernel looks at IOPub
 subscription changes before shell traffic), then the timers that are due.
 Work handed to a loop that has stopped raises :class:`EndpointClosed`.
+
+An owner that lets other threads use its state and one socket directly (the
+frontend sends requests from the caller's thread) gives the loop its ``guard``:
+every callback then runs holding it, and that socket is watched by its file
+descriptor (``add_reader(..., by_fd=True)``), so the poll never touches the
+socket itself while another thread does.
 """
 
 from __future__ import annotations
@@ -52,13 +58,17 @@ class Timer:
 class IoLoop:
     """``log`` gets the callbacks that failed (the thread carries on without them)."""
 
-    def __init__(self, name: str, *, log: logging.Logger | None = None) -> None:
+    def __init__(self, name: str, *, log: logging.Logger | None = None,
+                 guard: threading.RLock | None = None) -> None:
         self._name = name
         self._log = log or logging.getLogger(__name__)
+        self._guard = guard
         self._poller = zmq.Poller()
-        self._readers: dict[zmq.Socket[bytes], Callback] = {}
+        # a reader is keyed by its socket, or by the socket's fd when watched by fd
+        self._readers: dict[zmq.Socket[bytes] | int, Callback] = {}
+        self._keys: dict[zmq.Socket[bytes], zmq.Socket[bytes] | int] = {}
         # served in this order; replaced, never mutated, so a round can go on over the old one
-        self._order: tuple[zmq.Socket[bytes], ...] = ()
+        self._order: tuple[zmq.Socket[bytes] | int, ...] = ()
         self._posted: queue.SimpleQueue[Callback] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -66,7 +76,6 @@ class IoLoop:
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
-        self._deadline_sources: list[Callable[[], float | None]] = []
         self._on_exit: list[Callback] = []
         self._stopping = False
         self._closed = False
@@ -115,21 +124,26 @@ class IoLoop:
 
     # -- registration (before start, or on the loop thread) ------------------
 
-    def add_reader(self, sock: zmq.Socket[bytes], callback: Callback) -> None:
-        """Call ``callback`` when ``sock`` is readable; readers are served in the order added."""
-        if sock not in self._readers:
-            self._order = (*self._order, sock)
-        self._readers[sock] = callback
-        self._poller.register(sock, zmq.POLLIN)
+    def add_reader(self, sock: zmq.Socket[bytes], callback: Callback, *,
+                   by_fd: bool = False) -> None:
+        """Call ``callback`` when ``sock`` is readable; readers are served in the order added.
+
+        ``by_fd``: watch the socket's file descriptor instead, for a socket other
+        threads also use. It signals that something *may* be queued: ``callback``
+        must then read (or ask ``EVENTS``) until nothing is, as every reader here does.
+        """
+        key: zmq.Socket[bytes] | int = int(sock.FD) if by_fd else sock
+        if sock not in self._keys:
+            self._order = (*self._order, key)
+        self._keys[sock] = key
+        self._readers[key] = callback
+        self._poller.register(key, zmq.POLLIN)
 
     def remove_reader(self, sock: zmq.Socket[bytes]) -> None:
-        if self._readers.pop(sock, None) is not None:
-            self._order = tuple(s for s in self._order if s is not sock)
-            self._poller.unregister(sock)
-
-    def add_deadline_source(self, source: Callable[[], float | None]) -> None:
-        """A function giving the next monotonic time the loop must wake up at (or None)."""
-        self._deadline_sources.append(source)
+        key = self._keys.pop(sock, None)
+        if key is not None and self._readers.pop(key, None) is not None:
+            self._order = tuple(k for k in self._order if k is not key)
+            self._poller.unregister(key)
 
     # -- handing work over (any thread) ---------------------------------------
 
@@ -193,10 +207,10 @@ class IoLoop:
                 ready = dict(self._poller.poll(self._timeout_ms()))
                 if self._wake_r in ready:
                     self._run_posted()
-                for sock in self._order:
-                    if sock in ready:
+                for key in self._order:
+                    if key in ready:
                         # looked up now: an earlier callback may have removed it
-                        callback = self._readers.get(sock)
+                        callback = self._readers.get(key)
                         if callback is not None:
                             self._guarded(callback)
                 self._run_due_timers()
@@ -211,15 +225,10 @@ class IoLoop:
     def _timeout_ms(self) -> int | None:
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)
-        times = [self._timers[0][0]] if self._timers else []
-        for source in self._deadline_sources:
-            when = source()
-            if when is not None:
-                times.append(when)
-        if not times:
+        if not self._timers:
             return None
         # rounded up: waking a hair early would only poll again for nothing
-        return max(0, int((min(times) - time.monotonic()) * 1000) + 1)
+        return max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1)
 
     def _run_due_timers(self) -> None:
         now = time.monotonic()
@@ -244,7 +253,11 @@ class IoLoop:
     def _guarded(self, callback: Callback) -> None:
         # One faulty callback must not take the thread, and every socket, down.
         try:
-            callback()
+            if self._guard is None:
+                callback()
+            else:
+                with self._guard:
+                    callback()
         except Exception:
             self._log.exception("%s: %r failed", self._name, callback)
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, TypedDict
 
+from commspec.model.declaration import Name
 from commspec.model.trace import TraceEvent
 
 from ..errors import RequestFailed
@@ -96,14 +96,14 @@ class Message(TypedDict):
     msg_type: str
 
 
-class Channel(Enum):
+class Channel(Name):
     SHELL = "shell"
     CONTROL = "control"
     STDIN = "stdin"
     IOPUB = "iopub"
 
 
-class TimerKind(Enum):
+class TimerKind(Name):
     #: the earliest deadline of the requests that have one
     DEADLINE = "deadline"
     #: a request's idle arrived without its reply: the grace before no_reply

@@ -17,19 +17,10 @@ from zmq.utils.monitor import recv_monitor_message
 
 from commspec.impl.connection import ConnectionInfo
 from commspec.impl.core.presence import peer_topic
+from commspec.impl.frames import readable
 
 #: the monitor events that mean "this link is down"
 LINK_DOWN_EVENTS = zmq.EVENT_DISCONNECTED
-
-
-#: plain ints: ``int & zmq.POLLIN`` would go through enum.Flag on every call (hot path)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-
-
-def readable(sock: zmq.Socket[bytes]) -> bool:
-    """Whether a message is queued on ``sock`` now (no system call, unlike poll)."""
-    return bool(int(sock.get(_EVENTS)) & _POLLIN)
 
 
 class Channels:

@@ -9,14 +9,20 @@ opened and closed, timers, trace events, and the application's part
 (``application.py``: comms, futures, stdin answers).
 
 Public methods are thread-safe: they hand their input to the I/O thread and wait
-for it, except ``Comm.request``, which posts its input (in order with the rest)
-and returns its future at once. Futures are ``concurrent.futures.Future``,
-resolved on the I/O thread (``asyncio.wrap_future`` makes them awaitable), so
-callbacks attached to them and handlers registered on comms must not block.
+for it, except ``Comm.request``: the calling thread hands its request to the
+core and sends it on shell itself, holding the endpoint's lock, and returns its
+future at once (no wait for the I/O thread: the hand-off was the costliest step
+of an RPC). Everything the I/O thread does runs holding the same lock, and it
+watches shell by its file descriptor, so the socket is only ever used by one
+thread at a time. Futures are ``concurrent.futures.Future``, resolved on the
+thread that ended them (the I/O thread, or the caller's for a request that could
+not go out); ``asyncio.wrap_future`` makes them awaitable. Callbacks attached to
+them and handlers registered on comms must not block.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -47,6 +53,7 @@ from commspec.impl.core.events import (
     Send,
     Sent,
     SessionChanged,
+    StartRequest,
     StartTimer,
     StopTimer,
     Timer,
@@ -70,6 +77,8 @@ log = logging.getLogger("commspec.frontend")
 T = TypeVar("T")
 
 Connection = str | os.PathLike[str] | Mapping[str, Any] | ConnectionInfo
+#: effects only the I/O thread may carry out: they make, watch or close sockets
+_LOOP_ONLY = frozenset({OpenLink, CloseLink, WatchHeartbeat, DropIopub})
 
 
 class FrontendEndpoint:
@@ -104,7 +113,10 @@ class FrontendEndpoint:
         self._user_sink = sink
         self._owns_context = context is None
         self._context: zmq.Context[zmq.Socket[bytes]] = context or zmq.Context()
-        self._loop = IoLoop(f"commspec-{self.name[:24]}", log=log)
+        #: held by whichever thread moves the core or touches shell (see above)
+        self._lock = threading.RLock()
+        self._direct = threading.local()
+        self._loop = IoLoop(f"commspec-{self.name[:24]}", log=log, guard=self._lock)
         self._state_changed = threading.Condition()
         self._link: Link | None = None
         self._link_error: BaseException | None = None
@@ -292,15 +304,29 @@ class FrontendEndpoint:
     # -- CoreRunner (any thread) ------------------------------------------------------
 
     def submit(self, event: Input) -> None:
-        if self._loop.in_loop_thread():
+        if self._loop.in_loop_thread() or getattr(self._direct, "on", False):
             self._feed(event)
             return
-        if self._closed:
+        if self._closed or not self._loop.running:
             raise EndpointClosed(f"{self.name} is closed")
+        if isinstance(event, StartRequest):
+            self._feed_directly(event)
+            return
         try:
             self._loop.post(lambda: self._feed(event))
         except EndpointClosed as e:
             raise EndpointClosed(f"{self.name} is closed") from e
+
+    def _feed_directly(self, event: Input) -> None:
+        """The caller's thread moves the core and sends, holding the lock the I/O
+        thread holds for all it does."""
+        with self._lock:
+            self._direct.on = True
+            try:
+                self._feed(event)
+            finally:
+                self._direct.on = False
+
 
     def call(self, event: Input) -> None:
         self._call(event)
@@ -319,6 +345,9 @@ class FrontendEndpoint:
     # =========================================================================
 
     def _call(self, event: Input) -> None:
+        if getattr(self._direct, "on", False):
+            self._feed(event)  # a callback of our own direct send: we hold the lock
+            return
         if self._closed and not self._loop.in_loop_thread():
             raise EndpointClosed(f"{self.name} is closed")
         try:
@@ -327,6 +356,8 @@ class FrontendEndpoint:
             raise EndpointClosed(f"{self.name} is closed") from e
 
     def _read(self, fn: Callable[[], T]) -> T:
+        if getattr(self._direct, "on", False):
+            return fn()
         try:
             return self._loop.call_sync(fn)
         except EndpointClosed:
@@ -346,7 +377,11 @@ class FrontendEndpoint:
         for effect in effects:
             try:
                 handler = handlers.get(type(effect))
-                if handler is not None:
+                if handler is not None and type(effect) in _LOOP_ONLY \
+                        and not self._loop.in_loop_thread():
+                    # sockets are made, watched and closed by the I/O thread only
+                    self._loop.post(functools.partial(handler, effect))
+                elif handler is not None:
                     handler(effect)
                 elif not app.carry_out(effect):
                     raise TypeError(f"no way to carry out {effect!r}")
@@ -361,13 +396,15 @@ class FrontendEndpoint:
         if link is not None and ok:
             frames = self.codec.encode(effect.msg_id, effect.msg_type, effect.content,
                                        effect.parent)
-            if effect.buffers:
-                frames = [*frames, *effect.buffers]
             try:
-                link.send(effect.channel, frames)
+                link.send(effect.channel, frames, effect.buffers)
             except zmq.Again:
                 # the socket's queue is full: the kernel stopped reading, nobody receives it
                 ok, detail = False, "the kernel is not reading (its queue is full)"
+            if effect.channel is Channel.SHELL and link.shell_pending():
+                # the send took in the fd's signal of a reply that had arrived: the I/O
+                # thread, which watches shell by its fd, would not wake for it
+                self._loop.post(link.drain_shell)
         if effect.confirm:
             self._feed(Sent(effect.msg_id, ok, detail))
         elif not ok:

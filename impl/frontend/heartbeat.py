@@ -16,9 +16,8 @@ from collections.abc import Callable
 
 import zmq
 
+from commspec.impl.frames import readable
 from commspec.impl.loop import IoLoop, Timer
-
-from .channels import readable
 
 
 class Heartbeat:

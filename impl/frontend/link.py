@@ -18,9 +18,10 @@ import zmq
 from commspec.impl.connection import ConnectionInfo
 from commspec.impl.core.events import Channel
 from commspec.impl.core.frontend import FrontendOptions
+from commspec.impl.frames import readable, recv_frames, send_frames
 from commspec.impl.loop import IoLoop
 
-from .channels import Channels, readable
+from .channels import Channels
 from .heartbeat import Heartbeat
 
 __all__ = ["Link"]
@@ -28,8 +29,6 @@ __all__ = ["Link"]
 #: messages read from one socket before the others get their turn
 BATCH = 256
 
-_NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
 class Link:
@@ -55,25 +54,29 @@ class Link:
         self.channels = Channels(context, connection, session_id, presence=options.presence_topic)
         self._sockets = {Channel(name): sock for name, sock in self.channels.by_name().items()}
         for channel, sock in self._sockets.items():
-            loop.add_reader(sock, functools.partial(self._drain, sock, channel))
+            # shell is also written by callers' threads (requests go out without a
+            # hand-off): the loop watches it by its fd, never touching the socket
+            loop.add_reader(sock, functools.partial(self._drain, sock, channel),
+                            by_fd=channel is Channel.SHELL)
         for monitor in self.channels.monitors:
             loop.add_reader(monitor, functools.partial(self._on_monitor, monitor))
 
     # -- sending ----------------------------------------------------------------------
 
-    def send(self, channel: Channel, frames: Sequence[bytes]) -> None:
-        """Send one message's frames; zmq.Again if the socket's queue is full.
-
-        Plain int flags: ``send_multipart``'s ``zmq.SNDMORE | flags`` is an enum.Flag
-        operation per frame. As there, the first frame decides: once it is queued,
-        the rest of the message is.
-        """
+    def send(self, channel: Channel, *frames: Sequence[bytes]) -> None:
+        """Send one message (the frames of ``frames`` in order); zmq.Again if the
+        socket's queue is full."""
         if self.closed:
             raise RuntimeError("the link is closed")
-        send = self._sockets[channel].send
-        last = len(frames) - 1
-        for i, frame in enumerate(frames):
-            send(frame, _SNDMORE if i < last else _NOBLOCK)
+        send_frames(self._sockets[channel], *frames)
+
+    def shell_pending(self) -> bool:
+        """Whether a reply waits on shell (a send may have taken in its fd's signal)."""
+        return not self.closed and readable(self._sockets[Channel.SHELL])
+
+    def drain_shell(self) -> None:
+        """Read what waits on shell (on the loop thread)."""
+        self._drain(self._sockets[Channel.SHELL], Channel.SHELL)
 
     # -- watching -------------------------------------------------------------------
 
@@ -134,6 +137,7 @@ class Link:
     def _drain(self, sock: zmq.Socket[bytes], channel: Channel) -> None:
         # What a frame set does may close this link midway: stop reading its sockets then.
         for _ in range(BATCH):
-            if self.closed or not readable(sock):
+            frames = None if self.closed else recv_frames(sock)
+            if frames is None:
                 return
-            self._on_frames(self, channel, sock.recv_multipart(_NOBLOCK))
+            self._on_frames(self, channel, frames)

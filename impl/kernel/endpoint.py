@@ -56,6 +56,7 @@ from ..core.events import (
 from ..core.kernel import KernelProtocol
 from ..core.policies import KernelPolicies
 from ..errors import BadMessage, EndpointClosed
+from ..frames import readable, recv_frames, send_frames
 from ..loop import IoLoop
 from ..loop import Timer as LoopTimer
 from ..targets import DEFAULT_TARGETS, TargetRegistry
@@ -75,8 +76,6 @@ DRAIN_LIMIT = 100_000
 Message = dict[str, Any]
 T = TypeVar("T")
 
-_NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
 @dataclass(frozen=True)
@@ -466,18 +465,7 @@ class KernelEndpoint:
         sock = self._by_channel[effect.channel]
         ok, detail = True, ""
         try:
-            send = sock.send
-            for frame in effect.to:
-                send(frame, _SNDMORE)
-            for frame in frames[:-1]:
-                send(frame, _SNDMORE)
-            if effect.buffers:
-                send(frames[-1], _SNDMORE)
-                for buffer in effect.buffers[:-1]:
-                    send(buffer, _SNDMORE)
-                send(effect.buffers[-1], _NOBLOCK)
-            else:
-                send(frames[-1], _NOBLOCK)
+            send_frames(sock, effect.to, frames, effect.buffers)
         except zmq.ZMQError as e:
             if e.errno == zmq.EHOSTUNREACH:
                 ok, detail = False, "EHOSTUNREACH: the stdin socket has no such peer"
@@ -526,7 +514,8 @@ class KernelEndpoint:
             # receive what we publish as soon as it has read its subscription, which can
             # be before we have. A frontend that saw one of our messages (a probe's busy)
             # and answered must find its subscription already counted.
-            self._on_iopub()
+            if readable(self._by_channel[Channel.IOPUB]):
+                self._on_iopub()
             item = self._recv(sock, channel)
             if item is None:
                 return
@@ -534,9 +523,8 @@ class KernelEndpoint:
 
     def _recv(self, sock: zmq.Socket[bytes], channel: Channel) -> Received | Refused | None:
         """The next message on ``sock`` as an input, or None if none is queued."""
-        try:
-            frames = sock.recv_multipart(_NOBLOCK)
-        except zmq.Again:
+        frames = recv_frames(sock)
+        if frames is None:
             return None
         try:
             received = self.codec.decode(frames, channel.value)
@@ -548,9 +536,8 @@ class KernelEndpoint:
         sock = self._require_sockets().iopub
         frames: list[bytes] = []
         for _ in range(BATCH):
-            try:
-                parts = sock.recv_multipart(_NOBLOCK)
-            except zmq.Again:
+            parts = recv_frames(sock)
+            if parts is None:
                 break
             if len(parts) != 1:
                 self._feed(Refused(Channel.IOPUB, "iopub_frame",
