@@ -127,6 +127,35 @@ class System(Protocol):
         handle agrees with its traced outcome."""
 
 
+#: how many model states' successors the lockstep remembers (per bounds)
+REMEMBERED = 200_000
+_MODELS: dict[Bounds, SystemModel] = {}
+
+
+def remembering_model(bounds: Bounds) -> SystemModel:
+    """The system model for ``bounds``, remembering each state's successors: the
+    lockstep asks for the same states again and again (every rule's precondition,
+    every step's quiescence, every example's first steps), and the model is a pure
+    function of the state. One per bounds, shared by every harness."""
+    model = _MODELS.get(bounds)
+    if model is not None:
+        return model
+    model = _MODELS[bounds] = SystemModel(bounds)
+    cache: dict[World, tuple[tuple[Step, World], ...]] = {}
+    plain = model.successors
+
+    def successors(w: World) -> Iterator[tuple[Step, World]]:
+        found = cache.get(w)
+        if found is None:
+            if len(cache) >= REMEMBERED:
+                cache.clear()
+            found = cache[w] = tuple(plain(w))
+        return iter(found)
+
+    model.successors = successors  # type: ignore[method-assign]
+    return model
+
+
 @dataclass
 class StepRecord:
     action: Action
@@ -146,7 +175,7 @@ class Harness:
     ) -> None:
         self.system = system
         self.bounds = bounds
-        self.model = SystemModel(bounds)
+        self.model = remembering_model(bounds)
         self.supported = (
             frozenset(supported) if supported is not None else default_supported(bounds)
         )

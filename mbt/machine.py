@@ -39,11 +39,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from commspec.impl.core.policies import KernelPolicies
 from commspec.model.actions import ENVIRONMENT_ACTIONS, Action, Freeze
 from commspec.model.system import Bounds
 
 from .adapter import KernelAdapter, ReferenceKernel
 from .harness import MBT_BOUNDS, Harness, System
+from .inprocess import InProcessSystem
 from .live import QUIET, LiveSystem
 from .processes import FrontendPool
 from .race import DESCRIPTIONS, Race, RaceOrder, rule_name
@@ -60,10 +62,35 @@ __all__ = [
 ]
 
 AdapterFactory = Callable[[], KernelAdapter]
+SystemFactory = Callable[[], System]
+
 #: how many of a step's choices (delivery orders, drain batches) a deterministic system
 #: lets the test draw; the rest follow the network's own order
 CHOICES_PER_STEP = 24
-SystemFactory = Callable[[], System]
+
+
+class StepChooser:
+    """The chooser of one step: the first ``CHOICES_PER_STEP`` choices with more than
+    one alternative come from ``source`` (Hypothesis, or a recorded list when a
+    program is replayed); the rest are 0, the network's own order (drawing every
+    delivery would exhaust Hypothesis's data on long runs, and shrinking heads for 0
+    anyway). ``made`` records what was chosen, so a printed program replays it."""
+
+    def __init__(self, source: Callable[[int], int]) -> None:
+        self._source = source
+        self.made: list[int] = []
+
+    @classmethod
+    def replaying(cls, choices: list[int]) -> StepChooser:
+        recorded = iter(choices)
+        return cls(lambda n: next(recorded, 0) % n)
+
+    def __call__(self, n: int) -> int:
+        if n == 1 or len(self.made) >= CHOICES_PER_STEP:
+            return 0
+        choice = self._source(n)
+        self.made.append(choice)
+        return choice
 
 
 @dataclass
@@ -76,6 +103,8 @@ class Program:
     #: of ``seconds``, the freezes' (each waits out the kernel's heartbeat timeout)
     freeze_seconds: float = 0.0
     freezes: int = 0
+    #: per action, the choices its step made (a deterministic system's delivery orders)
+    choices: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -161,6 +190,7 @@ def make_machine(
                 self.harness.close()
                 raise
             self.failure: str | None = None
+            self.choices: list[list[int]] = []
 
         def _can(self, spec: ActionRule) -> bool:
             return any(spec.selects(a) for a in self.harness.enabled())
@@ -169,17 +199,9 @@ def make_machine(
             choices = [a for a in self.harness.enabled() if spec.selects(a)]
             action = data.draw(st.sampled_from(choices), label=spec.name)
 
-            drawn = [0]
-
-            def choose(n: int) -> int:
-                # Draw the first few choices of a step, then take the network's own
-                # order: every delivery drawn would exhaust Hypothesis's data on long
-                # runs, and shrinking heads for 0, the fast and fair order, anyway.
-                if n == 1 or drawn[0] >= CHOICES_PER_STEP:
-                    return 0
-                drawn[0] += 1
-                return data.draw(st.integers(0, n - 1), label=f"{spec.name}: order")
-
+            choose = StepChooser(lambda n: data.draw(st.integers(0, n - 1),
+                                                     label=f"{spec.name}: order"))
+            self.choices.append(choose.made)
             try:
                 self.harness.apply(action, choose)
             except BaseException as e:
@@ -208,6 +230,7 @@ def make_machine(
                         self.failure,
                         sum(freezes),
                         len(freezes),
+                        self.choices,
                     ))
 
     for spec in RULES:
@@ -237,6 +260,7 @@ def run(
     adapter_factory: AdapterFactory = ReferenceKernel,
     bounds: Bounds = MBT_BOUNDS,
     *,
+    in_process: bool = False,
     examples: int = 20,
     steps: int = 15,
     seed: int | None = None,
@@ -246,8 +270,13 @@ def run(
     derandomize: bool = False,
     quiet: float = QUIET,
 ) -> RunResult:
-    """Run the model-based test against the live system (``adapter_factory``'s kernel,
-    reference frontends as processes); a failure is caught and returned, not raised."""
+    """Run the model-based test; a failure is caught and returned, not raised.
+
+    Live (the default here): ``adapter_factory``'s kernel, reference frontends as
+    processes. ``in_process``: the reference kernel's protocol core, with the
+    policies of ``adapter_factory`` (a :class:`ReferenceKernel` or a broken variant
+    of it), and frontend cores on the simulated network.
+    """
     result = RunResult()
     began = time.monotonic()
 
@@ -258,12 +287,21 @@ def run(
         if progress is not None:
             progress(result)
 
-    pool = FrontendPool()  # one zygote for every example: forks are cheap, starts are not
+    pool: FrontendPool | None = None
+    factory: SystemFactory
+    if in_process:
+        policies = _policies(adapter_factory)
 
-    def live() -> LiveSystem:
-        return LiveSystem(adapter_factory(), coverage=coverage, quiet=quiet, pool=pool)
+        def factory() -> System:
+            return InProcessSystem(policies, coverage=coverage)
+    else:
+        live_pool = pool = FrontendPool()  # one zygote for every example: forks are cheap
 
-    machine = make_machine(live, bounds, supported=supported, on_program=record)
+        def factory() -> System:
+            return LiveSystem(adapter_factory(), coverage=coverage, quiet=quiet,
+                              pool=live_pool)
+
+    machine = make_machine(factory, bounds, supported=supported, on_program=record)
     if seed is not None:
         machine = hypothesis_seed(seed)(machine)
     config = settings(
@@ -284,9 +322,32 @@ def run(
             raise
         result.failure = e
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
     result.seconds = time.monotonic() - began
     return result
+
+
+def _policies(adapter_factory: AdapterFactory) -> type[KernelPolicies]:
+    policies = getattr(adapter_factory, "policies", None)
+    if not (isinstance(policies, type) and issubclass(policies, KernelPolicies)):
+        raise ValueError("in-process runs take the reference kernel's core: the adapter "
+                         "must be ReferenceKernel or a variant of it (its policies)")
+    return policies
+
+
+_LIVE_REPLAY = """\
+    with Harness(LiveSystem({kernel}()), bounds{only}) as harness:
+        for action in program:
+            harness.apply(action)
+            harness.check()
+"""
+_IN_PROCESS_REPLAY = """\
+    with Harness(InProcessSystem({kernel}.policies), bounds{only}) as harness:
+        for action, made in zip(program, choices, strict=True):
+            harness.apply(action, StepChooser.replaying(made))
+            harness.check()
+"""
 
 
 def program_as_test(
@@ -294,28 +355,28 @@ def program_as_test(
     bounds: Bounds = MBT_BOUNDS,
     supported: frozenset[str] | None = None,
     name: str = "test_shrunk_program",
+    *,
+    choices: list[list[int]] | None = None,
+    kernel: str = "ReferenceKernel",
 ) -> str:
-    """A standalone pytest test that replays ``actions`` against the reference kernel."""
+    """A standalone pytest test that replays ``actions`` against the reference kernel
+    (or the variant named ``kernel``, importable from the test's folder): live, or,
+    given the ``choices`` each step made, in-process."""
     body = "".join(f"        {a!r},\n" for a in actions)
     b = bounds
     only = "" if supported is None else f", supported={sorted(supported)!r}"
+    system = (("commspec.mbt.live", "LiveSystem"),) if choices is None else (
+        ("commspec.mbt.inprocess", "InProcessSystem"), ("commspec.mbt.machine", "StepChooser"))
     imports = _imports(actions, [("commspec.mbt.adapter", "ReferenceKernel"),
-                                 ("commspec.mbt.harness", "Harness"),
-                                 ("commspec.mbt.live", "LiveSystem"),
+                                 ("commspec.mbt.harness", "Harness"), *system,
                                  ("commspec.model.system", "Bounds")])
-    return f'''{imports}
-
-
-def {name}() -> None:
-    program = [
-{body}    ]
-    bounds = Bounds(frontends={b.frontends}, comms={b.comms}, requests={b.requests},
-                    reconnects={b.reconnects}, faults={b.faults})
-    with Harness(LiveSystem(ReferenceKernel()), bounds{only}) as harness:
-        for action in program:
-            harness.apply(action)
-            harness.check()
-'''
+    made = "" if choices is None else f"    choices = {choices!r}\n"
+    replay = (_LIVE_REPLAY if choices is None else _IN_PROCESS_REPLAY).format(
+        kernel=kernel, only=only)
+    return (f"{imports}\n\n\ndef {name}() -> None:\n    program = [\n{body}    ]\n{made}"
+            f"    bounds = Bounds(frontends={b.frontends}, comms={b.comms}, "
+            f"requests={b.requests},\n"
+            f"                    reconnects={b.reconnects}, faults={b.faults})\n{replay}")
 
 
 def _imports(actions: list[Action], always: list[tuple[str, str]]) -> str:

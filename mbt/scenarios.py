@@ -28,7 +28,8 @@ from commspec.model.system import Bounds
 from commspec.model.world import Target
 
 from .adapter import KernelAdapter, ReferenceKernel
-from .harness import MBT_BOUNDS, Harness
+from .harness import MBT_BOUNDS, Harness, System
+from .inprocess import InProcessSystem
 from .live import LiveSystem
 from .race import Race, RaceOrder
 from .recorder import Coverage
@@ -96,13 +97,19 @@ DIRECTED: tuple[tuple[str, Bounds, tuple[Action, ...]], ...] = (
 def run_directed(
     adapter_factory: Callable[[], KernelAdapter] = ReferenceKernel,
     coverage: Coverage | None = None,
+    *,
+    in_process: bool = False,
 ) -> list[tuple[str, float, int]]:
-    """Run every directed program; MbtFailure (naming it) on the first that fails.
+    """Run every directed program, live or ``in_process`` (the reference kernel's core
+    with the adapter's policies); MbtFailure (naming it) on the first that fails.
 
-    Returns (name, live seconds, steps) per program."""
+    Returns (name, seconds, steps) per program."""
     out: list[tuple[str, float, int]] = []
     for name, bounds, program in DIRECTED:
-        with Harness(LiveSystem(adapter_factory(), coverage=coverage), bounds) as harness:
+        system: System = (
+            InProcessSystem(getattr(adapter_factory, "policies"), coverage=coverage)  # noqa: B009
+            if in_process else LiveSystem(adapter_factory(), coverage=coverage))
+        with Harness(system, bounds) as harness:
             for action in program:
                 try:
                     harness.apply(action)

@@ -47,6 +47,7 @@ from commspec.impl.core.events import (
     CloseLink,
     CloseSession,
     Connect,
+    Disconnect,
     DropIopub,
     Effect,
     Input,
@@ -77,7 +78,9 @@ from commspec.impl.kernel.application import KernelApplication
 from commspec.impl.targets import DEFAULT_TARGETS, TargetRegistry
 from commspec.model.trace import TraceSink, discard
 
-__all__ = ["Chooser", "Delivery", "DeliveryKind", "SimFrontend", "SimKernel", "Simulation"]
+__all__ = [
+    "Chooser", "Delivery", "DeliveryKind", "SimFrontend", "SimKernel", "Simulation", "message",
+]
 
 #: picks one of ``n`` alternatives: 0 <= choose(n) < n
 Chooser = Callable[[int], int]
@@ -123,7 +126,7 @@ def _copy(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
 
 
-def _message(send: Send, session: str) -> Message:
+def message(send: Send, session: str) -> Message:
     header = {"msg_id": send.msg_id, "msg_type": send.msg_type, "username": "sim",
               "session": session, "date": "", "version": "5.5"}
     return {"header": header, "parent_header": dict(send.parent) if send.parent else {},
@@ -283,14 +286,14 @@ class SimKernel(_Party):
                 link = fe.link if fe is not None else None
                 if fe is not None and link is not None and link.up and link.sub_live \
                         and link.iopub_open:
-                    fe.iopub_down.append(_message(effect, self.core.session_id))
+                    fe.iopub_down.append(message(effect, self.core.session_id))
             return
         fe = net.by_identity(effect.to[0]) if effect.to else None
         reached = fe is not None and fe.link is not None and fe.link.up
         if reached:
             assert fe is not None
             queue = fe.stdin_down if effect.channel is Channel.STDIN else fe.shell_down
-            queue.append(_message(effect, self.core.session_id))
+            queue.append(message(effect, self.core.session_id))
         if effect.confirm:
             self.feed(Sent(effect.msg_id, reached, "" if reached else "EHOSTUNREACH"))
 
@@ -347,6 +350,13 @@ class SimFrontend(_Party):
 
         comm.on_request("ask", ask)
 
+    def disconnect(self) -> None:
+        """Drop the link on purpose (as a sleeping laptop would)."""
+        self.feed(Disconnect())
+
+    def close_session(self) -> None:
+        self.feed(CloseSession())
+
     def drop_iopub(self) -> None:
         """Close the IOPub socket alone (the late-reply race)."""
         self.feed(DropIopub())
@@ -366,7 +376,7 @@ class SimFrontend(_Party):
         link = self.link
         ok = link is not None and link.up
         if ok and self.net.kernel.up:
-            msg = _message(effect, self.session_id)
+            msg = message(effect, self.session_id)
             if effect.channel is Channel.STDIN:
                 self.stdin_up.append(msg)
             else:
@@ -441,6 +451,8 @@ class Simulation:
         self.frontends: list[SimFrontend | None] = [None] * frontends
         self.pending_shutdown = False
         self.deliveries = 0
+        #: deliveries a test withholds for now (a reply it wants to arrive later)
+        self.withheld: set[Delivery] = set()
 
     def by_identity(self, identity: bytes) -> SimFrontend | None:
         for fe in self.frontends:
@@ -530,6 +542,8 @@ class Simulation:
                     out.append(Delivery(DeliveryKind.NOTICE_LOST, f))
             elif fe.proc is Proc.FROZEN and kernel_up and fe.link is not None and fe.link.up:
                 out.append(Delivery(DeliveryKind.HEARTBEAT_TIMEOUT, f))
+        if self.withheld:
+            out = [d for d in out if d not in self.withheld]
         if self.pending_shutdown:
             out.append(Delivery(DeliveryKind.TIMER, -2))
         if not out:

@@ -1,11 +1,16 @@
-"""The model-based test: Hypothesis drives the system model and the live reference kernel.
+"""The model-based test: Hypothesis drives the system model and the reference kernel.
+
+Twice: in-process (the protocol cores on the simulated network, the delivery
+orders drawn by Hypothesis; fast, deterministic) and live (the kernel over
+ZeroMQ, frontends in processes of their own, SIGKILL and SIGSTOP for real).
 
 - The reference kernel matches the model on every program Hypothesis runs (two
-  frontends, and one frontend).
-- Coverage: the default run (random programs, directed programs, live-only
-  scenarios) takes every declared transition of every machine, or fails listing
-  the rows never taken.
-- It can fail: broken variants of the kernel are caught and shrunk to short programs.
+  frontends, and one frontend), on each system.
+- Coverage: each system's default run (random programs, directed programs, the
+  scenarios for the rows no model action takes) takes every declared transition of
+  every machine, or fails listing the rows never taken.
+- It can fail: broken variants of the kernel are caught and shrunk to short
+  programs, in-process and live.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from commspec.cli import main
 from commspec.mbt.adapter import ReferenceKernel
 from commspec.mbt.edges import EDGES, run_edges
 from commspec.mbt.harness import MBT_BOUNDS, Harness, MbtFailure
+from commspec.mbt.inprocess import InProcessSystem
 from commspec.mbt.live import LiveSystem
-from commspec.mbt.machine import Program, RunResult, program_as_test, run
+from commspec.mbt.machine import Program, RunResult, StepChooser, program_as_test, run
 from commspec.mbt.race import Race
 from commspec.mbt.recorder import Coverage
 from commspec.mbt.scenarios import DIRECTED, run_directed
 from commspec.mbt.session_edges import SESSION_EDGES, run_session_edges
+from commspec.mbt.simulated_edges import SIMULATED_EDGES, run_simulated_edges
 from commspec.model.actions import Action, Crash, FrontendOpen, FrontendRequest, Start
 from commspec.model.system import Bounds
 from commspec.model.world import Target
@@ -40,18 +47,35 @@ HUNT = frozenset({"start", "frontend_open", "crash", "kernel_request", "race_iop
                   "race_queued"})
 
 
-def _explain(result: RunResult) -> str:
+def _explain(result: RunResult, in_process: bool = False) -> str:
     shrunk = result.shrunk
     if result.ok or shrunk is None:
         return ""
+    replay = program_as_test(shrunk.actions, choices=shrunk.choices if in_process else None)
     return (f"{result.failure}\n\nthe shrunk program failed with:\n{shrunk.failure}"
-            f"\n\nreplay with:\n{program_as_test(shrunk.actions)}")
+            f"\n\nreplay with:\n{replay}")
+
+
+DefaultRun = tuple[list[RunResult], Coverage]
 
 
 @pytest.fixture(scope="module")
-def default_run() -> tuple[list[RunResult], Coverage]:
-    """The default run: random programs (two frontends; one frontend that may reconnect),
-    the directed programs, and the live-only scenarios, all counted in one Coverage."""
+def in_process_run() -> DefaultRun:
+    """In-process: random programs (two frontends; one frontend that may reconnect),
+    the directed programs and the simulated scenarios, all counted in one Coverage."""
+    coverage = Coverage()
+    two = run(ReferenceKernel, MBT_BOUNDS, in_process=True, examples=300, steps=30,
+              coverage=coverage, derandomize=True)
+    one = run(ReferenceKernel, ONE_FRONTEND, in_process=True, examples=100, steps=25,
+              coverage=coverage, derandomize=True)
+    assert len(run_directed(coverage=coverage, in_process=True)) == len(DIRECTED)
+    assert len(run_simulated_edges(coverage)) == len(SIMULATED_EDGES)
+    return [two, one], coverage
+
+
+@pytest.fixture(scope="module")
+def live_run() -> DefaultRun:
+    """Live: the same, over ZeroMQ and processes, with the live scenarios."""
     coverage = Coverage()
     two = run(ReferenceKernel, MBT_BOUNDS, examples=100, steps=30, coverage=coverage,
               derandomize=True)
@@ -63,17 +87,21 @@ def default_run() -> tuple[list[RunResult], Coverage]:
     return [two, one], coverage
 
 
-def test_reference_kernel_matches_the_model(default_run: tuple[list[RunResult], Coverage]) -> None:
-    results, _ = default_run
+def test_reference_kernel_matches_the_model_in_process(in_process_run: DefaultRun) -> None:
+    results, _ = in_process_run
+    for result in results:
+        assert result.ok, _explain(result, in_process=True)
+        assert result.examples >= 50 and result.steps > result.examples
+
+
+def test_reference_kernel_matches_the_model_live(live_run: DefaultRun) -> None:
+    results, _ = live_run
     for result in results:
         assert result.ok, _explain(result)
         assert result.examples >= 20 and result.steps > result.examples
 
 
-def test_every_declared_transition_is_taken(
-    default_run: tuple[list[RunResult], Coverage],
-) -> None:
-    _, coverage = default_run
+def _assert_covered(coverage: Coverage) -> None:
     missing = coverage.uncovered()
     report = "\n".join(
         f"  {m:<14} {taken:>3} / {declared}"
@@ -83,6 +111,14 @@ def test_every_declared_transition_is_taken(
         "not taken:\n" + "\n".join(f"  {m}: {s} --{e}--> {d}" for m, s, e, d in missing)
         + f"\ncoverage:\n{report}"
     )
+
+
+def test_every_declared_transition_is_taken_in_process(in_process_run: DefaultRun) -> None:
+    _assert_covered(in_process_run[1])
+
+
+def test_every_declared_transition_is_taken_live(live_run: DefaultRun) -> None:
+    _assert_covered(live_run[1])
 
 
 def test_the_coverage_check_fails_when_a_transition_is_never_taken() -> None:
@@ -115,10 +151,11 @@ def test_a_failure_that_does_not_replay_still_shows_the_program_that_failed() ->
     assert RunResult(programs=[Program([Start(0)], 0.1)]).shrunk is None
 
 
+@pytest.mark.parametrize("system", ["in-process", "live"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_broken_variant_is_caught_and_shrunk(variant: str) -> None:
-    result = run(VARIANTS[variant], SMALL, examples=300, steps=6, derandomize=True, quiet=0.3,
-                 supported=HUNT)
+def test_broken_variant_is_caught_and_shrunk(variant: str, system: str) -> None:
+    result = run(VARIANTS[variant], SMALL, in_process=system == "in-process", examples=300,
+                 steps=6, derandomize=True, quiet=0.3, supported=HUNT)
     assert not result.ok, f"{variant} was not caught"
     assert isinstance(result.failure, MbtFailure), repr(result.failure)
     shrunk = result.shrunk
@@ -129,6 +166,41 @@ def test_broken_variant_is_caught_and_shrunk(variant: str) -> None:
     last = program[-1]
     caught = (last.name, last.order.value) if isinstance(last, Race) else (last.name,)
     assert caught == CAUGHT_AT[variant], (program, shrunk.failure)
+
+
+def test_an_in_process_failure_replays_from_its_printed_test(tmp_path: Path) -> None:
+    # The printed test carries the delivery choices of each step: it fails against the
+    # variant as the run did, and passes against the reference kernel.
+    variant = VARIANTS["no_drain_before_invalidating"]
+    result = run(variant, SMALL, in_process=True, examples=300, steps=6, derandomize=True,
+                 supported=HUNT)
+    shrunk = result.shrunk
+    assert shrunk is not None and len(shrunk.choices) == len(shrunk.actions)
+    for kernel, fails in (("Variant", True), ("ReferenceKernel", False)):
+        source = program_as_test(shrunk.actions, SMALL, choices=shrunk.choices, kernel=kernel)
+        namespace: dict[str, object] = {"Variant": variant}
+        exec(compile(source, str(tmp_path / "test_replay.py"), "exec"), namespace)
+        replay = namespace["test_shrunk_program"]
+        assert callable(replay)
+        if fails:
+            with pytest.raises(MbtFailure):
+                replay()
+        else:
+            replay()
+
+
+def test_the_in_process_system_is_deterministic() -> None:
+    # Same program, same choices: the same trace, event for event (its clock included).
+    program: list[Action] = [Start(0), Start(1), FrontendOpen(0, 0, Target.PERSISTENT),
+                             FrontendRequest(0, 0, 0), Crash(0)]
+    traces = []
+    for _ in range(2):
+        system = InProcessSystem()
+        with Harness(system, MBT_BOUNDS) as harness:
+            for i, action in enumerate(program):
+                harness.apply(action, StepChooser.replaying([i % 3, 1, 0, 2]))
+        traces.append([e.to_json() for e in system.recorder.events])
+    assert traces[0] == traces[1] and len(traces[0]) >= 15
 
 
 def test_teardown_leaves_nothing_behind_even_after_a_failure() -> None:
