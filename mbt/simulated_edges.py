@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.core.events import Channel, Send
+from commspec.impl.core.jsonrpc import rpc_result
 from commspec.impl.errors import (
     CommClosed,
     Disconnected,
@@ -89,8 +90,10 @@ class _Scene:
     def session(self, fe: SimFrontend, expected: list[Move]) -> None:
         self.moves(fe.core.name, "session", fe.session_id, expected)
 
-    def kernel_says_again(self, fe: SimFrontend, comm_id: str, parent: str, data: Any) -> None:
-        """The kernel publishes one more reply to request ``parent`` (no endpoint would)."""
+    def kernel_says_again(self, fe: SimFrontend, comm_id: str, parent: str, result: Any) -> None:
+        """The kernel publishes one more reply (``result``) to request ``parent``, which no
+        endpoint would."""
+        data = rpc_result(parent, result)
         fe.iopub_down.append(message(Send(
             Channel.IOPUB, (), "dup-" + parent, "comm_msg",
             {"comm_id": comm_id, "data": data}, {"msg_id": parent, "msg_type": "comm_msg"},
@@ -149,7 +152,7 @@ def resolved_then_duplicate(scene: _Scene) -> None:
     scene.sim.run()
     _expect("echo", future.result(0), {"n": 1})
     msg_id = _last_request(scene, fe)
-    scene.kernel_says_again(fe, comm.comm_id, msg_id, {"jsonrpc": "2.0", "id": msg_id, "result": "again"})
+    scene.kernel_says_again(fe, comm.comm_id, msg_id, "again")
     scene.moves(fe.core.name, "request", msg_id, [
         SENT, ("pending", "result", "resolved"), ("resolved", "late_reply", "resolved")])
 
@@ -166,7 +169,7 @@ def errored_then_late(scene: _Scene) -> None:
     future = comm.request("no_such_method")
     scene.sim.run()
     msg_id = _failure(future, RemoteError).msg_id
-    scene.kernel_says_again(fe, comm.comm_id, msg_id, {"jsonrpc": "2.0", "id": msg_id, "result": 1})
+    scene.kernel_says_again(fe, comm.comm_id, msg_id, 1)
     scene.moves(fe.core.name, "request", msg_id, [
         SENT, ("pending", "error", "errored"), ("errored", "late_reply", "errored")])
 
@@ -201,7 +204,7 @@ def idle_without_reply(scene: _Scene) -> None:
     scene.sim.run()  # the grace (50 ms) is within the run's horizon
     msg_id = _failure(future, NoReply).msg_id
     _expect("frontend bad input", fe.core.bad.counts().get("malformed_reply"), 1)
-    scene.kernel_says_again(fe, comm.comm_id, msg_id, {"jsonrpc": "2.0", "id": msg_id, "result": "late"})
+    scene.kernel_says_again(fe, comm.comm_id, msg_id, "late")
     scene.moves(fe.core.name, "request", msg_id, [
         SENT, ("pending", "idle_without_reply", "no_reply"),
         ("no_reply", "late_reply", "no_reply")])
@@ -360,6 +363,20 @@ def lost_reconciling(scene: _Scene) -> None:
         ("stale", "closed_by_frontend", "closed")])
 
 
+def stale_closed_by_kernel(scene: _Scene) -> None:
+    """While comm_info_reply is awaited, the kernel closes a comm the frontend holds
+    stale (a persistent one, kept detached meanwhile): the comm_close, arriving after
+    the welcome, settles it early."""
+    fe = scene.frontend()
+    comm = fe.open(ECHO_PERSISTENT, persistent=True)
+    scene.sim.run()
+    _to_reconciling(scene, fe)
+    scene.kernel_comm(comm.comm_id).close()
+    scene.sim.run()
+    scene.moves(fe.core.name, "frontend_comm", comm.comm_id, [
+        OPENED, ("open", "link_lost", "stale"), ("stale", "closed_by_kernel", "closed")])
+
+
 def close_reconciling(scene: _Scene) -> None:
     """Closed before comm_info_reply came."""
     fe = scene.frontend()
@@ -384,6 +401,7 @@ SIMULATED_EDGES: tuple[tuple[str, Scenario], ...] = (
     ("connect_deadline", connect_deadline),
     ("reconnect_fails", reconnect_fails),
     ("lost_reconciling", lost_reconciling),
+    ("stale_closed_by_kernel", stale_closed_by_kernel),
     ("close_reconciling", close_reconciling),
 )
 

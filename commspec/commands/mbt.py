@@ -1,11 +1,14 @@
-"""``commspec mbt``: the model-based test, live: Hypothesis drives the model and the kernel.
+"""``commspec mbt``: the model-based test: Hypothesis drives the model and the kernel.
 
 Runs the Hypothesis state machine of ``commspec.mbt`` against the reference
-kernel (in this process; each frontend in a process of its own), with a progress bar; then prints a
-summary (examples, steps, live steps per second, transition coverage per
-machine). On failure it prints the shrunk program as a standalone pytest test
-that replays it. Exit status 0 when the live system always matched the model,
-1 otherwise, 2 on bad arguments.
+kernel, in-process by default (its protocol core and the frontends' on a
+simulated network; Hypothesis also draws the delivery orders) or ``--live``
+(the kernel in this process over ZeroMQ, each frontend in a process of its own),
+with a progress bar; then the directed programs and the scenarios for the rows no
+model action takes, and a summary (examples, steps, steps per second, transition
+coverage per machine). On failure it prints the shrunk program as a standalone
+pytest test that replays it. Exit status 0 when the system always matched the
+model, 1 otherwise, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from commspec.mbt.harness import MBT_BOUNDS, default_supported
 from commspec.mbt.recorder import Coverage
 from commspec.mbt.scenarios import run_directed
 from commspec.mbt.session_edges import run_session_edges
+from commspec.mbt.simulated_edges import run_simulated_edges
 from commspec.model.system import Bounds
 
 if TYPE_CHECKING:
@@ -31,7 +35,7 @@ BAR = 30
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "mbt",
-        help="model-based test: Hypothesis drives the model and the live kernel in lockstep",
+        help="model-based test: Hypothesis drives the model and the kernel in lockstep",
         description=(__doc__ or "").split("\n\n")[0],
     )
     p.add_argument("--examples", type=int, default=50, metavar="N",
@@ -45,6 +49,12 @@ def add_parser(subparsers: Any) -> None:
                    f"(default {MBT_BOUNDS.reconnects})")
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="Hypothesis seed, to repeat a run")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--in-process", dest="live", action="store_false",
+                       help="the protocol cores on a simulated network (the default)")
+    where.add_argument("--live", dest="live", action="store_true",
+                       help="the kernel over ZeroMQ, frontends as processes")
+    p.set_defaults(live=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,23 +78,25 @@ def _run(args: argparse.Namespace) -> int:
     bounds = Bounds(args.frontends, b.comms, b.requests, args.reconnects, b.faults)
     supported = default_supported(bounds)
     coverage = Coverage()
-    print(f"commspec mbt: {args.examples} examples of up to {args.steps} steps, "
+    system = "live" if args.live else "in-process"
+    print(f"commspec mbt ({system}): {args.examples} examples of up to {args.steps} steps, "
           f"{bounds.frontends} frontend(s), {bounds.comms} comm slots, {bounds.requests} "
           f"request slots, {bounds.faults} faults, {bounds.reconnects} reconnects; "
           f"seed {args.seed}")
     result = _mbt_run(bounds, args, coverage, supported)
     if result.ok:
         try:
-            directed = run_directed(coverage=coverage)
-            edges = run_edges(coverage) + run_session_edges(coverage)
+            directed = run_directed(coverage=coverage, in_process=not args.live)
+            edges = ([name for name, _ in run_edges(coverage) + run_session_edges(coverage)]
+                     if args.live else run_simulated_edges(coverage))
         except AssertionError as e:
             print(f"FAILED: {e}")
             return 1
-        print(f"directed programs: {len(directed)} passed; live-only scenarios: "
-              f"{len(edges)} passed")
-    _summary(result, coverage)
+        print(f"directed programs: {len(directed)} passed; scenarios for the rows no model "
+              f"action takes: {len(edges)} passed")
+    _summary(result, coverage, args.live)
     if result.ok:
-        print("OK: the live system matched the model at every step")
+        print(f"OK: the {system} system matched the model at every step")
         return 0
     print(f"FAILED: {type(result.failure).__name__}")
     print(str(result.failure))
@@ -94,7 +106,8 @@ def _run(args: argparse.Namespace) -> int:
               f"{shrunk.failure}\n\nas a pytest test:\n")
         from commspec.mbt.machine import program_as_test
 
-        print(program_as_test(shrunk.actions, bounds, supported))
+        print(program_as_test(shrunk.actions, bounds, supported,
+                              choices=None if args.live else shrunk.choices))
     return 1
 
 
@@ -113,20 +126,26 @@ def _mbt_run(
 
     from commspec.mbt import machine
 
-    result = machine.run(ReferenceKernel, bounds, examples=args.examples, steps=args.steps,
-                 seed=args.seed, coverage=coverage, supported=supported, progress=progress)
+    result = machine.run(ReferenceKernel, bounds, in_process=not args.live,
+                         examples=args.examples, steps=args.steps, seed=args.seed,
+                         coverage=coverage, supported=supported, progress=progress)
     if tty:
         print(file=sys.stderr)
     return result
 
 
-def _summary(result: RunResult, coverage: Coverage) -> None:
+def _summary(result: RunResult, coverage: Coverage, live: bool) -> None:
     overall = result.steps / result.seconds if result.seconds > 0 else 0.0
-    print(f"examples {result.examples}, steps {result.steps}, {result.seconds:.1f} s, "
-          f"{result.steps_per_second:,.0f} live steps/s ({overall:,.0f} steps/s with "
-          "kernel start/stop and Hypothesis; "
-          f"{result.steps_per_second_without_freezes:,.0f} live steps/s leaving out freezes, "
-          "which wait out the kernel's heartbeat timeout)")
+    if live:
+        print(f"examples {result.examples}, steps {result.steps}, {result.seconds:.1f} s, "
+              f"{result.steps_per_second:,.0f} live steps/s ({overall:,.0f} steps/s with "
+              "kernel start/stop and Hypothesis; "
+              f"{result.steps_per_second_without_freezes:,.0f} live steps/s leaving out "
+              "freezes, which wait out the kernel's heartbeat timeout)")
+    else:
+        print(f"examples {result.examples}, steps {result.steps}, {result.seconds:.1f} s, "
+              f"{result.steps_per_second:,.0f} steps/s in the lockstep ({overall:,.0f} "
+              "steps/s with Hypothesis)")
     print(f"{'machine':<16}{'transitions taken':>20}")
     for name, (taken, declared) in coverage.per_machine().items():
         print(f"{name:<16}{taken:>12} / {declared:<6}")

@@ -229,12 +229,23 @@ def test_teardown_leaves_nothing_behind_even_after_a_failure() -> None:
         assert pid is not None and not Path(f"/proc/{pid}").exists(), f"{pid} is still there"
 
 
-def test_cli_mbt_runs_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["mbt", "--examples", "4", "--steps", "6", "--seed", "7"]) == 0
+@pytest.mark.parametrize(("flags", "says"), [
+    ([], "(in-process)"), (["--in-process"], "(in-process)"), (["--live"], "(live)"),
+])
+def test_cli_mbt_runs_and_reports(capsys: pytest.CaptureFixture[str], flags: list[str],
+                                  says: str) -> None:
+    assert main(["mbt", "--examples", "4", "--steps", "6", "--seed", "7", *flags]) == 0
     out = capsys.readouterr().out
-    assert "live steps/s" in out and "transitions taken" in out
+    assert says in out and "steps/s" in out and "transitions taken" in out
     for machine in ("kernel_comm", "frontend_comm", "request", "presence", "session"):
         assert machine in out
+
+
+def test_cli_mbt_refuses_both_systems(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["mbt", "--live", "--in-process"])
+    assert exited.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
 
 
 def test_cli_mbt_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
