@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -49,7 +50,6 @@ from commspec.impl.core.events import (
     Connect,
     Disconnect,
     DropIopub,
-    Effect,
     Input,
     LinkLost,
     Message,
@@ -61,12 +61,7 @@ from commspec.impl.core.events import (
     SessionChanged,
     Shutdown,
     ShutdownRequested,
-    StartTimer,
-    StopTimer,
     SubscriptionFrames,
-    Timer,
-    TimerFired,
-    Trace,
     WatchHeartbeat,
 )
 from commspec.impl.core.frontend import FrontendOptions, FrontendProtocol
@@ -75,6 +70,7 @@ from commspec.impl.core.policies import KernelPolicies
 from commspec.impl.core.presence import peer_topic
 from commspec.impl.frontend.application import FrontendApplication
 from commspec.impl.kernel.application import KernelApplication
+from commspec.impl.runner import EffectRunner
 from commspec.impl.targets import DEFAULT_TARGETS, TargetRegistry
 from commspec.model.trace import TraceSink, discard
 
@@ -143,14 +139,6 @@ class _Link:
     iopub_open: bool = True
 
 
-@dataclass
-class _Timers:
-    """One party's timers on the virtual clock."""
-
-    heap: list[tuple[float, int, Timer | Callable[[], None]]] = field(default_factory=list)
-    live: dict[Timer, int] = field(default_factory=dict)
-
-
 class _Cancellable:
     __slots__ = ("cancelled",)
 
@@ -166,20 +154,25 @@ class _Cancellable:
 # =========================================================================
 
 
-class _Party:
-    """What the kernel and a frontend share: a core, an application, timers, a runner."""
+class _Party(EffectRunner):
+    """What the kernel and a frontend share: a core, an application, timers on the
+    virtual clock, and the runner the application talks to. Strict: an effect that
+    fails is a bug the test must see."""
 
-    core: KernelProtocol | FrontendProtocol
-    app: KernelApplication | FrontendApplication
+    strict = True
+    log = logging.getLogger("commspec.mbt.simulation")
 
     def __init__(self, net: Simulation, name: str) -> None:
+        super().__init__()
         self.net = net
         self.name = name
-        self.timers = _Timers()
+        self.sink = net.sink
+        self.effects[Send] = self.send
+        self._heap: list[tuple[float, int, _Cancellable, Callable[[], None]]] = []
         self._ids = itertools.count(1)
         self._seq = itertools.count()
 
-    # -- CoreRunner ---------------------------------------------------------------------
+    # -- CoreRunner and EffectRunner ----------------------------------------------------
 
     def submit(self, event: Input) -> None:
         self.feed(event)
@@ -191,71 +184,35 @@ class _Party:
         return True
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> _Cancellable:
-        handle = _Cancellable()
-
-        def fire() -> None:
-            if not handle.cancelled:
-                callback()
-
-        heapq.heappush(self.timers.heap, (self.net.clock + max(0.0, delay), next(self._seq),
-                                          fire))
-        return handle
+        return self.run_at(self.net.clock + max(0.0, delay), callback)
 
     def new_msg_id(self) -> str:
         return f"{self.name}-{next(self._ids)}"
 
-    # -- effects ------------------------------------------------------------------------
+    def now(self) -> float:
+        return self.net.clock
 
-    def feed(self, event: Input) -> None:
-        try:
-            effects = self.core.handle(event, self.net.clock)
-        except BaseException:
-            self.carry_out(self.core.take_effects())
-            raise
-        self.carry_out(effects)
+    def run_at(self, when: float, callback: Callable[[], None]) -> _Cancellable:
+        handle = _Cancellable()
+        heapq.heappush(self._heap, (when, next(self._seq), handle, callback))
+        return handle
 
-    def carry_out(self, effects: list[Effect]) -> None:
-        for effect in effects:
-            if isinstance(effect, Trace):
-                self.net.sink(effect.event)
-            elif isinstance(effect, StartTimer):
-                self._start_timer(effect)
-            elif isinstance(effect, StopTimer):
-                self.timers.live.pop(effect.timer, None)
-            elif isinstance(effect, Send):
-                self.send(effect)
-            elif not self.app.carry_out(effect) and not self.carry_out_own(effect):
-                raise TypeError(f"{self.name}: no way to carry out {effect!r}")
-
-    def _start_timer(self, effect: StartTimer) -> None:
-        seq = next(self._seq)
-        self.timers.live[effect.timer] = seq
-        heapq.heappush(self.timers.heap, (effect.when, seq, effect.timer))
+    # -- the virtual clock ------------------------------------------------------------
 
     def next_timer(self) -> float | None:
-        heap = self.timers.heap
-        while heap:
-            when, seq, what = heap[0]
-            if isinstance(what, Timer) and self.timers.live.get(what) != seq:
-                heapq.heappop(heap)  # stopped or restarted since
-                continue
-            return when
-        return None
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def fire_timer(self) -> None:
-        when, _, what = heapq.heappop(self.timers.heap)
+        when, _, handle, callback = heapq.heappop(self._heap)
         self.net.clock = max(self.net.clock, when)
-        if isinstance(what, Timer):
-            del self.timers.live[what]
-            self.feed(TimerFired(what))
-        else:
-            what()
+        if not handle.cancelled:
+            callback()
 
     def send(self, effect: Send) -> None:
         raise NotImplementedError
-
-    def carry_out_own(self, effect: Effect) -> bool:
-        return False
 
 
 class SimKernel(_Party):
@@ -269,6 +226,7 @@ class SimKernel(_Party):
             policies=policies, tracing=net.sink is not discard,
         )
         self.app: KernelApplication = KernelApplication(self.core, self, targets, self)
+        self.effects[ShutdownRequested] = self._shutdown_requested
         self.up = True
 
     # KernelServices, for the targets' handlers
@@ -297,11 +255,8 @@ class SimKernel(_Party):
         if effect.confirm:
             self.feed(Sent(effect.msg_id, reached, "" if reached else "EHOSTUNREACH"))
 
-    def carry_out_own(self, effect: Effect) -> bool:
-        if isinstance(effect, ShutdownRequested):
-            self.net.pending_shutdown = True
-            return True
-        return False
+    def _shutdown_requested(self, effect: ShutdownRequested) -> None:
+        self.net.pending_shutdown = True
 
 
 class SimFrontend(_Party):
@@ -318,6 +273,13 @@ class SimFrontend(_Party):
             tracing=net.sink is not discard,
         )
         self.app: FrontendApplication = FrontendApplication(self.core, self)
+        self.effects.update({
+            OpenLink: self._open_link,
+            CloseLink: lambda effect: self.drop_link(),
+            DropIopub: self._drop_iopub,
+            WatchHeartbeat: lambda effect: None,  # heartbeats are the network's deliveries
+            SessionChanged: lambda effect: None,
+        })
         self.proc = Proc.RUNNING
         self.link: _Link | None = None
         #: a lost link the frontend has yet to notice (monitor, heartbeat)
@@ -384,27 +346,21 @@ class SimFrontend(_Party):
         if effect.confirm:
             self.feed(Sent(effect.msg_id, ok, "" if ok else "no live link to the kernel"))
 
-    def carry_out_own(self, effect: Effect) -> bool:
-        if isinstance(effect, OpenLink):
-            self.link = _Link(effect.link)
-            self.unnoticed = False
-            if self.net.kernel.up:
-                frames = (b"\x01", b"\x01" + peer_topic(self.session_id)) \
-                    if self.options.presence_topic else (b"\x01",)
-                self.sub_up.append((effect.link, frames))
-            else:
-                self.link.up = True  # a connect that never completes: nothing happens
-        elif isinstance(effect, CloseLink):
-            self.drop_link()
-        elif isinstance(effect, DropIopub):
-            link = self.link
-            if link is not None and link.iopub_open:
-                link.iopub_open = False
-                self._unsubscribe(link)
-                self.iopub_down.clear()
-        elif not isinstance(effect, (WatchHeartbeat, SessionChanged)):
-            return False
-        return True
+    def _open_link(self, effect: OpenLink) -> None:
+        self.link = _Link(effect.link)
+        self.unnoticed = False
+        if self.net.kernel.up:
+            frames = (b"\x01", b"\x01" + peer_topic(self.session_id)) \
+                if self.options.presence_topic else (b"\x01",)
+            self.sub_up.append((effect.link, frames))
+        # else: a connect that never completes; nothing happens
+
+    def _drop_iopub(self, effect: DropIopub) -> None:
+        link = self.link
+        if link is not None and link.iopub_open:
+            link.iopub_open = False
+            self._unsubscribe(link)
+            self.iopub_down.clear()
 
     def _unsubscribe(self, link: _Link) -> None:
         link.sub_live = False

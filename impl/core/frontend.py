@@ -50,7 +50,6 @@ from commspec.model.machines import (
     SessionEvent,
     SessionState,
 )
-from commspec.model.trace import TraceEvent, discard
 from commspec.model.tracked import Tracked
 
 from ..errors import CannotSend, EndpointClosed
@@ -74,9 +73,7 @@ from .events import (
     Connect,
     Disconnect,
     DropIopub,
-    Effect,
     Header,
-    Input,
     IopubSeen,
     LinkLost,
     Message,
@@ -86,7 +83,6 @@ from .events import (
     Reconnect,
     Refused,
     RegisterTarget,
-    RequestEnded,
     Send,
     SendCommData,
     Sent,
@@ -98,10 +94,10 @@ from .events import (
     Timer,
     TimerFired,
     TimerKind,
-    Trace,
     WatchHeartbeat,
 )
 from .jsonrpc import INVALID_REQUEST, MessageKind, classify, rpc_error, rpc_request
+from .protocol import ProtocolCore
 from .requests import PendingRequests, ReplyOutcome
 
 __all__ = ["REMEMBER_CLOSED", "FrontendOptions", "FrontendProtocol", "ProofOfSubscription"]
@@ -237,8 +233,10 @@ class _Sending:
     deadline: float | None
 
 
-class FrontendProtocol:
+class FrontendProtocol(ProtocolCore):
     """One frontend session's protocol state. Drive it from one thread at a time."""
+
+    role = "frontend"
 
     def __init__(
         self,
@@ -248,18 +246,16 @@ class FrontendProtocol:
         options: FrontendOptions | None = None,
         tracing: bool = False,
     ) -> None:
+        super().__init__(tracing=tracing)
         self.session_id = session_id
         self.name = f"frontend:{session_id}"
         self.options = options or FrontendOptions()
-        self.now = 0.0
         self._new_msg_id = new_msg_id
-        self._out: list[Effect] = []
-        sink = self._trace if tracing else discard
-        self._sink = sink
+        sink = self.sink
         self.session: Tracked[SessionState, SessionEvent] = Tracked(
-            SESSION, session_id, endpoint=self.name, sink=sink, clock=self._clock
+            SESSION, session_id, endpoint=self.name, sink=sink, clock=self.clock
         )
-        self.requests = PendingRequests(self.name, self._emit, sink=sink, clock=self._clock)
+        self.requests = PendingRequests(self.name, self._emit, sink=sink, clock=self.clock)
         self.bad = BadInput(self.name, log)
         self.comms: dict[str, _CommRecord] = {}
         self._closed_ids: BoundedSet[str] = BoundedSet(REMEMBER_CLOSED)
@@ -280,7 +276,7 @@ class FrontendProtocol:
         self.proof = ProofOfSubscription()
         self._reconcile_id: str | None = None
         self.closed = False
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        self._handlers = {
             Connect: self._connect,
             Received: self._on_received,
             Refused: self._on_refused,
@@ -310,19 +306,6 @@ class FrontendProtocol:
     def state(self) -> SessionState:
         return self.session.state
 
-    def handle(self, event: Input, now: float) -> list[Effect]:
-        """Handle one input at time ``now``; the effects, in the order to carry out."""
-        self.now = now
-        handler = self._handlers.get(type(event))
-        if handler is None:
-            raise TypeError(f"the frontend core takes no {type(event).__name__}")
-        handler(event)
-        return self.take_effects()
-
-    def take_effects(self) -> list[Effect]:
-        out, self._out = self._out, []
-        return out
-
     def comm_state(self, comm_id: str) -> FrontendCommState:
         record = self.comms.get(comm_id)
         return record.state if record is not None else CS.CLOSED
@@ -334,15 +317,6 @@ class FrontendProtocol:
     # =====================================================================
     # helpers
     # =====================================================================
-
-    def _clock(self) -> float:
-        return self.now
-
-    def _trace(self, event: TraceEvent) -> None:
-        self._out.append(Trace(event))
-
-    def _emit(self, effect: RequestEnded) -> None:
-        self._out.append(effect)
 
     def _fire(self, event: SessionEvent, msg_id: str | None = None) -> SessionState:
         state = self.session.fire(event, msg_id=msg_id)
@@ -361,7 +335,7 @@ class FrontendProtocol:
 
     def _new_record(self, comm_id: str, target_name: str, persistent: bool) -> _CommRecord:
         tracked: FrontendCommTracked = Tracked(
-            FRONTEND_COMM, comm_id, endpoint=self.name, sink=self._sink, clock=self._clock
+            FRONTEND_COMM, comm_id, endpoint=self.name, sink=self.sink, clock=self.clock
         )
         record = _CommRecord(comm_id, target_name, persistent, tracked)
         self.comms[comm_id] = record

@@ -35,7 +35,6 @@ from commspec.model.machines import (
     RequestEvent,
     StdinRequestEvent,
 )
-from commspec.model.trace import TraceEvent, discard
 
 from ..errors import NoFrontend
 from .badinput import BadInput, RemoteProtocolError
@@ -48,13 +47,10 @@ from .events import (
     CommData,
     CommLost,
     CommOpened,
-    Effect,
     Header,
-    Input,
     OpenComm,
     Received,
     Refused,
-    RequestEnded,
     Send,
     SendCommData,
     Sent,
@@ -68,14 +64,15 @@ from .events import (
     Timer,
     TimerFired,
     TimerKind,
-    Trace,
 )
 from .jsonrpc import INVALID_REQUEST, MessageKind, classify, rpc_error, rpc_request
 from .policies import KernelPolicies
 from .presence import Presence, SubscriptionFrameError
+from .protocol import ProtocolCore
 from .requests import STDIN_KINDS, PendingRequests, ReplyOutcome, StdinRequests
 
 __all__ = ["CONTROL_TYPES", "ENDPOINT", "KERNEL_INFO", "SHELL_TYPES", "KernelProtocol"]
+
 
 log = logging.getLogger("commspec.kernel")
 
@@ -120,8 +117,10 @@ class _Exchange:
     request: Header  # the request's header: the parent of the reply and the idle
 
 
-class KernelProtocol:
+class KernelProtocol(ProtocolCore):
     """One kernel's protocol state. Drive it from one thread at a time."""
+
+    role = "kernel"
 
     def __init__(
         self,
@@ -133,17 +132,15 @@ class KernelProtocol:
         tracing: bool = False,
         remember: int = 10_000,
     ) -> None:
+        super().__init__(tracing=tracing)
         self.session_id = session_id
         self.policies = policies if policies is not None else KernelPolicies()
-        self.now = 0.0
         self._targets = targets
         self._new_msg_id = new_msg_id
-        self._out: list[Effect] = []
-        sink = self._trace if tracing else discard
-        clock = self._clock
+        sink, clock = self.sink, self.clock
         self.presence = Presence(ENDPOINT, sink, clock)
         self.comms = KernelComms(ENDPOINT, sink, clock, remember_closed=remember)
-        emit = self._out_append
+        emit = self._emit
         self.requests = PendingRequests(ENDPOINT, emit, sink=sink, clock=clock,
                                         remember=remember)
         self.stdin = StdinRequests(ENDPOINT, emit, sink=sink, clock=clock, remember=remember)
@@ -157,7 +154,7 @@ class KernelProtocol:
         self._stdin_sending: dict[str, tuple[bytes, str]] = {}
         self._armed: float | None = None
         self._topics: dict[str, bytes] = {}
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        self._handlers = {
             Received: self._on_received,
             Refused: self._on_refused,
             SubscriptionFrames: self._on_subscriptions,
@@ -184,20 +181,6 @@ class KernelProtocol:
     # =====================================================================
     # the interface
     # =====================================================================
-
-    def handle(self, event: Input, now: float) -> list[Effect]:
-        """Handle one input at time ``now``; the effects, in the order to carry out."""
-        self.now = now
-        handler = self._handlers.get(type(event))
-        if handler is None:
-            raise TypeError(f"the kernel core takes no {type(event).__name__}")
-        handler(event)
-        return self.take_effects()
-
-    def take_effects(self) -> list[Effect]:
-        """The effects produced so far (after an exception in ``handle``: up to it)."""
-        out, self._out = self._out, []
-        return out
 
     def take(self, item: Received | Refused) -> None:
         """Handle a message that had already arrived (the drain rule's batch)."""
@@ -226,15 +209,6 @@ class KernelProtocol:
     # =====================================================================
     # output helpers
     # =====================================================================
-
-    def _clock(self) -> float:
-        return self.now
-
-    def _out_append(self, effect: RequestEnded) -> None:
-        self._out.append(effect)
-
-    def _trace(self, event: TraceEvent) -> None:
-        self._out.append(Trace(event))
 
     def _topic(self, msg_type: str) -> bytes:
         topic = self._topics.get(msg_type)

@@ -19,26 +19,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from commspec.impl.comm import NO_ANSWER, AnswerChannel, Comm, check_json
+from commspec.impl.application import Application
+from commspec.impl.comm import Comm, check_json
 from commspec.impl.core.events import (
     AdoptComms,
-    Answer,
     AnswerStdin,
     CallEnded,
     CallKernel,
     Channel,
     CloseComm,
-    CommClosed,
     CommData,
-    CommLost,
     CommOpened,
     CommsAdopted,
-    Effect,
     IopubSeen,
     Message,
     OpenComm,
     RegisterTarget,
-    RequestEnded,
     SendCommData,
     StartRequest,
     StdinArrived,
@@ -57,46 +53,30 @@ CommOpenHandler = Callable[[Comm, Any], None]
 JsonDict = dict[str, Any]
 
 
-class FrontendApplication:
+class FrontendApplication(Application):
     def __init__(self, core: FrontendProtocol, runner: CoreRunner) -> None:
+        super().__init__(core, runner, self, log)
         self.core = core
-        self.runner = runner
-        self.comms: dict[str, Comm] = {}
         self.targets: dict[str, CommOpenHandler] = {}
         self.stdin = StdinAnswers()
         self.observers: list[Callable[[Message], None]] = []
-        self._requests: dict[str, Future[Any]] = {}
         self._calls: dict[str, tuple[str, Future[Message]]] = {}
         self._adoptions: dict[str, Future[list[Comm]]] = {}
-        self._effects: dict[type, Callable[[Any], None]] = {
+        self.effects.update({
             CommOpened: self._comm_opened,
             CommData: self._comm_data,
-            CommLost: self._comm_lost,
-            CommClosed: self._comm_closed,
-            RequestEnded: self._request_ended,
             CallEnded: self._call_ended,
             CommsAdopted: self._comms_adopted,
             StdinArrived: self._stdin_arrived,
             IopubSeen: self._iopub_seen,
-        }
+        })
 
     # -- carrying out the core's effects (the core's thread) ---------------------------
 
-    def carry_out(self, effect: Effect) -> bool:
-        handler = self._effects.get(type(effect))
-        if handler is None:
-            return False
-        handler(effect)
-        return True
 
-    def _comm(self, comm_id: str, target_name: str, persistent: bool) -> Comm:
-        comm = Comm(comm_id, target_name, persistent=persistent,
-                    state=lambda: self.core.comm_state(comm_id), transport=self)
-        self.comms[comm_id] = comm
-        return comm
 
     def _comm_opened(self, effect: CommOpened) -> None:
-        comm = self._comm(effect.comm_id, effect.target_name, effect.persistent)
+        comm = self.new_comm(effect.comm_id, effect.target_name, effect.persistent)
         handler = self.targets.get(effect.target_name)
         if handler is not None:
             _guarded(f"the handler of target {effect.target_name!r}",
@@ -106,34 +86,11 @@ class FrontendApplication:
         comm = self.comms.get(effect.comm_id)
         if comm is None:  # pragma: no cover - the core only sends data for comms it holds
             raise LookupError(f"no comm {effect.comm_id} for its data")
-        channel = (AnswerChannel(self._answer, effect.exchange) if effect.exchange is not None
-                   else NO_ANSWER)
-        comm.handle_data(effect.data, channel)
+        comm.handle_data(effect.data, self.channel(effect))
 
-    def _answer(self, exchange: int, payload: JsonDict | None) -> None:
-        try:
-            self.runner.submit(Answer(exchange, payload))
-        except EndpointClosed:
-            log.debug("frontend closed: an answer to the kernel was dropped")
 
-    def _comm_lost(self, effect: CommLost) -> None:
-        comm = self.comms.get(effect.comm_id)
-        if comm is not None:
-            comm.handle_disconnected()
 
-    def _comm_closed(self, effect: CommClosed) -> None:
-        comm = self.comms.pop(effect.comm_id, None)
-        if comm is not None:
-            comm.handle_closed(effect.data if isinstance(effect.data, dict) else {})
 
-    def _request_ended(self, effect: RequestEnded) -> None:
-        future = self._requests.pop(effect.msg_id, None)
-        if future is None:
-            return
-        if effect.error is None:
-            future.set_result(effect.result)
-        else:
-            future.set_exception(effect.error)
 
     def _call_ended(self, effect: CallEnded) -> None:
         entry = self._calls.pop(effect.msg_id, None)
@@ -174,7 +131,7 @@ class FrontendApplication:
     def open_comm(self, target_name: str, data: Any, persistent: bool) -> Comm:
         check_json(data)
         comm_id = self.runner.new_msg_id()
-        comm = self._comm(comm_id, target_name, persistent)
+        comm = self.new_comm(comm_id, target_name, persistent)
         try:
             self.runner.call(OpenComm(comm_id, target_name, data, persistent))
         except BaseException:
@@ -217,14 +174,11 @@ class FrontendApplication:
         """The future at once; the request goes out (or is held, or fails) in order with
         the rest of this thread's calls, without waiting for the I/O thread."""
         check_json(params)
-        future: Future[Any] = Future()
-        future.set_running_or_notify_cancel()  # its outcome comes from the machine
-        msg_id = self.runner.new_msg_id()
-        self._requests[msg_id] = future
+        msg_id, future = self.new_request()
         try:
             self.runner.submit(StartRequest(msg_id, comm.comm_id, method, params, timeout))
         except BaseException:
-            self._requests.pop(msg_id, None)
+            self.forget_request(msg_id)
             raise
         return future
 

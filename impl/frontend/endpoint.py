@@ -42,7 +42,6 @@ from commspec.impl.core.events import (
     Connect,
     Disconnect,
     DropIopub,
-    Effect,
     Input,
     LinkLost,
     Message,
@@ -54,17 +53,13 @@ from commspec.impl.core.events import (
     Sent,
     SessionChanged,
     StartRequest,
-    StartTimer,
-    StopTimer,
-    Timer,
-    TimerFired,
-    Trace,
     WatchHeartbeat,
 )
 from commspec.impl.core.frontend import FrontendOptions, FrontendProtocol
 from commspec.impl.errors import BadMessage, EndpointClosed
 from commspec.impl.loop import IoLoop
 from commspec.impl.loop import Timer as LoopTimer
+from commspec.impl.runner import EffectRunner
 from commspec.impl.wire import Codec
 from commspec.model.machines import SessionState
 from commspec.model.trace import TraceSink, discard
@@ -77,12 +72,14 @@ log = logging.getLogger("commspec.frontend")
 T = TypeVar("T")
 
 Connection = str | os.PathLike[str] | Mapping[str, Any] | ConnectionInfo
-#: effects only the I/O thread may carry out: they make, watch or close sockets
-_LOOP_ONLY = frozenset({OpenLink, CloseLink, WatchHeartbeat, DropIopub})
 
 
-class FrontendEndpoint:
+class FrontendEndpoint(EffectRunner):
     """A frontend session with one kernel; starts connecting on construction."""
+
+    core: FrontendProtocol
+    app: FrontendApplication
+
 
     def __init__(
         self,
@@ -105,12 +102,13 @@ class FrontendEndpoint:
                            signature_scheme=self.connection.signature_scheme,
                            session_id=session_id)
         self.session_id = self.codec.session_id
-        self._core = FrontendProtocol(session_id=self.session_id,
+        self.core = FrontendProtocol(session_id=self.session_id,
                                       new_msg_id=self.codec.new_msg_id,
                                       options=self.options, tracing=sink is not discard)
-        self.name = self._core.name
-        self._app = FrontendApplication(self._core, self)
-        self._user_sink = sink
+        self.name = self.core.name
+        self.app = FrontendApplication(self.core, self)
+        self.sink = sink
+        self.log = log
         self._owns_context = context is None
         self._context: zmq.Context[zmq.Socket[bytes]] = context or zmq.Context()
         #: held by whichever thread moves the core or touches shell (see above)
@@ -120,18 +118,16 @@ class FrontendEndpoint:
         self._state_changed = threading.Condition()
         self._link: Link | None = None
         self._link_error: BaseException | None = None
-        self._timers: dict[Timer, LoopTimer] = {}
-        self._effects: dict[type, Callable[[Any], None]] = {
+        EffectRunner.__init__(self)
+        self.effects.update({
             Send: self._send,
-            StartTimer: self._start_timer,
-            StopTimer: self._stop_timer,
-            Trace: self._trace,
             SessionChanged: self._session_changed,
-            OpenLink: self._open_link,
-            CloseLink: self._close_link,
-            WatchHeartbeat: self._watch_heartbeat,
-            DropIopub: self._drop_iopub,
-        }
+            # sockets are made, watched and closed by the I/O thread only
+            OpenLink: self._on_loop(self._open_link),
+            CloseLink: self._on_loop(self._close_link),
+            WatchHeartbeat: self._on_loop(self._watch_heartbeat),
+            DropIopub: self._on_loop(self._drop_iopub),
+        })
         self._closed = False
         self._loop.start()
         try:
@@ -146,40 +142,40 @@ class FrontendEndpoint:
 
     @property
     def state(self) -> SessionState:
-        return self._core.state
+        return self.core.state
 
     @property
     def bad_input(self) -> dict[str, int]:
         """How many bad inputs from the kernel were dropped, by reason."""
-        return dict(self._read(self._core.bad.counts))
+        return dict(self._read(self.core.bad.counts))
 
     @property
     def late_replies(self) -> int:
-        return self._core.requests.late_replies
+        return self.core.requests.late_replies
 
     @property
     def pending_count(self) -> int:
-        return self._core.requests.pending_count
+        return self.core.requests.pending_count
 
     @property
     def kernel_info(self) -> dict[str, Any] | None:
         """The kernel's kernel_info_reply content, once a probe got one."""
-        return self._read(lambda: self._core.proof.kernel_info)
+        return self._read(lambda: self.core.proof.kernel_info)
 
     @property
     def proven_by(self) -> str | None:
         """What proved the last subscription: "iopub_welcome", "kernel_info" or None yet."""
-        return self._read(lambda: self._core.proof.proven_by)
+        return self._read(lambda: self.core.proof.proven_by)
 
     def wait_for_state(self, state: SessionState, timeout: float = 10.0) -> None:
         """Block until the session is in ``state``; TimeoutError names where it is stuck."""
         deadline = time.monotonic() + timeout
         with self._state_changed:
-            while self._core.state is not state:
+            while self.core.state is not state:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(
-                        f"{self.name}: session still {self._core.state.value!r} "
+                        f"{self.name}: session still {self.core.state.value!r} "
                         f"after {timeout} s, waiting for {state.value!r}"
                     )
                 self._state_changed.wait(left)
@@ -189,12 +185,12 @@ class FrontendEndpoint:
 
     def comms(self) -> dict[str, Comm]:
         """The comms this frontend holds open (or stale), by id."""
-        return self._read(lambda: {i: self._app.comms[i] for i in self._core.held_comms()
-                                   if i in self._app.comms})
+        return self._read(lambda: {i: self.app.comms[i] for i in self.core.held_comms()
+                                   if i in self.app.comms})
 
     def open_comm(self, target_name: str, data: Any = None, *, persistent: bool = False) -> Comm:
         """Open a comm to ``target_name``; it goes out once the session is ready."""
-        return self._app.open_comm(target_name, data, persistent)
+        return self.app.open_comm(target_name, data, persistent)
 
     def adopt_comms(self, target_name: str | None = None) -> Future[list[Comm]]:
         """Ask comm_info and adopt the listed comms of registered targets we do not hold.
@@ -203,7 +199,7 @@ class FrontendEndpoint:
         frontend left in the kernel (persistent comms: plots...); reconnecting does
         the same by itself while reconciling.
         """
-        return self._app.adopt_comms(target_name)
+        return self.app.adopt_comms(target_name)
 
     def register_target(self, target_name: str, handler: CommOpenHandler) -> None:
         """Accept comms the kernel opens for ``target_name``: ``handler(comm, data)``.
@@ -211,25 +207,25 @@ class FrontendEndpoint:
         A kernel comm_open for a target nobody registered is answered with
         comm_close, as a kernel answers an open for a target it does not know.
         """
-        self._app.register_target(target_name, handler)
+        self.app.register_target(target_name, handler)
 
     def on_input_request(self, handler: InputHandler) -> None:
         """Answer stdin input_request: ``handler(prompt, password) -> str | Future[str]``."""
-        self._app.stdin.input_handler = handler
+        self.app.stdin.input_handler = handler
 
     def on_rpc_request(self, handler: RpcHandler) -> None:
         """Answer stdin rpc_request (ark): ``handler(method, params) -> value | Future``."""
-        self._app.stdin.rpc_handler = handler
+        self.app.stdin.rpc_handler = handler
 
     def on_iopub(self, observer: Callable[[Message], None]) -> None:
         """See every valid IOPub message, after the endpoint handled it (for tools, tests)."""
-        self._read(lambda: self._app.observers.append(observer))
+        self._read(lambda: self.app.observers.append(observer))
 
     def kernel_request(
         self, msg_type: str, content: dict[str, Any], *, channel: str = "shell"
     ) -> Future[Message]:
         """Send a plain Jupyter request; the future gets its reply message."""
-        return self._app.kernel_request(msg_type, content, Channel(channel))
+        return self.app.kernel_request(msg_type, content, Channel(channel))
 
     def execute(self, code: str, *, allow_stdin: bool = False) -> Future[Message]:
         return self.kernel_request(
@@ -268,7 +264,7 @@ class FrontendEndpoint:
         """End the session: comms close locally, sockets, thread and owned context go."""
         if self._loop.running:
             try:
-                self._loop.call_sync(lambda: self._feed(CloseSession()))
+                self._loop.call_sync(lambda: self.feed(CloseSession()))
             except EndpointClosed:
                 pass
             self._closed = True
@@ -284,28 +280,28 @@ class FrontendEndpoint:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<FrontendEndpoint {self.name} {self._core.state.value}>"
+        return f"<FrontendEndpoint {self.name} {self.core.state.value}>"
 
     # -- the CommTransport side (called by Comm, any thread) ----------------------
 
     def comm_send(
         self, comm: Comm, data: dict[str, Any], buffers: Sequence[bytes] | None = None
     ) -> None:
-        self._app.comm_send(comm, data, buffers)
+        self.app.comm_send(comm, data, buffers)
 
     def comm_request(
         self, comm: Comm, method: str, params: Any = None, timeout: float | None = None
     ) -> Future[Any]:
-        return self._app.comm_request(comm, method, params, timeout)
+        return self.app.comm_request(comm, method, params, timeout)
 
     def comm_close(self, comm: Comm, data: dict[str, Any] | None = None) -> None:
-        self._app.comm_close(comm, data)
+        self.app.comm_close(comm, data)
 
     # -- CoreRunner (any thread) ------------------------------------------------------
 
     def submit(self, event: Input) -> None:
         if self._loop.in_loop_thread() or getattr(self._direct, "on", False):
-            self._feed(event)
+            self.feed(event)
             return
         if self._closed or not self._loop.running:
             raise EndpointClosed(f"{self.name} is closed")
@@ -313,7 +309,7 @@ class FrontendEndpoint:
             self._feed_directly(event)
             return
         try:
-            self._loop.post(lambda: self._feed(event))
+            self._loop.post(lambda: self.feed(event))
         except EndpointClosed as e:
             raise EndpointClosed(f"{self.name} is closed") from e
 
@@ -323,7 +319,7 @@ class FrontendEndpoint:
         with self._lock:
             self._direct.on = True
             try:
-                self._feed(event)
+                self.feed(event)
             finally:
                 self._direct.on = False
 
@@ -340,18 +336,35 @@ class FrontendEndpoint:
     def new_msg_id(self) -> str:
         return self.codec.new_msg_id()
 
+    # -- EffectRunner: the I/O thread's clock and timers --------------------------------
+
+    def now(self) -> float:
+        return self._loop.clock()
+
+    def run_at(self, when: float, callback: Callable[[], None]) -> LoopTimer:
+        return self._loop.call_at(when, callback)
+
+    def _on_loop(self, handler: Callable[[T], None]) -> Callable[[T], None]:
+        """``handler``, run on the I/O thread: at once there, else posted to it."""
+        def run(effect: T) -> None:
+            if self._loop.in_loop_thread():
+                handler(effect)
+            else:
+                self._loop.post(functools.partial(handler, effect))
+        return run
+
     # =========================================================================
     # internals (I/O thread)
     # =========================================================================
 
     def _call(self, event: Input) -> None:
         if getattr(self._direct, "on", False):
-            self._feed(event)  # a callback of our own direct send: we hold the lock
+            self.feed(event)  # a callback of our own direct send: we hold the lock
             return
         if self._closed and not self._loop.in_loop_thread():
             raise EndpointClosed(f"{self.name} is closed")
         try:
-            self._loop.call_sync(lambda: self._feed(event))
+            self._loop.call_sync(lambda: self.feed(event))
         except EndpointClosed as e:
             raise EndpointClosed(f"{self.name} is closed") from e
 
@@ -363,31 +376,7 @@ class FrontendEndpoint:
         except EndpointClosed:
             return fn()  # the thread is gone: nothing else touches the state
 
-    def _feed(self, event: Input) -> None:
-        core = self._core
-        try:
-            effects = core.handle(event, self._loop.clock())
-        except BaseException:
-            self._carry_out(core.take_effects())  # what happened before it went wrong
-            raise
-        self._carry_out(effects)
 
-    def _carry_out(self, effects: list[Effect]) -> None:
-        handlers, app = self._effects, self._app
-        for effect in effects:
-            try:
-                handler = handlers.get(type(effect))
-                if handler is not None and type(effect) in _LOOP_ONLY \
-                        and not self._loop.in_loop_thread():
-                    # sockets are made, watched and closed by the I/O thread only
-                    self._loop.post(functools.partial(handler, effect))
-                elif handler is not None:
-                    handler(effect)
-                elif not app.carry_out(effect):
-                    raise TypeError(f"no way to carry out {effect!r}")
-            except Exception:
-                # One effect that fails (our bug) must not cost the ones after it.
-                log.exception("%s: carrying out %s failed", self.name, type(effect).__name__)
 
     def _send(self, effect: Send) -> None:
         link = self._link
@@ -406,7 +395,7 @@ class FrontendEndpoint:
                 # thread, which watches shell by its fd, would not wake for it
                 self._loop.post(link.drain_shell)
         if effect.confirm:
-            self._feed(Sent(effect.msg_id, ok, detail))
+            self.feed(Sent(effect.msg_id, ok, detail))
         elif not ok:
             log.info("%s: %s not sent: %s", self.name, effect.msg_type, detail)
 
@@ -416,9 +405,9 @@ class FrontendEndpoint:
         try:
             received = self.codec.decode(frames, channel.value)
         except BadMessage as e:
-            self._feed(Refused(channel, e.reason.value, e.detail))
+            self.feed(Refused(channel, e.reason.value, e.detail))
             return
-        self._feed(Received(channel, tuple(received.identities), received.msg))  # type: ignore[arg-type]
+        self.feed(Received(channel, tuple(received.identities), received.msg))  # type: ignore[arg-type]
 
     def _open_link(self, effect: OpenLink) -> None:
         try:
@@ -428,11 +417,11 @@ class FrontendEndpoint:
             # No new sockets: the session must not wait for a welcome that cannot come.
             self._link = None
             self._link_error = e
-            self._feed(LinkLost(f"reconnect failed: {e!r}"))
+            self.feed(LinkLost(f"reconnect failed: {e!r}"))
 
     def _link_lost(self, link: Link, why: str) -> None:
         if link is self._link:
-            self._feed(LinkLost(why))
+            self.feed(LinkLost(why))
 
     def _close_link(self, effect: CloseLink) -> None:
         if self._link is not None:
@@ -446,26 +435,9 @@ class FrontendEndpoint:
         if self._link is not None:
             self._link.drop_iopub()
 
-    def _start_timer(self, effect: StartTimer) -> None:
-        self._stop_timer(StopTimer(effect.timer))
-        timer = effect.timer
-        self._timers[timer] = self._loop.call_at(effect.when, lambda: self._timer_fired(timer))
 
-    def _stop_timer(self, effect: StopTimer) -> None:
-        old = self._timers.pop(effect.timer, None)
-        if old is not None:
-            old.cancel()
 
-    def _timer_fired(self, timer: Timer) -> None:
-        self._timers.pop(timer, None)
-        self._feed(TimerFired(timer))
 
-    def _trace(self, effect: Trace) -> None:
-        try:
-            self._user_sink(effect.event)
-        except Exception:
-            # the transition happened; a failing sink must not undo what follows it
-            log.exception("%s: the trace sink failed on %s", self.name, effect.event)
 
     def _session_changed(self, effect: SessionChanged) -> None:
         with self._state_changed:

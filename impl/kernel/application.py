@@ -21,30 +21,25 @@ in the model-based tests' simulation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from ..comm import NO_ANSWER, AnswerChannel, Comm, check_json
+from ..application import Application
+from ..comm import Comm, check_json
 from ..core.events import (
-    Answer,
     CloseComm,
-    CommClosed,
     CommData,
-    CommLost,
     CommOpened,
-    Effect,
     Header,
     OpenComm,
-    RequestEnded,
     SendCommData,
     StartRequest,
     StartStdinRequest,
 )
 from ..core.kernel import KernelProtocol
 from ..core.requests import STDIN_KINDS
-from ..errors import EndpointClosed
 from ..runner import CoreRunner
 from ..targets import KernelServices, TargetRegistry
 
@@ -61,44 +56,23 @@ class _Current:
     header: Header
 
 
-class KernelApplication:
+class KernelApplication(Application):
     def __init__(self, core: KernelProtocol, runner: CoreRunner, targets: TargetRegistry,
                  services: KernelServices) -> None:
+        super().__init__(core, runner, self, log)
         self.core = core
-        self.runner = runner
         self.targets = targets
         self.services = services
-        #: open and detached comms, by id (the core says which state each is in)
-        self.comms: dict[str, Comm] = {}
-        self._futures: dict[str, Future[Any]] = {}
         self.current: _Current | None = None
-        self._effects: dict[type, Callable[[Any], None]] = {
-            CommOpened: self._comm_opened,
-            CommData: self._comm_data,
-            CommLost: self._comm_lost,
-            CommClosed: self._comm_closed,
-            RequestEnded: self._request_ended,
-        }
+        self.effects.update({CommOpened: self._comm_opened, CommData: self._comm_data})
 
     # -- carrying out the core's effects (the core's thread) ---------------------------
 
-    def carry_out(self, effect: Effect) -> bool:
-        """Do ``effect`` if it is the application's; False if it is not."""
-        handler = self._effects.get(type(effect))
-        if handler is None:
-            return False
-        handler(effect)
-        return True
 
-    def _comm(self, comm_id: str, target_name: str, persistent: bool) -> Comm:
-        comm = Comm(comm_id, target_name, persistent=persistent,
-                    state=lambda: self.core.comm_state(comm_id), transport=self)
-        self.comms[comm_id] = comm
-        return comm
 
     def _comm_opened(self, effect: CommOpened) -> None:
         target = self.targets.get(effect.target_name)
-        comm = self._comm(effect.comm_id, effect.target_name, effect.persistent)
+        comm = self.new_comm(effect.comm_id, effect.target_name, effect.persistent)
         current = _Current(effect.identity, effect.request["header"]) if effect.request else None
         try:
             if target is None:
@@ -114,40 +88,15 @@ class KernelApplication:
         comm = self.comms.get(effect.comm_id)
         if comm is None:  # pragma: no cover - the core only sends data for comms it has
             raise LookupError(f"no comm {effect.comm_id} for its data")
-        channel = (AnswerChannel(self.answer, effect.exchange) if effect.exchange is not None
-                   else NO_ANSWER)
         with self._serving(_Current(effect.identity, effect.request["header"])):
-            comm.handle_data(effect.data, channel)
+            comm.handle_data(effect.data, self.channel(effect))
 
-    def _comm_lost(self, effect: CommLost) -> None:
-        comm = self.comms.get(effect.comm_id)
-        if comm is not None:
-            comm.handle_disconnected()
 
-    def _comm_closed(self, effect: CommClosed) -> None:
-        comm = self.comms.pop(effect.comm_id, None)
-        if comm is not None:
-            comm.handle_closed(effect.data if isinstance(effect.data, dict) else {})
 
-    def _request_ended(self, effect: RequestEnded) -> None:
-        future = self._futures.pop(effect.msg_id, None)
-        if future is None:
-            return
-        if effect.error is None:
-            future.set_result(effect.result)
-        else:
-            future.set_exception(effect.error)
 
     def _serving(self, current: _Current | None) -> _Serving:
         return _Serving(self, current)
 
-    def answer(self, exchange: int, payload: JsonDict | None) -> None:
-        try:
-            self.runner.submit(Answer(exchange, payload))
-        except EndpointClosed:
-            # The kernel stopped first: nobody is left to answer, and the handler's
-            # thread must not fail because of it.
-            log.info("kernel: an answer was dropped: the kernel has stopped")
 
     # -- the current request -----------------------------------------------------------
 
@@ -170,7 +119,7 @@ class KernelApplication:
         if comm_id in self.comms:
             raise ValueError(f"comm id {comm_id} is already in use")
         # Made first: the frontend may answer the comm_open before this call returns.
-        comm = self._comm(comm_id, target_name, persistent)
+        comm = self.new_comm(comm_id, target_name, persistent)
         try:
             self.runner.call(OpenComm(comm_id, target_name, data or {}, persistent, owner,
                                       self.current_header()))
@@ -187,15 +136,12 @@ class KernelApplication:
     def comm_request(self, comm: Comm, method: str, params: Any,
                      timeout: float | None) -> Future[Any]:
         check_json(params)
-        future: Future[Any] = Future()
-        future.set_running_or_notify_cancel()  # its outcome comes from the machine
-        msg_id = self.runner.new_msg_id()
-        self._futures[msg_id] = future
+        msg_id, future = self.new_request()
         try:
             self.runner.submit(StartRequest(msg_id, comm.comm_id, method, params, timeout,
                                             self.current_header()))
         except BaseException:
-            self._futures.pop(msg_id, None)
+            self.forget_request(msg_id)
             raise
         return future
 
@@ -210,10 +156,7 @@ class KernelApplication:
         target = identity or self.current_identity() or self.core.last_sender
         if target is None:
             raise ValueError("no frontend to address the stdin request to")
-        future: Future[Any] = Future()
-        future.set_running_or_notify_cancel()
-        msg_id = self.runner.new_msg_id()
-        self._futures[msg_id] = future
+        msg_id, future = self.new_request()
         self.runner.submit(StartStdinRequest(msg_id, msg_type, content, target,
                                              self.current_header()))
         return future

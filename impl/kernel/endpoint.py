@@ -38,7 +38,6 @@ from ..comm import Comm
 from ..connection import CHANNELS, ConnectionInfo, read_connection_file, write_connection_file
 from ..core.events import (
     Channel,
-    Effect,
     Input,
     Received,
     Refused,
@@ -46,12 +45,7 @@ from ..core.events import (
     Sent,
     Shutdown,
     ShutdownRequested,
-    StartTimer,
-    StopTimer,
     SubscriptionFrames,
-    Timer,
-    TimerFired,
-    Trace,
 )
 from ..core.kernel import KernelProtocol
 from ..core.policies import KernelPolicies
@@ -59,6 +53,7 @@ from ..errors import BadMessage, EndpointClosed
 from ..frames import readable, recv_frames, send_frames
 from ..loop import IoLoop
 from ..loop import Timer as LoopTimer
+from ..runner import EffectRunner
 from ..targets import DEFAULT_TARGETS, TargetRegistry
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Codec
 from .application import KernelApplication
@@ -90,7 +85,7 @@ class KernelConfig:
     stop_linger: float = 1.0
 
 
-class KernelEndpoint:
+class KernelEndpoint(EffectRunner):
     """A Jupyter kernel that answers comm RPCs and keeps them sound under disconnection.
 
     Thread-safe public API. Use as a context manager, or ``start()``/``stop()``.
@@ -99,6 +94,10 @@ class KernelEndpoint:
     None: a temporary file is created. ``policies``: the disconnection rules
     (SPEC.md); the tests' broken kernels replace one of them.
     """
+
+    core: KernelProtocol
+    app: KernelApplication
+
 
     def __init__(
         self,
@@ -112,6 +111,7 @@ class KernelEndpoint:
     ) -> None:
         self.config = config or KernelConfig()
         self.sink = sink
+        self.log = log
         self.targets = targets if targets is not None else TargetRegistry(DEFAULT_TARGETS)
         self._requested_file = Path(connection_file) if connection_file is not None else None
         if self._requested_file is not None and self._requested_file.exists():
@@ -130,7 +130,7 @@ class KernelEndpoint:
             max_message_bytes=self.config.max_message_bytes,
         )
         self._loop = IoLoop("commspec-kernel-io", log=log)
-        self._core = KernelProtocol(
+        self.core = KernelProtocol(
             session_id=self.codec.session_id,
             targets=self.targets.kind,
             new_msg_id=self.codec.new_msg_id,
@@ -138,15 +138,9 @@ class KernelEndpoint:
             tracing=sink is not discard,
             remember=self.config.remember,
         )
-        self._app = KernelApplication(self._core, self, self.targets, self)
-        self._timers: dict[Timer, LoopTimer] = {}
-        self._effects: dict[type, Callable[[Any], None]] = {
-            Send: self._send,
-            StartTimer: self._start_timer,
-            StopTimer: self._stop_timer,
-            Trace: self._trace,
-            ShutdownRequested: self._shutdown_requested,
-        }
+        self.app = KernelApplication(self.core, self, self.targets, self)
+        EffectRunner.__init__(self)
+        self.effects.update({Send: self._send, ShutdownRequested: self._shutdown_requested})
         self.shutdown_requested = threading.Event()
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._sockets: KernelSockets | None = None
@@ -194,7 +188,7 @@ class KernelEndpoint:
                 return
             self._stopped = True
         try:
-            self._loop.post(lambda: self._feed(Shutdown()))
+            self._loop.post(lambda: self.feed(Shutdown()))
         except EndpointClosed:
             pass  # a shutdown_request ended the thread already
         self._loop.stop(timeout)
@@ -263,52 +257,52 @@ class KernelEndpoint:
     @property
     def subscriber_count(self) -> int:
         """Live IOPub subscriptions to ordinary topics (peer topics not counted)."""
-        return self._read(lambda: self._core.presence.subscriber_count)
+        return self._read(lambda: self.core.presence.subscriber_count)
 
     @property
     def subscriptions(self) -> int:
         """Every live IOPub subscription, peer topics included."""
-        return self._read(lambda: self._core.presence.subscriptions)
+        return self._read(lambda: self.core.presence.subscriptions)
 
     @property
     def live_peers(self) -> frozenset[bytes]:
-        return self._read(lambda: self._core.presence.live_peers)
+        return self._read(lambda: self.core.presence.live_peers)
 
     @property
     def presence_state(self) -> str:
-        return self._read(lambda: self._core.presence.state.value)
+        return self._read(lambda: self.core.presence.state.value)
 
     def comm_states(self) -> dict[str, str]:
         """Open and detached comms, by id, with their state's value."""
-        return self._read(lambda: {r.comm_id: r.state.value for r in self._core.comms})
+        return self._read(lambda: {r.comm_id: r.state.value for r in self.core.comms})
 
     def comms(self) -> list[Comm]:
-        return self._read(lambda: [self._app.comms[r.comm_id] for r in self._core.comms
-                                   if r.comm_id in self._app.comms])
+        return self._read(lambda: [self.app.comms[r.comm_id] for r in self.core.comms
+                                   if r.comm_id in self.app.comms])
 
     def comm(self, comm_id: str) -> Comm | None:
         """The open or detached comm with that id, if any."""
-        return self._read(lambda: self._app.comms.get(comm_id)
-                          if self._core.comms.get(comm_id) is not None else None)
+        return self._read(lambda: self.app.comms.get(comm_id)
+                          if self.core.comms.get(comm_id) is not None else None)
 
     @property
     def late_replies(self) -> int:
         """Replies (comm and stdin) for requests that had already ended."""
-        return self._read(lambda: self._core.requests.late_replies
-                          + self._core.stdin.late_replies)
+        return self._read(lambda: self.core.requests.late_replies
+                          + self.core.stdin.late_replies)
 
     @property
     def pending_count(self) -> int:
-        return self._read(lambda: self._core.requests.pending_count)
+        return self._read(lambda: self.core.requests.pending_count)
 
     @property
     def stdin_pending_count(self) -> int:
-        return self._read(lambda: self._core.stdin.pending_count)
+        return self._read(lambda: self.core.stdin.pending_count)
 
     @property
     def bad_input(self) -> Counter[str]:
         """Bad input dropped so far, by reason."""
-        return self._read(self._core.bad.counts)
+        return self._read(self.core.bad.counts)
 
     # =====================================================================
     # services to targets and applications (thread-safe)
@@ -319,7 +313,7 @@ class KernelEndpoint:
 
     def current_identity(self) -> bytes | None:
         """The frontend whose shell request is being handled (None off the I/O thread)."""
-        return self._app.current_identity()
+        return self.app.current_identity()
 
     def open_comm(
         self,
@@ -337,7 +331,7 @@ class KernelEndpoint:
         """
         if not self._loop.running and not self._loop.in_loop_thread():
             raise EndpointClosed("the kernel is not running")
-        return self._app.open_comm(target_name, data, persistent=persistent, comm_id=comm_id,
+        return self.app.open_comm(target_name, data, persistent=persistent, comm_id=comm_id,
                                    owner=owner)
 
     def stdin_request(
@@ -348,7 +342,7 @@ class KernelEndpoint:
         Addressed to ``identity``, by default the frontend whose shell request is
         current (or, off the I/O thread, the last frontend that sent one).
         """
-        return self._app.stdin_request(msg_type, content, identity)
+        return self.app.stdin_request(msg_type, content, identity)
 
     def hold_until_queued(self, channels: Sequence[str], timeout: float = 5.0) -> Future[bool]:
         """Test hook: block the I/O thread until every named socket has input queued.
@@ -405,15 +399,15 @@ class KernelEndpoint:
     # -- CommTransport (any thread): the application turns them into inputs -----------
 
     def comm_send(self, comm: Comm, data: Message, buffers: Sequence[bytes] | None) -> None:
-        self._app.comm_send(comm, data, buffers)
+        self.app.comm_send(comm, data, buffers)
 
     def comm_request(
         self, comm: Comm, method: str, params: Any, timeout: float | None
     ) -> Future[Any]:
-        return self._app.comm_request(comm, method, params, timeout)
+        return self.app.comm_request(comm, method, params, timeout)
 
     def comm_close(self, comm: Comm, data: Message | None) -> None:
-        self._app.comm_close(comm, data)
+        self.app.comm_close(comm, data)
 
     # =====================================================================
     # CoreRunner: handing inputs to the core (any thread)
@@ -421,12 +415,12 @@ class KernelEndpoint:
 
     def submit(self, event: Input) -> None:
         if self._loop.in_loop_thread():
-            self._feed(event)
+            self.feed(event)
         else:
-            self._loop.post(lambda: self._feed(event))
+            self._loop.post(lambda: self.feed(event))
 
     def call(self, event: Input) -> None:
-        self._loop.call_sync(lambda: self._feed(event))
+        self._loop.call_sync(lambda: self.feed(event))
 
     def in_core_thread(self) -> bool:
         return self._loop.in_loop_thread()
@@ -434,31 +428,19 @@ class KernelEndpoint:
     def new_msg_id(self) -> str:
         return self.codec.new_msg_id()
 
+    # -- EffectRunner: the I/O thread's clock and timers --------------------------------
+
+    def now(self) -> float:
+        return self._loop.clock()
+
+    def run_at(self, when: float, callback: Callable[[], None]) -> LoopTimer:
+        return self._loop.call_at(when, callback)
+
     # =====================================================================
     # the I/O thread: inputs in, effects out
     # =====================================================================
 
-    def _feed(self, event: Input) -> None:
-        core = self._core
-        try:
-            effects = core.handle(event, self._loop.clock())
-        except BaseException:
-            self._carry_out(core.take_effects())  # what happened before it went wrong
-            raise
-        self._carry_out(effects)
 
-    def _carry_out(self, effects: list[Effect]) -> None:
-        handlers, app = self._effects, self._app
-        for effect in effects:
-            try:
-                handler = handlers.get(type(effect))
-                if handler is not None:
-                    handler(effect)
-                elif not app.carry_out(effect):
-                    raise TypeError(f"no way to carry out {effect!r}")
-            except Exception:
-                # One effect that fails (our bug) must not cost the ones after it.
-                log.exception("kernel: carrying out %s failed", type(effect).__name__)
 
     def _send(self, effect: Send) -> None:
         frames = self.codec.encode(effect.msg_id, effect.msg_type, effect.content, effect.parent)
@@ -476,33 +458,16 @@ class KernelEndpoint:
             else:
                 raise
         if effect.confirm:
-            self._feed(Sent(effect.msg_id, ok, detail))
+            self.feed(Sent(effect.msg_id, ok, detail))
 
-    def _start_timer(self, effect: StartTimer) -> None:
-        self._stop_timer(StopTimer(effect.timer))
-        timer = effect.timer
-        self._timers[timer] = self._loop.call_at(effect.when, lambda: self._timer_fired(timer))
 
-    def _stop_timer(self, effect: StopTimer) -> None:
-        old = self._timers.pop(effect.timer, None)
-        if old is not None:
-            old.cancel()
 
-    def _timer_fired(self, timer: Timer) -> None:
-        self._timers.pop(timer, None)
-        self._feed(TimerFired(timer))
 
-    def _trace(self, effect: Trace) -> None:
-        try:
-            self.sink(effect.event)
-        except Exception:
-            # the transition happened; a failing sink must not undo what follows it
-            log.exception("kernel: the trace sink failed on %s", effect.event)
 
     def _shutdown_requested(self, effect: ShutdownRequested) -> None:
         self.shutdown_requested.set()
         # After this request's idle: close everything, then end the thread.
-        self._loop.post(lambda: self._feed(Shutdown()))
+        self._loop.post(lambda: self.feed(Shutdown()))
         self._loop.post(self._loop.request_stop)
 
     # -- reading the sockets ----------------------------------------------------------
@@ -519,7 +484,7 @@ class KernelEndpoint:
             item = self._recv(sock, channel)
             if item is None:
                 return
-            self._feed(item)
+            self.feed(item)
 
     def _recv(self, sock: zmq.Socket[bytes], channel: Channel) -> Received | Refused | None:
         """The next message on ``sock`` as an input, or None if none is queued."""
@@ -540,13 +505,13 @@ class KernelEndpoint:
             if parts is None:
                 break
             if len(parts) != 1:
-                self._feed(Refused(Channel.IOPUB, "iopub_frame",
+                self.feed(Refused(Channel.IOPUB, "iopub_frame",
                                    f"{len(parts)}-part message on IOPub"))
                 continue
             frames.append(parts[0])
         if frames:
             unsubscribes = any(f[:1] == b"\x00" for f in frames)
-            self._feed(SubscriptionFrames(tuple(frames), self._drain() if unsubscribes else ()))
+            self.feed(SubscriptionFrames(tuple(frames), self._drain() if unsubscribes else ()))
 
     def _drain(self) -> tuple[Received | Refused, ...]:
         """The drain rule's I/O: every shell and stdin message already received."""

@@ -78,12 +78,16 @@ VARIANTS: dict[str, type[ReferenceKernel]] = {
     "late_reply_resolves": _variant("LateReplyResolves", DeliversLateReplies),
 }
 
-#: the step each variant must fail at, after shrinking: the action's name, and for a
-#: race its order
-CAUGHT_AT: dict[str, tuple[str, ...]] = {
-    "persistent_closed_on_disconnect": ("crash",),
-    "accepts_without_subscriber": ("kernel_request",),
-    "ignores_unsubscribes": ("crash",),
-    "no_drain_before_invalidating": ("race", "queued"),
-    "late_reply_resolves": ("race", "iopub_first"),
+#: where each variant may be caught, after shrinking: the last action's name (and for a
+#: race its order). A step that breaks the variant's rule, not some unrelated one: for
+#: the rules about departures, any step in which a frontend departs (a crash, or a race,
+#: whose frontend leaves too); which one a hunt shrinks to depends on its search.
+DEPARTS: frozenset[tuple[str, ...]] = frozenset(
+    {("crash",), ("race", "iopub_first"), ("race", "queued"), ("race", "reply_first")})
+CAUGHT_AT: dict[str, frozenset[tuple[str, ...]]] = {
+    "persistent_closed_on_disconnect": DEPARTS,
+    "accepts_without_subscriber": frozenset({("kernel_request",)}),
+    "ignores_unsubscribes": DEPARTS,
+    "no_drain_before_invalidating": frozenset({("race", "queued")}),
+    "late_reply_resolves": frozenset({("race", "iopub_first")}),
 }

@@ -165,7 +165,7 @@ def test_broken_variant_is_caught_and_shrunk(variant: str, system: str) -> None:
     # caught where the variant breaks the spec, not on some unrelated step
     last = program[-1]
     caught = (last.name, last.order.value) if isinstance(last, Race) else (last.name,)
-    assert caught == CAUGHT_AT[variant], (program, shrunk.failure)
+    assert caught in CAUGHT_AT[variant], (program, shrunk.failure)
 
 
 def test_an_in_process_failure_replays_from_its_printed_test(tmp_path: Path) -> None:
