@@ -44,7 +44,7 @@ from commspec.model.actions import ENVIRONMENT_ACTIONS, Action, Freeze
 from commspec.model.system import Bounds
 
 from .adapter import KernelAdapter, ReferenceKernel
-from .harness import MBT_BOUNDS, Harness, System
+from .harness import MBT_BOUNDS, Harness, System, default_supported
 from .inprocess import InProcessSystem
 from .live import QUIET, LiveSystem
 from .processes import FrontendPool
@@ -233,10 +233,13 @@ def make_machine(
                         self.choices,
                     ))
 
+    offered = default_supported(bounds) if supported is None else supported
     for spec in RULES:
         # an action named like a method of the base class would replace it
         assert not hasattr(RuleBasedStateMachine, spec.name), spec.name
-        setattr(ModelBasedTest, spec.name, _rule_for(spec))
+        # rules for actions the harness never offers only cost Hypothesis draws
+        if spec.name in offered or (spec.order is not None and Race.name in offered):
+            setattr(ModelBasedTest, spec.name, _rule_for(spec))
     return ModelBasedTest
 
 
