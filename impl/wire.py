@@ -36,12 +36,12 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import orjson
 import zmq
 
+from .core.events import Channel, Message, Received
 from .errors import BadMessage, BadMessageReason
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ PROTOCOL_VERSION = "5.5"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DELIMITER = b"<IDS|MSG>"
 
-Message = dict[str, Any]
+JsonDict = dict[str, Any]
 #: what a receive hands over: bytes from ``recv_multipart()``, Frames with ``copy=False``
 Frame: TypeAlias = "bytes | zmq.Frame | memoryview"
 
@@ -77,33 +77,6 @@ def _dumps(value: Any) -> bytes:
         return orjson.dumps(value, option=orjson.OPT_UTC_Z)
     except TypeError:
         return orjson.dumps(value, option=_LENIENT)
-
-
-@dataclass(frozen=True)
-class Received:
-    """A verified, parsed message and the routing frames in front of it."""
-
-    identities: list[bytes]
-    msg: Message
-
-    @property
-    def msg_type(self) -> str:
-        value: str = self.msg["header"]["msg_type"]
-        return value
-
-    @property
-    def msg_id(self) -> str:
-        value: str = self.msg["header"]["msg_id"]
-        return value
-
-    @property
-    def content(self) -> Any:
-        return self.msg["content"]
-
-    @property
-    def parent_msg_id(self) -> str | None:
-        value = self.msg["parent_header"].get("msg_id")
-        return value if isinstance(value, str) else None
 
 
 # A codec built before a fork would hand the child the parent's id prefix and count:
@@ -196,7 +169,7 @@ class Codec:
         self.username = username
         self.max_message_bytes = max_message_bytes
         self._session_id = session_id if session_id is not None else uuid.uuid4().hex
-        self._header: Message = {
+        self._header: JsonDict = {
             "msg_id": "", "msg_type": "", "username": username,
             "session": self._session_id, "date": "", "version": PROTOCOL_VERSION,
         }
@@ -219,7 +192,7 @@ class Codec:
 
     # -- encoding ---------------------------------------------------------------
 
-    def header(self, msg_id: str, msg_type: str) -> Message:
+    def header(self, msg_id: str, msg_type: str) -> JsonDict:
         """A fresh header dict, dated now, in the key order jupyter_client writes."""
         header = self._header.copy()
         header["msg_id"] = msg_id
@@ -315,7 +288,7 @@ class Codec:
             "content": content,
             "buffers": [memoryview(b) for b in views[cut + 6 :]],
         }
-        return Received([bytes(f) for f in views[:cut]], msg)
+        return Received(Channel(channel), tuple(bytes(f) for f in views[:cut]), msg)
 
     def _verify(self, signature: bytes, parts: list[bytes | memoryview], channel: str) -> None:
         if not signature:
@@ -384,7 +357,7 @@ def _missing_fields(header: Any, parent: Any, metadata: Any, content: Any) -> st
     return ""
 
 
-def _parent_header(parent: Mapping[str, Any] | None) -> Message:
+def _parent_header(parent: Mapping[str, Any] | None) -> JsonDict:
     """A parent given as a whole message or as its header, as Session.msg takes it."""
     if not parent:
         return {}
@@ -442,9 +415,9 @@ class Wire:
         self,
         msg_type: str,
         content: Any,
-        parent: Message | None = None,
-        metadata: Message | None = None,
-    ) -> Message:
+        parent: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> JsonDict:
         """A new message (its ``msg_id`` known before it is sent), shaped as Session.msg's.
 
         ``parent`` is the parent message or its header.
@@ -462,7 +435,7 @@ class Wire:
     def send(
         self,
         socket: zmq.Socket[bytes],
-        msg: Message,
+        msg: Mapping[str, Any],
         identities: Sequence[bytes] = (),
         buffers: Sequence[bytes | memoryview] | None = None,
     ) -> None:

@@ -29,24 +29,20 @@ Rules:
 
 from __future__ import annotations
 
-import secrets
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import zmq
 
 from commspec.impl.connection import ConnectionInfo
+from commspec.impl.core.events import Message
 from commspec.impl.core.presence import peer_topic
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
-from commspec.impl.wire import Wire
 from commspec.model.machines import SESSION
 
 from .adapter import ReferenceKernel
+from .fakes import PROBES, ScriptedKernel
 from .recorder import Coverage, Move, Recorder
 
 __all__ = [
@@ -59,16 +55,11 @@ __all__ = [
     "session_moves",
 ]
 
-Message = dict[str, Any]
 Scenario = Callable[[Coverage | None], None]
 
 LOOPBACK = "tcp://127.0.0.1"
 #: the bound on every wait of a scenario that works (each takes milliseconds)
 WAIT = 5.0
-#: how often the scripted heartbeat thread looks at its stop flag
-_POLL_MS = 20
-#: the kernel_info probes a frontend sends while it connects: the scripted kernel ignores them
-PROBES = ("kernel_info_request",)
 
 #: the connect deadline is under test: nobody welcomes the frontend within it
 DEADLINE_OPTIONS = FrontendOptions(
@@ -171,139 +162,6 @@ def _await_move(recorder: Recorder, endpoint: str, move: Move, times: int = 1) -
 
 
 # =========================================================================
-# a scripted kernel
-# =========================================================================
-
-
-class ScriptedKernel:
-    """A kernel's sockets with no behaviour of its own: the scenario sends every message.
-
-    shell, control and stdin are ROUTERs with ROUTER_HANDOVER (a reconnecting
-    frontend takes its identity over); iopub is an XPUB with XPUB_VERBOSER, so
-    every subscribe is seen and can be welcomed, or not. Only the heartbeat runs
-    on its own thread (a frontend pings on its own schedule), echoing until
-    :meth:`stop_echoing`. Everything else runs on the scenario's thread with
-    bounded polls. No connection file: frontends take :attr:`info` itself.
-    """
-
-    def __init__(self) -> None:
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sockets: dict[str, zmq.Socket[bytes]] = {}
-        self._echoing = threading.Event()
-        self._echoing.set()
-        self._stop = threading.Event()
-        self._hb: zmq.Socket[bytes] | None = None
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        try:
-            ports: dict[str, int] = {}
-            for channel in ("shell", "control", "stdin"):
-                sock = self._socket(channel, zmq.ROUTER)
-                sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-                ports[channel] = sock.bind_to_random_port(LOOPBACK)
-            iopub = self._socket("iopub", zmq.XPUB)
-            iopub.setsockopt(zmq.XPUB_VERBOSER, 1)
-            ports["iopub"] = iopub.bind_to_random_port(LOOPBACK)
-            self._hb = self.context.socket(zmq.ROUTER)
-            self._hb.linger = 0
-            ports["hb"] = self._hb.bind_to_random_port(LOOPBACK)
-            self.info = ConnectionInfo(
-                shell_port=ports["shell"], iopub_port=ports["iopub"], stdin_port=ports["stdin"],
-                control_port=ports["control"], hb_port=ports["hb"], key=secrets.token_hex(32),
-            )
-            self.wire = Wire(self.info.key.encode(), username="scripted-kernel")
-            self._thread = threading.Thread(
-                target=self._echo, args=(self._hb,), name="commspec-scripted-hb", daemon=True
-            )
-            self._thread.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def _socket(self, channel: str, kind: int) -> zmq.Socket[bytes]:
-        sock = self.context.socket(kind)
-        sock.linger = 0
-        self.sockets[channel] = sock
-        return sock
-
-    # -- heartbeat (its own thread) -------------------------------------------------
-
-    def _echo(self, hb: zmq.Socket[bytes]) -> None:
-        try:
-            while not self._stop.is_set():
-                if hb.poll(_POLL_MS):
-                    frames = hb.recv_multipart()
-                    if self._echoing.is_set():
-                        hb.send_multipart(frames)
-        finally:
-            hb.close(linger=0)
-
-    def stop_echoing(self) -> None:
-        """From now on the heartbeat is silent, as a frozen kernel's is."""
-        self._echoing.clear()
-
-    # -- receiving ------------------------------------------------------------------
-
-    def wait_subscribed(self, topic: bytes) -> None:
-        """Read subscription frames until a subscribe to ``topic`` (bounded)."""
-        sock = self.sockets["iopub"]
-        deadline = time.monotonic() + WAIT
-        while (left := deadline - time.monotonic()) > 0:
-            if sock.poll(int(left * 1000)) and sock.recv() == b"\x01" + topic:
-                return
-        raise AssertionError(f"scripted kernel: no subscribe to {topic!r} within {WAIT} s")
-
-    def expect(self, channel: str, msg_type: str) -> tuple[list[bytes], Message]:
-        """The next message on ``channel`` other than a probe; it must be ``msg_type``."""
-        sock = self.sockets[channel]
-        deadline = time.monotonic() + WAIT
-        while (left := deadline - time.monotonic()) > 0:
-            if not sock.poll(int(left * 1000)):
-                break
-            received = self.wire.parse(sock.recv_multipart(), channel)
-            got = received.msg["msg_type"]
-            if got in PROBES:
-                continue
-            if got != msg_type:
-                raise AssertionError(f"scripted kernel: expected {msg_type} on {channel}, "
-                                     f"got {got}")
-            return received.identities, received.msg
-        raise AssertionError(f"scripted kernel: no {msg_type} on {channel} within {WAIT} s")
-
-    # -- sending ---------------------------------------------------------------------
-
-    def welcome(self, topic: bytes = b"") -> None:
-        """An ``iopub_welcome`` for a subscription to ``topic`` (JEP 65)."""
-        msg = self.wire.message("iopub_welcome", {"subscription": topic.decode()})
-        self.wire.send(self.sockets["iopub"], msg, identities=[topic])
-
-    def reply(
-        self, channel: str, identities: list[bytes], request: Message, msg_type: str,
-        content: Message,
-    ) -> None:
-        msg = self.wire.message(msg_type, content, parent=request)
-        self.wire.send(self.sockets[channel], msg, identities=identities)
-
-    # -- end ---------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Stop the heartbeat thread, close every socket, end the context (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(WAIT)
-            if self._thread.is_alive():
-                raise AssertionError("scripted kernel: the heartbeat thread did not stop")
-        elif self._hb is not None:
-            self._hb.close(linger=0)  # never handed to a thread
-        for sock in self.sockets.values():
-            sock.close(linger=0)
-        self.context.term()
-
-
-# =========================================================================
 # the scenarios
 # =========================================================================
 
@@ -349,7 +207,7 @@ def _to_reconciling(
     fe.reconnect()
     kernel.wait_subscribed(b"")  # the new socket's: the first one's was read above
     kernel.welcome()
-    asked = kernel.expect("shell", "comm_info_request")
+    asked = kernel.expect("shell", "comm_info_request", skip=PROBES)
     _await_move(recorder, fe.name, REWELCOMED)
     return asked
 
@@ -483,7 +341,7 @@ def stale_comms(coverage: Coverage | None) -> None:
         _connect(kernel, fe, recorder)
         comms = [fe.open_comm("commspec.scripted") for _ in range(3)]
         for _ in comms:
-            kernel.expect("shell", "comm_open")
+            kernel.expect("shell", "comm_open", skip=PROBES)
         _to_reconciling(kernel, fe, recorder, connected=True)
         comms[0].close()
         gone = comms[1].comm_id

@@ -46,7 +46,6 @@ from commspec.impl.core.events import (
     LinkLost,
     Message,
     OpenLink,
-    Received,
     Reconnect,
     Refused,
     Send,
@@ -407,7 +406,7 @@ class FrontendEndpoint(EffectRunner):
         except BadMessage as e:
             self.feed(Refused(channel, e.reason.value, e.detail))
             return
-        self.feed(Received(channel, tuple(received.identities), received.msg))  # type: ignore[arg-type]
+        self.feed(received)
 
     def _open_link(self, effect: OpenLink) -> None:
         try:

@@ -68,7 +68,7 @@ BATCH = 256
 #: a bound on the drain rule, so a flood on shell cannot hold an unsubscribe forever
 DRAIN_LIMIT = 100_000
 
-Message = dict[str, Any]
+Message = dict[str, Any]  # what the public API takes: plain JSON-able dicts
 T = TypeVar("T")
 
 
@@ -492,10 +492,9 @@ class KernelEndpoint(EffectRunner):
         if frames is None:
             return None
         try:
-            received = self.codec.decode(frames, channel.value)
+            return self.codec.decode(frames, channel.value)
         except BadMessage as e:
             return Refused(channel, e.reason.value, str(e))
-        return Received(channel, tuple(received.identities), received.msg)  # type: ignore[arg-type]
 
     def _on_iopub(self) -> None:
         sock = self._require_sockets().iopub

@@ -118,6 +118,13 @@ class HeartbeatEcho:
         self._stop_receiver: zmq.Socket[bytes] | None = context.socket(zmq.PULL)
         self._stop_receiver.bind(self._stop_address)
         self._thread = threading.Thread(target=self._run, name="commspec-kernel-hb", daemon=True)
+        self._echoing = threading.Event()
+        self._echoing.set()
+
+    def silence(self) -> None:
+        """From now on pings go unanswered, as a frozen or half-open kernel's do (for the
+        tests of a frontend's loss detection)."""
+        self._echoing.clear()
 
     def start(self) -> None:
         self._thread.start()
@@ -150,6 +157,8 @@ class HeartbeatEcho:
                         frames = self._socket.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
+                    if not self._echoing.is_set():
+                        continue
                     try:
                         self._socket.send_multipart(frames, zmq.NOBLOCK)
                     except zmq.ZMQError as e:  # the pinger left, or its queue is full

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fe_fakekernel import FakeKernel
 from fe_kernels import KernelProcess, start_commspec_kernel, start_stock_ipykernel
 from fe_support import TEST_OPTIONS, FrontendFactory
 
 from commspec.impl.frontend import FrontendEndpoint
 from commspec.impl.kernel import KernelEndpoint
 from commspec.impl.tracing import ListSink
+from commspec.mbt.fakes import ScriptedKernel
 
 
 @pytest.fixture
@@ -46,8 +46,8 @@ def reference_kernel(trace: ListSink) -> Iterator[KernelEndpoint]:
 
 
 @pytest.fixture
-def fake_kernel(tmp_path: Path) -> Iterator[FakeKernel]:
-    kernel = FakeKernel(tmp_path)
+def fake_kernel(tmp_path: Path) -> Iterator[ScriptedKernel]:
+    kernel = ScriptedKernel(tmp_path)
     try:
         yield kernel
     finally:

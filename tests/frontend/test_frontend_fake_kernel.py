@@ -12,20 +12,21 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from fe_fakekernel import FakeKernel, Message
 from fe_support import FrontendFactory
 
 from commspec.impl.comm import Deferred
+from commspec.impl.core.events import Message
 from commspec.impl.errors import CommClosed, Disconnected, NoReply, TimedOut, Undeliverable
 from commspec.impl.frontend import FrontendEndpoint
 from commspec.impl.tracing import ListSink, match
+from commspec.mbt.fakes import ScriptedKernel
 from commspec.model.machines import FrontendCommState, SessionState
 
 WAIT = 10.0
 PROBE = ("kernel_info_request",)
 
 
-def connect(kernel: FakeKernel, frontends: FrontendFactory) -> FrontendEndpoint:
+def connect(kernel: ScriptedKernel, frontends: FrontendFactory) -> FrontendEndpoint:
     frontend = frontends(kernel.connection_file)
     kernel.wait_subscribed(b"")
     kernel.welcome()
@@ -34,7 +35,7 @@ def connect(kernel: FakeKernel, frontends: FrontendFactory) -> FrontendEndpoint:
 
 
 def open_comm(
-    kernel: FakeKernel, frontend: FrontendEndpoint, target: str = "t"
+    kernel: ScriptedKernel, frontend: FrontendEndpoint, target: str = "t"
 ) -> tuple[Any, Message]:
     comm = frontend.open_comm(target)
     _, opened = kernel.expect("shell", "comm_open", skip=PROBE)
@@ -43,7 +44,7 @@ def open_comm(
 
 
 def test_waits_for_welcome(
-    fake_kernel: FakeKernel, frontends: FrontendFactory, trace: ListSink
+    fake_kernel: ScriptedKernel, frontends: FrontendFactory, trace: ListSink
 ) -> None:
     frontend = frontends(fake_kernel.connection_file)
     fake_kernel.wait_subscribed(b"")
@@ -75,7 +76,7 @@ def test_waits_for_welcome(
 
 
 def test_no_reply_after_idle_then_late_reply(
-    fake_kernel: FakeKernel, frontends: FrontendFactory, trace: ListSink
+    fake_kernel: ScriptedKernel, frontends: FrontendFactory, trace: ListSink
 ) -> None:
     frontend = connect(fake_kernel, frontends)
     comm, _ = open_comm(fake_kernel, frontend)
@@ -99,7 +100,9 @@ def test_no_reply_after_idle_then_late_reply(
     assert frontend.state is SessionState.READY
 
 
-def test_reply_before_idle_resolves(fake_kernel: FakeKernel, frontends: FrontendFactory) -> None:
+def test_reply_before_idle_resolves(
+    fake_kernel: ScriptedKernel, frontends: FrontendFactory
+) -> None:
     frontend = connect(fake_kernel, frontends)
     comm, _ = open_comm(fake_kernel, frontend)
     pending = comm.request("answered")
@@ -115,7 +118,7 @@ def test_reply_before_idle_resolves(fake_kernel: FakeKernel, frontends: Frontend
     assert pending.result(WAIT) == "ok"
 
 
-def test_deadline_times_out(fake_kernel: FakeKernel, frontends: FrontendFactory) -> None:
+def test_deadline_times_out(fake_kernel: ScriptedKernel, frontends: FrontendFactory) -> None:
     frontend = connect(fake_kernel, frontends)
     comm, _ = open_comm(fake_kernel, frontend)
     pending = comm.request("slow", timeout=0.1)
@@ -125,7 +128,7 @@ def test_deadline_times_out(fake_kernel: FakeKernel, frontends: FrontendFactory)
 
 
 def test_bad_input_is_counted_and_changes_nothing(
-    fake_kernel: FakeKernel, frontends: FrontendFactory, trace: ListSink
+    fake_kernel: ScriptedKernel, frontends: FrontendFactory, trace: ListSink
 ) -> None:
     frontend = connect(fake_kernel, frontends)
     comm, _ = open_comm(fake_kernel, frontend)
@@ -166,7 +169,7 @@ def test_bad_input_is_counted_and_changes_nothing(
 
 
 def test_heartbeat_silence_fails_pending_requests(
-    fake_kernel: FakeKernel, frontends: FrontendFactory, trace: ListSink
+    fake_kernel: ScriptedKernel, frontends: FrontendFactory, trace: ListSink
 ) -> None:
     frontend = connect(fake_kernel, frontends)
     comm, _ = open_comm(fake_kernel, frontend)
@@ -183,7 +186,7 @@ def test_heartbeat_silence_fails_pending_requests(
         comm.request("later").result(WAIT)
 
 
-def test_answers_kernel_requests(fake_kernel: FakeKernel, frontends: FrontendFactory) -> None:
+def test_answers_kernel_requests(fake_kernel: ScriptedKernel, frontends: FrontendFactory) -> None:
     frontend = connect(fake_kernel, frontends)
     comm, _ = open_comm(fake_kernel, frontend)
     later: list[Deferred] = []
@@ -236,7 +239,7 @@ def test_answers_kernel_requests(fake_kernel: FakeKernel, frontends: FrontendFac
 
 
 def test_kernel_opened_comms(
-    fake_kernel: FakeKernel, frontends: FrontendFactory, trace: ListSink
+    fake_kernel: ScriptedKernel, frontends: FrontendFactory, trace: ListSink
 ) -> None:
     frontend = connect(fake_kernel, frontends)
     opened: Future[Any] = Future()
@@ -261,7 +264,7 @@ def test_kernel_opened_comms(
 
 
 def test_closing_a_comm_cancels_its_requests(
-    fake_kernel: FakeKernel, frontends: FrontendFactory
+    fake_kernel: ScriptedKernel, frontends: FrontendFactory
 ) -> None:
     frontend = connect(fake_kernel, frontends)
     comm, _ = open_comm(fake_kernel, frontend)
@@ -274,7 +277,7 @@ def test_closing_a_comm_cancels_its_requests(
         pending.result(WAIT)
 
 
-def test_input_request_is_answered(fake_kernel: FakeKernel, frontends: FrontendFactory) -> None:
+def test_input_request_is_answered(fake_kernel: ScriptedKernel, frontends: FrontendFactory) -> None:
     frontend = connect(fake_kernel, frontends)
     frontend.on_input_request(lambda prompt, password: f"answer to {prompt}")
     execute = frontend.execute("input('name? ')", allow_stdin=True)
@@ -289,7 +292,7 @@ def test_input_request_is_answered(fake_kernel: FakeKernel, frontends: FrontendF
     assert execute.result(WAIT)["content"]["status"] == "ok"
 
 
-def test_close_ends_everything(fake_kernel: FakeKernel, trace: ListSink) -> None:
+def test_close_ends_everything(fake_kernel: ScriptedKernel, trace: ListSink) -> None:
     frontend = FrontendEndpoint(fake_kernel.connection_file, sink=trace)
     try:
         fake_kernel.wait_subscribed(b"")

@@ -144,7 +144,7 @@ def check_we_accept_session(make: Callable[..., Codec], scheme: str = "hmac-sha2
                        metadata={"k": "v"})
     frames = [b"route", *session.serialize(sent), b"buffer"]
     received = make(KEY, signature_scheme=scheme).decode(frames, "shell")
-    assert received.identities == [b"route"]
+    assert received.identities == (b"route",)
     expected = reference(scheme=scheme).deserialize(frames[2:])
     assert comparable(received.msg) == comparable(expected)
     assert received.content == sent["content"]
@@ -276,7 +276,7 @@ def test_every_message_session_produces_we_accept_with_equal_content(
     sent = session.msg(msg_type, content, parent=parent, metadata=metadata)
     frames = [*route, *session.serialize(sent), *extra]
     received = Codec(KEY).decode(frames, "shell")
-    assert received.identities == route
+    assert list(received.identities) == route
     expected = reference().deserialize(frames[len(route) + 1 :])
     assert comparable(received.msg) == comparable(expected)
     assert received.content == content
@@ -288,7 +288,7 @@ def test_the_first_delimiter_counts_as_in_session_feed_identities() -> None:
     session = reference()
     frames = [b"route", *session.serialize(session.msg("status", {})), DELIMITER]
     received = Codec(KEY).decode(frames, "iopub")
-    assert received.identities == [b"route"]
+    assert received.identities == (b"route",)
     assert [bytes(b) for b in received.msg["buffers"]] == [DELIMITER]
     assert session.feed_identities(frames)[0] == [b"route"]
 
@@ -555,7 +555,7 @@ def test_frames_and_memoryviews_decode_as_bytes_do() -> None:
                     [zmq.Frame(f) if i % 2 else memoryview(f) for i, f in enumerate(frames)],
                     [memoryview(bytearray(f)) for f in frames]):
         received = Codec(KEY, replay_window=0).decode(variant, "shell")
-        assert received.identities == [b"route-1", b"route-2"]
+        assert received.identities == (b"route-1", b"route-2")
         assert all(type(i) is bytes for i in received.identities)
         assert comparable(received.msg) == comparable(as_bytes.msg)
         assert all(isinstance(b, memoryview) for b in received.msg["buffers"])
@@ -591,7 +591,7 @@ def test_wire_round_trip_over_sockets_with_identities_and_buffers(
     client.send(dealer, request, buffers=[b"raw bytes", memoryview(b"a view")])
     assert router.poll(5000)
     received = server.parse(router.recv_multipart(copy=False), "shell")
-    assert received.identities == [b"dealer-1"]
+    assert received.identities == (b"dealer-1",)
     assert received.msg_id == request["msg_id"] and received.content == request["content"]
     assert received.msg["metadata"] == {"trace": 1}
     assert [bytes(b) for b in received.msg["buffers"]] == [b"raw bytes", b"a view"]
