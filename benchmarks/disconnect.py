@@ -1,9 +1,10 @@
 """Disconnect-to-invalidation latency: ours, and the raw XPUB unsubscribe beside it.
 
 A KernelEndpoint in this process has ``PENDING`` requests out to a frontend in
-its own process (``benchmarks.peer``), which never answers them. The same
-process also holds a bare SUB connected to a raw XPUB_VERBOSER socket here, set
-with the kernel's heartbeat options. The peer then goes away:
+its own process (the model-based tests' frontend process, ``commspec.mbt.agent``,
+forked by one zygote), which holds them unanswered. The same process also holds
+a bare SUB connected to a raw XPUB_VERBOSER socket here, set with the kernel's
+heartbeat options. The peer then goes away:
 - ``close``: it closes the frontend's sockets; later, separately, the SUB;
 - ``kill``: SIGKILL, which takes both connections at once;
 - ``stop``: SIGSTOP, found out by the ZMTP heartbeats on both XPUBs.
@@ -18,8 +19,8 @@ peer's "closed at" and our "failed at" are on one clock.
 from __future__ import annotations
 
 import queue
-import signal
 import threading
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -35,17 +36,19 @@ from commspec.impl import (
     TargetRegistry,
 )
 from commspec.impl.targets import DEFAULT_TARGETS
+from commspec.mbt.processes import FrontendPool, FrontendProcess
+from commspec.model.trace import discard
 
-from .common import Child, now
-from .peer import TARGET
+from .common import now
+
+#: the comm target the benchmark's kernel serves (it hands each comm to the trial)
+TARGET = "bench.hang"
 
 HEARTBEAT = HeartbeatSettings(interval=0.1, timeout=0.5)
 #: requests pending on the frontend when it goes away
 PENDING = 8
 WAIT = 10.0
 HOW = ("close", "kill", "stop")
-#: peers started together, so their start-up is paid before their trials
-BATCH = 10
 
 
 @dataclass
@@ -105,30 +108,23 @@ class Bench:
         self.kernel = KernelEndpoint(
             config=KernelConfig(heartbeat=HEARTBEAT, stop_linger=0.2), targets=registry
         ).start()
+        self._pool = FrontendPool()
 
-    def spawn(self, count: int) -> list[Child]:
-        children: list[Child] = []
-        try:
-            for _ in range(count):
-                children.append(Child.start(
-                    "-m", "benchmarks.peer", str(self.kernel.connection_file),
-                    str(self.raw.port), "--expect", str(PENDING)))
-            for child in children:
-                child.read_json()
-        except BaseException:
-            for child in children:
-                child.end()
-            raise
-        return children
+    def peer(self) -> FrontendProcess:
+        return self._pool.take(discard)
 
-    def trial(self, child: Child, how: str) -> tuple[float, float]:
-        """(ours, raw) latency in seconds for one departure of ``child``."""
-        child.tell("connect")
-        connected = child.read_json(WAIT)
-        self.raw.wait_subscribed(connected["topic"].encode())
+    def trial(self, peer: FrontendProcess, how: str) -> tuple[float, float]:
+        """(ours, raw) latency in seconds for one departure of ``peer``."""
+        peer.connect(self.kernel.connection_info, uuid.uuid4().hex)
+        peer.call("wait_ready", timeout=WAIT)
+        peer.call("hold", on=True)
+        comm_id = peer.call("open", target=TARGET)
+        topic = f"peer/{uuid.uuid4().hex}"
+        peer.call("sub", url=f"tcp://127.0.0.1:{self.raw.port}", topics=[topic])
+        self.raw.wait_subscribed(topic.encode())
         comm = self._comms.get(timeout=WAIT)
-        if comm.comm_id != connected["comm_id"]:
-            raise RuntimeError(f"expected comm {connected['comm_id']}, got {comm.comm_id}")
+        if comm.comm_id != comm_id:
+            raise RuntimeError(f"expected comm {comm_id}, got {comm.comm_id}")
         failed: list[tuple[float, BaseException | None]] = []
         all_failed = threading.Event()
 
@@ -137,19 +133,21 @@ class Bench:
             if len(failed) == PENDING:
                 all_failed.set()
 
-        for _ in range(PENDING):
-            comm.request("hang").add_done_callback(on_done)
-        child.read_json(WAIT)  # {"requests": PENDING}: every one reached the frontend
+        for slot in range(PENDING):
+            comm.request("ask", {"slot": slot}).add_done_callback(on_done)
+        if not peer.wait_held(PENDING - 1, WAIT):  # every one reached the frontend
+            raise TimeoutError(f"{PENDING} requests did not reach the frontend in {WAIT} s")
         if how == "close":
-            child.tell("close")
-            ours_from = float(child.read_json(WAIT)["closed_at"])
+            ours_from = float(peer.call("close"))
             self._wait(all_failed, failed, how)
-            child.tell("close-sub")
+            raw_from = float(peer.call("close_sub"))
             raw_at = self.raw.wait_unsubscribed()
-            raw_from = float(child.read_json(WAIT)["closed_at"])
         else:
             ours_from = raw_from = now()
-            child.signal(signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+            if how == "kill":
+                peer.kill()
+            else:
+                peer.freeze()
             raw_at = self.raw.wait_unsubscribed()
             self._wait(all_failed, failed, how)
         return max(t for t, _ in failed) - ours_from, raw_at - raw_from
@@ -167,25 +165,23 @@ class Bench:
     def run(self, how: str, count: int) -> Latencies:
         pairs: list[tuple[float, float]] = []
         if how == "close":  # one peer connects and closes again and again
-            (child,) = self.spawn(1)
+            peer = self.peer()
             try:
-                self.trial(child, how)  # warm up
-                pairs = [self.trial(child, how) for _ in range(count)]
+                self.trial(peer, how)  # warm up
+                pairs = [self.trial(peer, how) for _ in range(count)]
             finally:
-                child.end()
-        while len(pairs) < count:
-            children = self.spawn(min(BATCH, count - len(pairs)))
+                self._pool.release([peer])
+        while len(pairs) < count:  # a fresh peer for each: forked in milliseconds
+            peer = self.peer()
             try:
-                for child in children:
-                    pairs.append(self.trial(child, how))
-                    child.end()
+                pairs.append(self.trial(peer, how))
             finally:
-                for child in children:
-                    child.end()
+                self._pool.release([peer])
         return Latencies(how, [o for o, _ in pairs], [r for _, r in pairs])
 
     def close(self) -> None:
         try:
+            self._pool.close()
             self.kernel.stop()
         finally:
             self.raw.close()

@@ -15,7 +15,16 @@ Rules:
 - Every outcome line follows the trace event of that outcome, so a reader that
   saw the outcome has seen the transition.
 - The kernel's ``ask`` requests are answered at once, unless ``hold`` is on: then
-  the answer waits for ``release`` (the race rules choose when it goes).
+  the answer waits for ``release`` (the race rules choose when it goes). Its
+  ``input_request`` s are answered at once, unless ``hold_input`` is on: then
+  never (a frontend that dies with a stdin request pending).
+- A frontend can ``close`` (its session, cleanly) and ``connect`` again in the same
+  process; ``sub`` / ``close_sub`` add a bare SUB socket beside it (the benchmarks
+  compare the kernel's view of a departure with a raw XPUB's). ``close`` and
+  ``close_sub`` answer the ``time.perf_counter()`` taken just before the close
+  (CLOCK_MONOTONIC: one clock for every process of the machine).
+- The same protocol serves the model-based tests, the kernel tests that kill or
+  freeze a frontend, and the disconnect benchmark.
 - The process ends after ``exit`` or when its stdin closes: a harness that dies
   leaves no frontend behind.
 - ``--zygote FD`` makes this process a zygote instead: it forks ready frontends
@@ -30,9 +39,12 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TextIO
+
+import zmq
 
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
@@ -51,6 +63,9 @@ class Agent:
         self._holding = False
         self._held: dict[int, Deferred] = {}
         self._hold_lock = threading.Lock()
+        self._holding_input = False
+        self._sub: zmq.Socket[bytes] | None = None
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
 
     def write(self, line: JsonDict) -> None:
         text = json.dumps(line, separators=(",", ":"))
@@ -102,8 +117,11 @@ class Agent:
         self.endpoint = endpoint
         for target in command["targets"]:
             endpoint.register_target(target, lambda comm, data: self._serve(comm))
-        endpoint.on_input_request(lambda prompt, password: f"answer to {prompt}")
+        endpoint.on_input_request(self._input)
         return endpoint.name
+
+    def op_wait_ready(self, command: JsonDict, n: Any) -> None:
+        self._ep().wait_ready(float(command.get("timeout", 10.0)))
 
     def op_open(self, command: JsonDict, n: Any) -> str:
         comm = self._ep().open_comm(command["target"])
@@ -132,9 +150,40 @@ class Agent:
     def op_reconnect(self, command: JsonDict, n: Any) -> None:
         self._ep().reconnect()
 
+    def op_hold_input(self, command: JsonDict, n: Any) -> None:
+        self._holding_input = bool(command["on"])
+
+    def op_close(self, command: JsonDict, n: Any) -> float:
+        endpoint, self.endpoint = self._ep(), None
+        closed_at = time.perf_counter()
+        endpoint.close()
+        return closed_at
+
+    def op_sub(self, command: JsonDict, n: Any) -> None:
+        if self._context is None:
+            self._context = zmq.Context()
+        sub = self._context.socket(zmq.SUB)
+        sub.linger = 0
+        for topic in ("", *command.get("topics", ())):
+            sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        sub.connect(command["url"])
+        self._sub = sub
+
+    def op_close_sub(self, command: JsonDict, n: Any) -> float:
+        sub, self._sub = self._sub, None
+        if sub is None:
+            raise RuntimeError("no sub socket")
+        closed_at = time.perf_counter()
+        sub.close(linger=0)
+        return closed_at
+
     def op_exit(self, command: JsonDict, n: Any) -> None:
         if self.endpoint is not None:
             self.endpoint.close()
+        if self._sub is not None:
+            self._sub.close(linger=0)
+        if self._context is not None:
+            self._context.term()
 
     # -- the frontend's side (its threads) ------------------------------------
 
@@ -144,6 +193,11 @@ class Agent:
             self.write({"outcome": n, "ok": True})
         else:
             self.write({"outcome": n, "error": type(error).__name__})
+
+    def _input(self, prompt: str, password: bool) -> str | Future[str]:
+        if self._holding_input:
+            return Future()  # never answered: the test ends the frontend with it pending
+        return f"answer to {prompt}"
 
     def _serve(self, comm: Comm) -> None:
         def ask(params: Any) -> Any:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import asdict
 from typing import Any
 
 from commspec.impl.connection import ConnectionInfo, read_connection_file
@@ -204,13 +203,8 @@ class LiveSystem:
         process = self._pool.take(self.recorder)
         # recorded before connecting: close() must end the process whatever happens next
         self.processes[f] = process
-        name = process.call(
-            "connect",
-            connection=self.connection.to_dict(),
-            session_id=session_id,
-            options=asdict(self.options),
-            targets=sorted(TARGETS.values()),
-        )
+        name = process.connect(self.connection, session_id, self.options,
+                               sorted(TARGETS.values()))
         self.slots.started_frontend(f, name, session_id)
 
     def _freeze(self, f: int) -> None:

@@ -24,9 +24,13 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import asdict
 from typing import Any
 
+from commspec.impl.connection import ConnectionInfo
+from commspec.impl.core.frontend import FrontendOptions
 from commspec.model.trace import TraceEvent, TraceSink, discard
 
 __all__ = ["AgentError", "FrontendPool", "FrontendProcess", "RequestEnded"]
@@ -80,6 +84,17 @@ class FrontendProcess:
             return future.result(ANSWER_TIMEOUT)
         except TimeoutError:
             raise AgentError(f"frontend process {self.pid}: no answer to {op}") from None
+
+    def connect(self, connection: ConnectionInfo, session_id: str,
+                options: FrontendOptions | None = None,
+                targets: Sequence[str] = ()) -> str:
+        """Make the process's FrontendEndpoint (its trace name is returned); comms the
+        kernel opens for ``targets`` are accepted and served."""
+        name: str = self.call("connect", connection=connection.to_dict(),
+                              session_id=session_id,
+                              options=asdict(options or FrontendOptions()),
+                              targets=list(targets))
+        return name
 
     def request(self, comm_id: str, method: str, params: Any) -> Future[Any]:
         """A comm request sent by the frontend; the future ends when it ends there."""

@@ -7,23 +7,20 @@ stopped and killed. Waits are bounded; nothing sleeps for a guessed time.
 
 from __future__ import annotations
 
-import json
-import os
-import selectors
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ki_peers import FrontendProcess, KernelUnderTest, Observed, RawFrontend, stock_client
+from ki_peers import WAIT, KernelUnderTest, Observed, RawFrontend, SpawnedFrontend, stock_client
 
 from commspec.impl.comm import Comm
 from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
 from commspec.impl.targets import DEFAULT_TARGETS, TargetRegistry
-from commspec.impl.tracing import ListSink
+from commspec.impl.tracing import ListSink, match
+from commspec.mbt.processes import FrontendPool
+from commspec.model.trace import discard
 
 HERE = Path(__file__).parent
 OBSERVED = "test.observed"
@@ -101,43 +98,41 @@ def stock() -> Iterator[Callable[[KernelUnderTest], Any]]:
 
 
 @pytest.fixture
-def spawn_frontend() -> Iterator[Callable[..., FrontendProcess]]:
-    started: list[FrontendProcess] = []
+def spawn_frontend(kut_pool: FrontendPool) -> Iterator[Callable[..., SpawnedFrontend]]:
+    """Reference frontends in processes of their own (the model-based tests' protocol),
+    for tests that SIGKILL or SIGSTOP them: each opens the comms it is given (once the
+    kernel has them), holds every "ask" request the kernel sends it, and, with
+    ``ask_stdin=i``, asks ``ask_stdin`` on its i-th comm and holds the input_request
+    that comes of it."""
+    started: list[SpawnedFrontend] = []
 
-    def spawn(kut: KernelUnderTest, *args: str, session_id: str | None = None,
-              timeout: float = 20.0) -> FrontendProcess:
+    def spawn(kut: KernelUnderTest, *targets: str, ask_stdin: int | None = None,
+              session_id: str | None = None) -> SpawnedFrontend:
         session_id = session_id or uuid.uuid4().hex
-        env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        process = subprocess.Popen(
-            [sys.executable, str(HERE / "ki_frontend_proc.py"), kut.connection_file,
-             session_id, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-        )
-        proc = FrontendProcess(process, session_id, {})
-        started.append(proc)
-        proc.ready = _read_ready_line(process, timeout)
-        return proc
+        process = kut_pool.take(discard)
+        spawned = SpawnedFrontend(process, session_id)
+        started.append(spawned)
+        process.connect(kut.kernel.connection_info, session_id)
+        process.call("wait_ready", timeout=WAIT)
+        process.call("hold", on=True)
+        for target in targets:
+            mark = kut.sink.mark()
+            comm_id = process.call("open", target=target)
+            kut.sink.wait_for(match(machine="kernel_comm", object=comm_id), since=mark)
+            spawned.comms.append(comm_id)
+        if ask_stdin is not None:
+            process.call("hold_input", on=True)
+            mark = kut.sink.mark()
+            process.request(spawned.comms[ask_stdin], "ask_stdin", {"prompt": "name?"})
+            sent = kut.sink.wait_for(match(machine="stdin_request", event="sent"), since=mark)
+            spawned.stdin_request = sent.object
+        return spawned
 
     yield spawn
-    for proc in started:
-        proc.thaw()
-        proc.kill()
-        for stream in (proc.process.stdin, proc.process.stdout, proc.process.stderr):
-            if stream is not None:
-                stream.close()
+    kut_pool.release([s.process for s in started])
 
 
-def _read_ready_line(process: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            process.kill()
-            _, err = process.communicate(timeout=10)
-            raise TimeoutError(f"frontend process not ready within {timeout} s: {err.decode()}")
-    line = process.stdout.readline()
-    if not line:
-        _, err = process.communicate(timeout=10)
-        raise RuntimeError(f"frontend process exited: {err.decode()}")
-    ready: dict[str, Any] = json.loads(line)
-    return ready
+@pytest.fixture(scope="module")
+def kut_pool() -> Iterator[FrontendPool]:
+    with FrontendPool() as pool:
+        yield pool

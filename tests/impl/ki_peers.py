@@ -9,9 +9,6 @@ Every wait is bounded and fails with what was seen instead.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +24,7 @@ from commspec.impl.connection import ConnectionInfo, read_connection_file
 from commspec.impl.core.presence import peer_topic
 from commspec.impl.kernel import KernelEndpoint
 from commspec.impl.tracing import ListSink
+from commspec.mbt.processes import FrontendProcess as AgentProcess
 
 Message = dict[str, Any]
 WAIT = 5.0
@@ -219,27 +217,25 @@ class KernelUnderTest:
 
 
 @dataclass
-class FrontendProcess:
-    process: subprocess.Popen[bytes]
+class SpawnedFrontend:
+    """A reference frontend in a process of its own, and what it set up."""
+
+    process: AgentProcess
     session_id: str
-    ready: dict[str, Any]
+    comms: list[str] = field(default_factory=list)
+    #: the msg_id of the stdin request it holds, if it was asked to make one
+    stdin_request: str | None = None
 
     @property
     def identity(self) -> bytes:
         return self.session_id.encode()
 
     def kill(self) -> None:
-        """SIGKILL the process we started (by its pid) and reap it."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
+        """SIGKILL, and wait for the process to be gone."""
+        self.process.kill()
 
     def freeze(self) -> None:
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGCONT)
+        self.process.freeze()
 
 
 def open_and_wait(frontend: RawFrontend, target: str) -> str:

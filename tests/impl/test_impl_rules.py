@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from ki_peers import (
-    FrontendProcess,
     KernelUnderTest,
     RawFrontend,
+    SpawnedFrontend,
     open_and_wait,
 )
 
@@ -30,7 +30,7 @@ OBSERVED_PERSISTENT = "test.observed.persistent"
 WAIT = 5.0
 
 MakeRaw = Callable[..., RawFrontend]
-Spawn = Callable[..., FrontendProcess]
+Spawn = Callable[..., SpawnedFrontend]
 
 
 def index_of(events: list[TraceEvent], **keys: Any) -> int:
@@ -123,12 +123,12 @@ def test_persistent_vs_default_on_frontend_sigkill(
     """Per-peer presence: the killed frontend's comms are lost, though others remain."""
     bystander = raw_frontend(kut, peer=False)
     bystander.wait_welcome()
-    proc = spawn_frontend(kut, "--open", OBSERVED, "--open", OBSERVED_PERSISTENT)
-    default_id, persistent_id = proc.ready["comms"]
+    proc = spawn_frontend(kut, OBSERVED, OBSERVED_PERSISTENT)
+    default_id, persistent_id = proc.comms
     comms = kut.observed.comms
-    pending = [comms[default_id].request("frontend.work"),
-               comms[persistent_id].request("frontend.work")]
-    kut.sink.wait_for(match(machine="request", event="sent"), count=2)
+    pending = [comms[default_id].request("ask", {"slot": 0}),
+               comms[persistent_id].request("ask", {"slot": 1})]
+    assert proc.process.wait_held(0, WAIT) and proc.process.wait_held(1, WAIT)
 
     proc.kill()
     kut.sink.wait_for(match(machine="kernel_comm", object=default_id, event="frontend_lost"))
@@ -159,10 +159,10 @@ def test_half_open_detected_by_heartbeat(
 ) -> None:
     """A frozen frontend sends no unsubscribe; the ZMTP heartbeat makes libzmq drop it."""
     kut = make_kernel(heartbeat=HeartbeatSettings(interval=0.1, timeout=0.5))
-    proc = spawn_frontend(kut, "--open", OBSERVED)
-    (comm_id,) = proc.ready["comms"]
-    future = kut.observed.comms[comm_id].request("frontend.work")
-    kut.sink.wait_for(match(machine="request", event="sent"))
+    proc = spawn_frontend(kut, OBSERVED)
+    (comm_id,) = proc.comms
+    future = kut.observed.comms[comm_id].request("ask", {"slot": 0})
+    assert proc.process.wait_held(0, WAIT)
 
     proc.freeze()  # SIGSTOP: its sockets stay open, it just stops answering
     kut.sink.wait_for(match(machine="kernel_comm", object=comm_id, event="frontend_lost"),
@@ -178,8 +178,9 @@ def test_stdin_request_to_departed_frontend(
 ) -> None:
     bystander = raw_frontend(kut, peer=False)
     bystander.wait_welcome()
-    proc = spawn_frontend(kut, "--open", ECHO, "--ask-stdin", "0")
-    stdin_id = proc.ready["stdin_request"]
+    proc = spawn_frontend(kut, ECHO, ask_stdin=0)
+    stdin_id = proc.stdin_request
+    assert stdin_id is not None
     assert kut.kernel.stdin_pending_count == 1
 
     # Pending while its frontend dies: unreachable (per-peer presence).
