@@ -19,9 +19,12 @@ from commspec.model.trace import TraceSink
 
 from .core.events import Effect, Input, StartTimer, StopTimer, Timer, TimerFired, Trace
 from .core.protocol import ProtocolCore
+from .loop import IoLoop
+from .loop import Timer as LoopTimer
 from .targets import Cancellable
+from .wire import Codec
 
-__all__ = ["CoreRunner", "EffectRunner"]
+__all__ = ["CoreRunner", "EffectRunner", "LoopRunner"]
 
 
 class CoreRunner(Protocol):
@@ -128,3 +131,26 @@ class EffectRunner:
                 raise
             # the transition happened; a failing sink must not undo what follows it
             self.log.exception("the trace sink failed on %s", effect.event)
+
+
+class LoopRunner(EffectRunner):
+    """An endpoint's runner: its clock, timers and thread are its I/O loop's, its
+    message ids its codec's."""
+
+    _loop: IoLoop
+    codec: Codec
+
+    def now(self) -> float:
+        return self._loop.clock()
+
+    def run_at(self, when: float, callback: Callable[[], None]) -> LoopTimer:
+        return self._loop.call_at(when, callback)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> LoopTimer:
+        return self._loop.call_later(delay, callback)
+
+    def in_core_thread(self) -> bool:
+        return self._loop.in_loop_thread()
+
+    def new_msg_id(self) -> str:
+        return self.codec.new_msg_id()

@@ -110,7 +110,6 @@ REMEMBER_CLOSED = 10_000
 S, CS = SessionState, FrontendCommState
 FrontendCommTracked = Tracked[FrontendCommState, FrontendCommEvent]
 
-_DEADLINES = Timer(TimerKind.DEADLINE)
 _PROBE = Timer(TimerKind.PROBE)
 _CONNECT = Timer(TimerKind.CONNECT)
 _RECONNECT = Timer(TimerKind.RECONNECT)
@@ -262,7 +261,6 @@ class FrontendProtocol(ProtocolCore):
         self._targets: set[str] = set()
         self._held: list[_Held] = []
         self._no_reply: set[str] = set()
-        self._armed: float | None = None
         self._calls: dict[str, str] = {}
         self._adopting: dict[str, str | None] = {}
         self._sending: dict[str, _Sending] = {}
@@ -461,7 +459,7 @@ class FrontendProtocol(ProtocolCore):
         self._no_reply.clear()
         if self._armed is not None:
             self._armed = None
-            self._out.append(StopTimer(_DEADLINES))
+            self._out.append(StopTimer(Timer(TimerKind.DEADLINE)))
         held, self._held = self._held, []
         for item in held:
             self._release(item, deliver=False)
@@ -562,9 +560,7 @@ class FrontendProtocol(ProtocolCore):
                 self._no_reply.discard(timer.key)
                 self.requests.fail(timer.key, RequestEvent.IDLE_WITHOUT_REPLY)
         elif kind is TimerKind.DEADLINE:
-            self._armed = None
-            self.requests.expire(self.now)
-            self._arm_deadline()
+            self._deadline_passed()
         elif kind is TimerKind.PROBE:
             self._probe()
         elif kind is TimerKind.CONNECT:
@@ -821,12 +817,6 @@ class FrontendProtocol(ProtocolCore):
                    {"comm_id": record.comm_id, "data": rpc_request(msg_id, method, params)},
                    msg_id=msg_id, confirm=True)
 
-    def _arm_deadline(self) -> None:
-        when = self.requests.next_deadline()
-        if when == self._armed:
-            return
-        self._armed = when
-        self._out.append(StopTimer(_DEADLINES) if when is None else StartTimer(_DEADLINES, when))
 
     def _flush_held(self) -> None:
         held, self._held = self._held, []

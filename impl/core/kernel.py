@@ -58,10 +58,7 @@ from .events import (
     ShutdownRequested,
     StartRequest,
     StartStdinRequest,
-    StartTimer,
-    StopTimer,
     SubscriptionFrames,
-    Timer,
     TimerFired,
     TimerKind,
 )
@@ -105,7 +102,6 @@ KERNEL_INFO: dict[str, Any] = {
 
 #: the target registry as the core sees it: a target's kind (persistent?) or None
 TargetKind = Callable[[str], bool | None]
-_DEADLINES = Timer(TimerKind.DEADLINE)
 
 
 @dataclass(eq=False, slots=True)
@@ -152,7 +148,6 @@ class KernelProtocol(ProtocolCore):
         self._in_flight: dict[tuple[str, Any], int] = {}
         self._next_exchange = 0
         self._stdin_sending: dict[str, tuple[bytes, str]] = {}
-        self._armed: float | None = None
         self._topics: dict[str, bytes] = {}
         self._handlers = {
             Received: self._on_received,
@@ -466,10 +461,8 @@ class KernelProtocol(ProtocolCore):
             self.bad.note("malformed_reply", f"{received.msg_type} to {parent}")
 
     def _on_timer(self, event: TimerFired) -> None:
-        if event.timer == _DEADLINES:
-            self._armed = None
-            self.requests.expire(self.now)
-            self._arm_deadline()
+        if event.timer.kind is TimerKind.DEADLINE:
+            self._deadline_passed()
 
     def _on_sent(self, event: Sent) -> None:
         sending = self._stdin_sending.pop(event.msg_id, None)
@@ -547,12 +540,6 @@ class KernelProtocol(ProtocolCore):
             if deadline is not None:
                 self._arm_deadline()
 
-    def _arm_deadline(self) -> None:
-        when = self.requests.next_deadline()
-        if when == self._armed:
-            return
-        self._armed = when
-        self._out.append(StopTimer(_DEADLINES) if when is None else StartTimer(_DEADLINES, when))
 
     def _start_stdin(self, event: StartStdinRequest) -> None:
         if event.msg_type not in STDIN_KINDS:

@@ -13,14 +13,20 @@ from typing import Any
 
 from commspec.model.trace import TraceEvent, TraceSink, discard
 
-from .events import Effect, Input, RequestEnded, Trace
+from .events import Effect, Input, RequestEnded, StartTimer, StopTimer, Timer, TimerKind, Trace
+from .requests import PendingRequests
 
 __all__ = ["ProtocolCore"]
+
+
+_DEADLINES = Timer(TimerKind.DEADLINE)
 
 
 class ProtocolCore:
     #: what this core is, for its errors ("kernel", "frontend")
     role = "protocol"
+    #: the requests this side makes (set by the subclass)
+    requests: PendingRequests
 
     def __init__(self, *, tracing: bool) -> None:
         self.now = 0.0
@@ -28,6 +34,7 @@ class ProtocolCore:
         self._handlers: dict[type, Callable[[Any], None]] = {}
         #: the sink the core's Tracked objects report to: trace effects, or nothing
         self.sink: TraceSink = self._trace if tracing else discard
+        self._armed: float | None = None
 
     def handle(self, event: Input, now: float) -> list[Effect]:
         """Handle one input at time ``now``; the effects, in the order to carry out."""
@@ -51,3 +58,16 @@ class ProtocolCore:
 
     def _trace(self, event: TraceEvent) -> None:
         self._out.append(Trace(event))
+
+    def _arm_deadline(self) -> None:
+        """One timer, due at the earliest deadline of the pending requests."""
+        when = self.requests.next_deadline()
+        if when == self._armed:
+            return
+        self._armed = when
+        self._out.append(StopTimer(_DEADLINES) if when is None else StartTimer(_DEADLINES, when))
+
+    def _deadline_passed(self) -> None:
+        self._armed = None
+        self.requests.expire(self.now)
+        self._arm_deadline()

@@ -57,8 +57,7 @@ from commspec.impl.core.events import (
 from commspec.impl.core.frontend import FrontendOptions, FrontendProtocol
 from commspec.impl.errors import BadMessage, EndpointClosed
 from commspec.impl.loop import IoLoop
-from commspec.impl.loop import Timer as LoopTimer
-from commspec.impl.runner import EffectRunner
+from commspec.impl.runner import LoopRunner
 from commspec.impl.wire import Codec
 from commspec.model.machines import SessionState
 from commspec.model.trace import TraceSink, discard
@@ -73,7 +72,7 @@ T = TypeVar("T")
 Connection = str | os.PathLike[str] | Mapping[str, Any] | ConnectionInfo
 
 
-class FrontendEndpoint(EffectRunner):
+class FrontendEndpoint(LoopRunner):
     """A frontend session with one kernel; starts connecting on construction."""
 
     core: FrontendProtocol
@@ -117,7 +116,7 @@ class FrontendEndpoint(EffectRunner):
         self._state_changed = threading.Condition()
         self._link: Link | None = None
         self._link_error: BaseException | None = None
-        EffectRunner.__init__(self)
+        LoopRunner.__init__(self)
         self.effects.update({
             Send: self._send,
             SessionChanged: self._session_changed,
@@ -326,22 +325,10 @@ class FrontendEndpoint(EffectRunner):
     def call(self, event: Input) -> None:
         self._call(event)
 
-    def in_core_thread(self) -> bool:
-        return self._loop.in_loop_thread()
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> LoopTimer:
-        return self._loop.call_later(delay, callback)
 
-    def new_msg_id(self) -> str:
-        return self.codec.new_msg_id()
 
-    # -- EffectRunner: the I/O thread's clock and timers --------------------------------
 
-    def now(self) -> float:
-        return self._loop.clock()
-
-    def run_at(self, when: float, callback: Callable[[], None]) -> LoopTimer:
-        return self._loop.call_at(when, callback)
 
     def _on_loop(self, handler: Callable[[T], None]) -> Callable[[T], None]:
         """``handler``, run on the I/O thread: at once there, else posted to it."""

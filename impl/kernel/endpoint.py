@@ -52,8 +52,7 @@ from ..core.policies import KernelPolicies
 from ..errors import BadMessage, EndpointClosed
 from ..frames import readable, recv_frames, send_frames
 from ..loop import IoLoop
-from ..loop import Timer as LoopTimer
-from ..runner import EffectRunner
+from ..runner import LoopRunner
 from ..targets import DEFAULT_TARGETS, TargetRegistry
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Codec
 from .application import KernelApplication
@@ -85,7 +84,7 @@ class KernelConfig:
     stop_linger: float = 1.0
 
 
-class KernelEndpoint(EffectRunner):
+class KernelEndpoint(LoopRunner):
     """A Jupyter kernel that answers comm RPCs and keeps them sound under disconnection.
 
     Thread-safe public API. Use as a context manager, or ``start()``/``stop()``.
@@ -139,7 +138,7 @@ class KernelEndpoint(EffectRunner):
             remember=self.config.remember,
         )
         self.app = KernelApplication(self.core, self, self.targets, self)
-        EffectRunner.__init__(self)
+        LoopRunner.__init__(self)
         self.effects.update({Send: self._send, ShutdownRequested: self._shutdown_requested})
         self.shutdown_requested = threading.Event()
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -308,8 +307,6 @@ class KernelEndpoint(EffectRunner):
     # services to targets and applications (thread-safe)
     # =====================================================================
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> LoopTimer:
-        return self._loop.call_later(delay, callback)
 
     def current_identity(self) -> bytes | None:
         """The frontend whose shell request is being handled (None off the I/O thread)."""
@@ -422,19 +419,9 @@ class KernelEndpoint(EffectRunner):
     def call(self, event: Input) -> None:
         self._loop.call_sync(lambda: self.feed(event))
 
-    def in_core_thread(self) -> bool:
-        return self._loop.in_loop_thread()
 
-    def new_msg_id(self) -> str:
-        return self.codec.new_msg_id()
 
-    # -- EffectRunner: the I/O thread's clock and timers --------------------------------
 
-    def now(self) -> float:
-        return self._loop.clock()
-
-    def run_at(self, when: float, callback: Callable[[], None]) -> LoopTimer:
-        return self._loop.call_at(when, callback)
 
     # =====================================================================
     # the I/O thread: inputs in, effects out
