@@ -7,8 +7,8 @@ Rules (SPEC.md, "Requirements on a frontend"):
   clock.
 - Proof of subscription: a link is *connecting* until an ``iopub_welcome``
   arrives (any welcome proves it), or, for a kernel that never welcomes, an
-  IOPub message parented to one of our kernel_info probes. Probes go out at
-  once and then one per ``probe_interval`` while the previous one was answered;
+  IOPub message parented to one of our kernel_info probes. A probe goes out at
+  once, and each next one ``probe_interval`` after the previous was answered;
   nobody proving us within ``connect_timeout`` is a lost link.
 - Nothing goes out before the proof: opens, closes, notifications and requests
   made meanwhile are *held* and go out in order once it comes. While the session
@@ -358,14 +358,14 @@ class FrontendProtocol(ProtocolCore):
         self._probe()
 
     def _probe(self) -> None:
+        """One probe; the next goes ``probe_interval`` after this one is answered (a
+        kernel still starting up is not flooded; one that never answers is the connect
+        deadline's business)."""
         proof = self.proof
-        if not proof.active:
-            return
-        if proof.unanswered is None:
+        if proof.active and proof.unanswered is None:
             msg_id = self._send(Channel.SHELL, "kernel_info_request", {})
             proof.probes.add(msg_id)
             proof.unanswered = msg_id
-        self._timer(_PROBE, self.options.probe_interval)
 
     def _stop_proof(self) -> None:
         if self.proof.active:
@@ -525,6 +525,8 @@ class FrontendProtocol(ProtocolCore):
             self.proof.kernel_info = msg["content"]
             if self.proof.unanswered == parent:
                 self.proof.unanswered = None
+                if self.proof.active:
+                    self._timer(_PROBE, self.options.probe_interval)
         elif parent in self._adopting:
             target = self._adopting.pop(parent)
             listed = msg["content"].get("comms")
