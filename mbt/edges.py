@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
 import zmq
 from jupyter_client.session import Session
@@ -50,7 +50,6 @@ from commspec.impl.errors import (
     Interrupted,
     NoReply,
     RemoteError,
-    RequestFailed,
     TimedOut,
     Unreachable,
 )
@@ -60,6 +59,7 @@ from commspec.impl.targets import ECHO
 from commspec.model.trace import TraceEvent
 
 from .adapter import ReferenceKernel
+from .errors import expect, failure
 from .live import MBT_OPTIONS
 from .recorder import Coverage, Move, Recorder, Row
 
@@ -67,7 +67,6 @@ __all__ = ["EDGES", "ROWS", "KernelFactory", "Scenario", "run_edges"]
 
 KernelFactory = Callable[[], ReferenceKernel]
 Scenario = Callable[[Coverage | None, KernelFactory], None]
-F = TypeVar("F", bound=RequestFailed)
 
 #: the rows these scenarios exist for: each is taken at least once by ``run_edges``
 ROWS: tuple[Row, ...] = (
@@ -315,27 +314,11 @@ class _RawStdin:
         self.context.term()
 
 
-def _failure(future: Future[Any], kind: type[F]) -> F:
-    """The exception ``future`` ended with, which must be a ``kind``."""
-    try:
-        value = future.result(WAIT)
-    except kind as e:
-        return e
-    except Exception as e:
-        raise AssertionError(f"expected {kind.__name__}, got {type(e).__name__}: {e}") from e
-    raise AssertionError(f"expected {kind.__name__}, got the result {value!r}")
-
-
 def _result(future: Future[Any]) -> Any:
     try:
         return future.result(WAIT)
     except Exception as e:
         raise AssertionError(f"expected a result, got {type(e).__name__}: {e}") from e
-
-
-def _expect(what: str, got: object, expected: object) -> None:
-    if got != expected:
-        raise AssertionError(f"{what}: expected {expected!r}, got {got!r}")
 
 
 # =========================================================================
@@ -352,7 +335,7 @@ def rejected_open(coverage: Coverage | None, kernel: KernelFactory) -> None:
         scene.wait_moves("kernel", "kernel_comm", comm.comm_id, [("new", "rejected", "closed")])
         scene.wait_moves(fe.name, "frontend_comm", comm.comm_id,
                          [OPENED, ("open", "closed_by_kernel", "closed")])
-        _expect("kernel comms", scene.kut.comm_states(), {})
+        expect("kernel comms", scene.kut.comm_states(), {})
 
 
 def resolved_then_duplicate(coverage: Coverage | None, kernel: KernelFactory) -> None:
@@ -362,13 +345,13 @@ def resolved_then_duplicate(coverage: Coverage | None, kernel: KernelFactory) ->
         fe = scene.frontend()
         comm = scene.open_echo(fe)
         mark = scene.recorder.mark()
-        _expect("echo", _result(comm.request("echo", {"n": 1})), {"n": 1})
+        expect("echo", _result(comm.request("echo", {"n": 1})), {"n": 1})
         msg_id = scene.started(fe.name, "request", mark)
         scene.publish_reply(comm.comm_id, msg_id, rpc_result(msg_id, "again"))
         scene.wait_moves(fe.name, "request", msg_id, [
             SENT, ("pending", "result", "resolved"), ("resolved", "late_reply", "resolved"),
         ])
-        _expect("frontend late replies", fe.late_replies, 1)
+        expect("frontend late replies", fe.late_replies, 1)
 
 
 def errored_then_late(coverage: Coverage | None, kernel: KernelFactory) -> None:
@@ -377,13 +360,13 @@ def errored_then_late(coverage: Coverage | None, kernel: KernelFactory) -> None:
     with _Scene(coverage, kernel) as scene:
         fe = scene.frontend()
         comm = scene.open_echo(fe)
-        error = _failure(comm.request("no_such_method"), RemoteError)
-        _expect("error code", error.code, METHOD_NOT_FOUND)
+        error = failure(comm.request("no_such_method"), RemoteError, WAIT)
+        expect("error code", error.code, METHOD_NOT_FOUND)
         scene.publish_reply(comm.comm_id, error.msg_id, rpc_result(error.msg_id, "after all"))
         scene.wait_moves(fe.name, "request", error.msg_id, [
             SENT, ("pending", "error", "errored"), ("errored", "late_reply", "errored"),
         ])
-        _expect("frontend late replies", fe.late_replies, 1)
+        expect("frontend late replies", fe.late_replies, 1)
 
 
 def deadline_then_slow_reply(coverage: Coverage | None, kernel: KernelFactory) -> None:
@@ -392,13 +375,13 @@ def deadline_then_slow_reply(coverage: Coverage | None, kernel: KernelFactory) -
     with _Scene(coverage, kernel) as scene:
         fe = scene.frontend()
         comm = scene.open_echo(fe)
-        timed_out = _failure(comm.request("sleep", {"seconds": SLOW}, timeout=DEADLINE),
-                             TimedOut)
+        timed_out = failure(comm.request("sleep", {"seconds": SLOW}, timeout=DEADLINE),
+                             TimedOut, WAIT)
         scene.wait_moves(fe.name, "request", timed_out.msg_id, [
             SENT, ("pending", "deadline", "timed_out"),
             ("timed_out", "late_reply", "timed_out"),
         ])
-        _expect("frontend late replies", fe.late_replies, 1)
+        expect("frontend late replies", fe.late_replies, 1)
 
 
 def idle_without_reply(coverage: Coverage | None, kernel: KernelFactory) -> None:
@@ -423,14 +406,14 @@ def idle_without_reply(coverage: Coverage | None, kernel: KernelFactory) -> None
             return answer
 
         kernel_comm.on_request("malformed", malformed)
-        no_reply = _failure(comm.request("malformed"), NoReply)
-        _expect("frontend bad input", fe.bad_input.get("malformed_reply"), 1)
+        no_reply = failure(comm.request("malformed"), NoReply, WAIT)
+        expect("frontend bad input", fe.bad_input.get("malformed_reply"), 1)
         scene.publish_reply(comm.comm_id, no_reply.msg_id, rpc_result(no_reply.msg_id, "late"))
         scene.wait_moves(fe.name, "request", no_reply.msg_id, [
             SENT, ("pending", "idle_without_reply", "no_reply"),
             ("no_reply", "late_reply", "no_reply"),
         ])
-        _expect("frontend late replies", fe.late_replies, 1)
+        expect("frontend late replies", fe.late_replies, 1)
 
 
 def cancelled_then_reply(coverage: Coverage | None, kernel: KernelFactory) -> None:
@@ -457,17 +440,17 @@ def cancelled_then_reply(coverage: Coverage | None, kernel: KernelFactory) -> No
 
         first.add_done_callback(request_and_close)
         answer.resolve("answered")
-        _expect("call_frontend", _result(first), "answered")
+        expect("call_frontend", _result(first), "answered")
         scene.wait_for("the comm closing under a request",
                        lambda e: e.endpoint == fe.name and e.event == "comm_closed")
-        cancelled = _failure(second[0], CommClosed)
+        cancelled = failure(second[0], CommClosed, WAIT)
         scene.wait_moves(fe.name, "request", cancelled.msg_id, [
             SENT, ("pending", "comm_closed", "cancelled"),
             ("cancelled", "late_reply", "cancelled"),
         ])
         scene.wait_moves("kernel", "kernel_comm", comm.comm_id,
                          [OPENED, ("open", "closed_by_frontend", "closed")])
-        _expect("frontend late replies", fe.late_replies, 1)
+        expect("frontend late replies", fe.late_replies, 1)
 
 
 def invalidated_then_answer(coverage: Coverage | None, kernel: KernelFactory) -> None:
@@ -483,7 +466,7 @@ def invalidated_then_answer(coverage: Coverage | None, kernel: KernelFactory) ->
         msg_id = scene.started("kernel", "request", mark)
         answer = held.wait()
         fe.drop_iopub()
-        _failure(future, Disconnected)
+        failure(future, Disconnected, WAIT)
         answer.resolve("answered after leaving")
         scene.wait_moves("kernel", "request", msg_id, [
             SENT, ("pending", "peer_lost", "invalidated"),
@@ -491,7 +474,7 @@ def invalidated_then_answer(coverage: Coverage | None, kernel: KernelFactory) ->
         ])
         scene.wait_moves("kernel", "kernel_comm", comm.comm_id,
                          [OPENED, ("open", "frontend_lost", "closed")])
-        _expect("kernel late replies", scene.kut.late_replies, 1)
+        expect("kernel late replies", scene.kut.late_replies, 1)
 
 
 def stdin_replied_then_duplicate(coverage: Coverage | None, kernel: KernelFactory) -> None:
@@ -500,7 +483,7 @@ def stdin_replied_then_duplicate(coverage: Coverage | None, kernel: KernelFactor
         fe = scene.frontend()
         fe.on_input_request(lambda prompt, password: "typed")
         future, msg_id = scene.ask_stdin(fe)
-        _expect("input", _result(future), "typed")
+        expect("input", _result(future), "typed")
         assert scene.info is not None
         raw = _RawStdin(scene.info)
         scene.on_close(raw.close)
@@ -508,7 +491,7 @@ def stdin_replied_then_duplicate(coverage: Coverage | None, kernel: KernelFactor
         scene.wait_moves("kernel", "stdin_request", msg_id, [
             SENT, ("pending", "reply", "replied"), ("replied", "late_reply", "replied"),
         ])
-        _expect("kernel late replies", scene.kut.late_replies, 1)
+        expect("kernel late replies", scene.kut.late_replies, 1)
 
 
 def stdin_peer_lost_then_answer(coverage: Coverage | None, kernel: KernelFactory) -> None:
@@ -518,13 +501,13 @@ def stdin_peer_lost_then_answer(coverage: Coverage | None, kernel: KernelFactory
         fe = scene.frontend()
         held, future, msg_id = scene.held_stdin(fe)
         fe.drop_iopub()
-        _failure(future, Unreachable)
+        failure(future, Unreachable, WAIT)
         held.answer.set_result("typed after leaving")
         scene.wait_moves("kernel", "stdin_request", msg_id, [
             SENT, ("pending", "peer_lost", "unreachable"),
             ("unreachable", "late_reply", "unreachable"),
         ])
-        _expect("kernel late replies", scene.kut.late_replies, 1)
+        expect("kernel late replies", scene.kut.late_replies, 1)
 
 
 def stdin_interrupted_then_answer(coverage: Coverage | None, kernel: KernelFactory) -> None:
@@ -534,14 +517,14 @@ def stdin_interrupted_then_answer(coverage: Coverage | None, kernel: KernelFacto
         fe = scene.frontend()
         held, future, msg_id = scene.held_stdin(fe)
         reply = _result(fe.kernel_request("interrupt_request", {}, channel="control"))
-        _expect("interrupt reply", reply["msg_type"], "interrupt_reply")
-        _failure(future, Interrupted)
+        expect("interrupt reply", reply["msg_type"], "interrupt_reply")
+        failure(future, Interrupted, WAIT)
         held.answer.set_result("typed anyway")
         scene.wait_moves("kernel", "stdin_request", msg_id, [
             SENT, ("pending", "interrupt", "interrupted"),
             ("interrupted", "late_reply", "interrupted"),
         ])
-        _expect("kernel late replies", scene.kut.late_replies, 1)
+        expect("kernel late replies", scene.kut.late_replies, 1)
 
 
 #: (name, scenario), in the order ``run_edges`` runs them

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.core.events import Channel, Send
@@ -39,13 +39,13 @@ from commspec.impl.errors import (
 from commspec.impl.targets import ECHO, ECHO_PERSISTENT
 from commspec.model.machines import SessionState
 
+from .errors import expect, failure
 from .live import MBT_OPTIONS
 from .recorder import Coverage, Move, Recorder
 from .simulation import Delivery, DeliveryKind, SimFrontend, Simulation, message
 
 __all__ = ["SIMULATED_EDGES", "run_simulated_edges"]
 
-F = TypeVar("F", bound=RequestFailed)
 Scenario = Callable[["_Scene"], None]
 
 TARGETS = [ECHO, ECHO_PERSISTENT]
@@ -71,7 +71,7 @@ class _Scene:
     def frontend(self) -> SimFrontend:
         fe = self.sim.start(0, "edge0", TARGETS)
         self.sim.run()
-        _expect("session", fe.core.state, SessionState.READY)
+        expect("session", fe.core.state, SessionState.READY)
         return fe
 
     def echo(self, fe: SimFrontend) -> Comm:
@@ -84,7 +84,7 @@ class _Scene:
 
     def moves(self, endpoint: str, machine: str, obj: str, expected: list[Move]) -> None:
         self.recorder.require_conformance()
-        _expect(f"{endpoint} {machine} {obj}", self.recorder.moves(endpoint, machine, obj),
+        expect(f"{endpoint} {machine} {obj}", self.recorder.moves(endpoint, machine, obj),
                 expected)
 
     def session(self, fe: SimFrontend, expected: list[Move]) -> None:
@@ -107,20 +107,6 @@ class _Scene:
             Channel.STDIN, (), "dup-" + parent, msg_type, content,
             {"msg_id": parent, "msg_type": "input_request"}), fe.session_id))
         self.sim.run()
-
-
-def _expect(what: str, got: object, expected: object) -> None:
-    if got != expected:
-        raise AssertionError(f"{what}: expected {expected!r}, got {got!r}")
-
-
-def _failure(future: Future[Any], kind: type[F]) -> F:
-    if not future.done():
-        raise AssertionError(f"expected {kind.__name__}, the request has not ended")
-    error = future.exception()
-    if not isinstance(error, kind):
-        raise AssertionError(f"expected {kind.__name__}, got {error!r}")
-    return error
 
 
 def _msg_id(future: Future[Any]) -> str:
@@ -150,7 +136,7 @@ def resolved_then_duplicate(scene: _Scene) -> None:
     comm = scene.echo(fe)
     future = comm.request("echo", {"n": 1})
     scene.sim.run()
-    _expect("echo", future.result(0), {"n": 1})
+    expect("echo", future.result(0), {"n": 1})
     msg_id = _last_request(scene, fe)
     scene.kernel_says_again(fe, comm.comm_id, msg_id, "again")
     scene.moves(fe.core.name, "request", msg_id, [
@@ -168,7 +154,7 @@ def errored_then_late(scene: _Scene) -> None:
     comm = scene.echo(fe)
     future = comm.request("no_such_method")
     scene.sim.run()
-    msg_id = _failure(future, RemoteError).msg_id
+    msg_id = failure(future, RemoteError, 0).msg_id
     scene.kernel_says_again(fe, comm.comm_id, msg_id, 1)
     scene.moves(fe.core.name, "request", msg_id, [
         SENT, ("pending", "error", "errored"), ("errored", "late_reply", "errored")])
@@ -181,7 +167,7 @@ def deadline_then_slow_reply(scene: _Scene) -> None:
     comm = scene.echo(fe)
     future = comm.request("sleep", {"seconds": 0.5}, timeout=0.05)
     scene.sim.advance(1.0)
-    msg_id = _failure(future, TimedOut).msg_id
+    msg_id = failure(future, TimedOut, 0).msg_id
     scene.moves(fe.core.name, "request", msg_id, [
         SENT, ("pending", "deadline", "timed_out"), ("timed_out", "late_reply", "timed_out")])
 
@@ -202,8 +188,8 @@ def idle_without_reply(scene: _Scene) -> None:
     scene.kernel_comm(comm.comm_id).on_request("malformed", malformed)
     future = comm.request("malformed")
     scene.sim.run()  # the grace (50 ms) is within the run's horizon
-    msg_id = _failure(future, NoReply).msg_id
-    _expect("frontend bad input", fe.core.bad.counts().get("malformed_reply"), 1)
+    msg_id = failure(future, NoReply, 0).msg_id
+    expect("frontend bad input", fe.core.bad.counts().get("malformed_reply"), 1)
     scene.kernel_says_again(fe, comm.comm_id, msg_id, "late")
     scene.moves(fe.core.name, "request", msg_id, [
         SENT, ("pending", "idle_without_reply", "no_reply"),
@@ -218,7 +204,7 @@ def cancelled_then_reply(scene: _Scene) -> None:
     future = comm.request("echo", "too late")
     comm.close()  # both on the wire before anything comes back
     scene.sim.run()
-    msg_id = _failure(future, CommClosed).msg_id
+    msg_id = failure(future, CommClosed, 0).msg_id
     scene.moves(fe.core.name, "request", msg_id, [
         SENT, ("pending", "comm_closed", "cancelled"), ("cancelled", "late_reply", "cancelled")])
     scene.moves("kernel", "kernel_comm", comm.comm_id,
@@ -235,7 +221,7 @@ def invalidated_then_answer(scene: _Scene) -> None:
     scene.sim.run()
     fe.drop_iopub()
     scene.sim.run()
-    msg_id = _failure(future, Disconnected).msg_id
+    msg_id = failure(future, Disconnected, 0).msg_id
     fe.release(0)
     scene.sim.run()
     scene.moves("kernel", "request", msg_id, [
@@ -274,7 +260,7 @@ def _ask_stdin(scene: _Scene, fe: SimFrontend) -> tuple[Future[Any], str]:
 def stdin_replied_then_duplicate(scene: _Scene) -> None:
     fe = scene.frontend()
     future, msg_id = _ask_stdin(scene, fe)
-    _expect("input", future.result(0), "answer to name?")
+    expect("input", future.result(0), "answer to name?")
     scene.frontend_says_again(fe, msg_id, "input_reply", {"value": "again"})
     scene.moves("kernel", "stdin_request", msg_id, [
         SENT, ("pending", "reply", "replied"), ("replied", "late_reply", "replied")])
@@ -288,7 +274,7 @@ def stdin_peer_lost_then_answer(scene: _Scene) -> None:
     future, msg_id = _ask_stdin(scene, fe)
     fe.drop_iopub()
     scene.sim.run()
-    _failure(future, Unreachable)
+    failure(future, Unreachable, 0)
     held[0].set_result("typed after leaving")
     scene.sim.run()
     scene.moves("kernel", "stdin_request", msg_id, [
@@ -304,8 +290,8 @@ def stdin_interrupted_then_answer(scene: _Scene) -> None:
     future, msg_id = _ask_stdin(scene, fe)
     reply = fe.app.kernel_request("interrupt_request", {}, Channel.CONTROL)
     scene.sim.run()
-    _expect("interrupt reply", reply.result(0)["msg_type"], "interrupt_reply")
-    _failure(future, Interrupted)
+    expect("interrupt reply", reply.result(0)["msg_type"], "interrupt_reply")
+    failure(future, Interrupted, 0)
     held[0].set_result("typed anyway")
     scene.sim.run()
     scene.moves("kernel", "stdin_request", msg_id, [
@@ -334,7 +320,7 @@ def _to_reconciling(scene: _Scene, fe: SimFrontend) -> None:
     scene.sim.withheld.add(Delivery(DeliveryKind.FRONTEND_SHELL, 0))
     scene.sim.reconnect(0)
     scene.sim.run()
-    _expect("session", fe.core.state, SessionState.RECONCILING)
+    expect("session", fe.core.state, SessionState.RECONCILING)
 
 
 def reconnect_fails(scene: _Scene) -> None:
