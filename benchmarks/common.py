@@ -11,12 +11,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import zmq
+
+from .rpc_loop import round_trips_per_second
 
 #: the ~200-byte parameter of every echo request
 PAYLOAD = "x" * 200
@@ -149,11 +151,14 @@ def process_cpu(pid: int) -> float:
 
 
 class DealerSubClient:
-    """The client side both bare stacks share: a DEALER to the server's shell, a
-    SUB on its IOPub, and the server itself in a child process."""
+    """The client side the bare stacks share: a DEALER to the server's shell, a SUB
+    on its IOPub, and the server (``python -m <server_module> <server_args>``, on
+    :func:`serve_stack`) in a child process. A stack says how it sends one request
+    (``_send``) and takes one answer (``_recv_one``)."""
 
     #: a receive that waits this long means the server is gone: fail, do not hang
     TIMEOUT_MS = 30_000
+    server_module: str
 
     def __init__(self) -> None:
         self._server: Child | None = None
@@ -164,13 +169,42 @@ class DealerSubClient:
             sock.linger = 0
             sock.rcvtimeo = self.TIMEOUT_MS
 
-    def _connect(self, *child_args: str) -> None:
-        """Start the server and connect to the ports it reports."""
-        self._server = Child.start(*child_args)
+    def server_args(self) -> list[str]:
+        return []
+
+    def _send(self) -> None:
+        raise NotImplementedError
+
+    def _recv_one(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Start the server, connect, and wait out the slow joiner: send until IOPub
+        answers, then drain what else came back."""
+        self._server = Child.start("-m", self.server_module, *self.server_args())
         ports = self._server.read_json()
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._sub.connect(f"tcp://127.0.0.1:{ports['iopub']}")
         self._dealer.connect(f"tcp://127.0.0.1:{ports['shell']}")
+        while True:
+            self._send()
+            if self._sub.poll(50):
+                break
+        while self._sub.poll(100):
+            self._sub.recv_multipart()
+        self._joined()
+        return self
+
+    def _joined(self) -> None:
+        """Forget what the slow-joiner requests left behind."""
+
+    @property
+    def server_pid(self) -> int:
+        assert self._server is not None
+        return self._server.pid
+
+    def rate(self, window: int, seconds: float) -> float:
+        return round_trips_per_second(self._send, self._recv_one, window, seconds)
 
     def close(self) -> None:
         try:
@@ -180,3 +214,31 @@ class DealerSubClient:
         finally:
             if self._server is not None:
                 self._server.end()
+
+
+def serve_stack(answer: Callable[[list[bytes], zmq.Socket[bytes]], None]) -> None:
+    """A bare stack's server, until it is killed: a ROUTER (shell) and an XPUB (IOPub)
+    on loopback ports it reports on stdout; every request's frames (the routing id
+    first) go to ``answer`` with the XPUB to publish on; subscription frames are read
+    and ignored."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    xpub = context.socket(zmq.XPUB)
+    try:
+        reply_line(shell=router.bind_to_random_port("tcp://127.0.0.1"),
+                   iopub=xpub.bind_to_random_port("tcp://127.0.0.1"))
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(xpub, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if xpub in ready:
+                xpub.recv()
+            if router in ready:
+                answer(router.recv_multipart(), xpub)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        router.close(linger=0)
+        xpub.close(linger=0)
+        context.term()

@@ -18,49 +18,33 @@ import zmq
 
 from commspec.impl.wire import Codec
 
-from .common import PAYLOAD, DealerSubClient, reply_line
+from .common import PAYLOAD, DealerSubClient, serve_stack
 from .rpc_floor import send_frames
-from .rpc_loop import round_trips_per_second
 
 
-def serve(key: str) -> None:
+def _serve(key: str) -> None:
     codec = Codec(key.encode(), username="kernel")
     topics = {t: f"kernel.{codec.session_id}.{t}".encode() for t in ("status", "comm_msg")}
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    xpub = context.socket(zmq.XPUB)
 
-    def publish(msg_type: str, content: dict[str, Any], parent: dict[str, Any]) -> None:
-        send_frames(xpub, [topics[msg_type],
-                           *codec.encode(codec.new_msg_id(), msg_type, content, parent)])
+    def answer(frames: list[bytes], xpub: zmq.Socket[bytes]) -> None:
+        def publish(msg_type: str, content: dict[str, Any]) -> None:
+            send_frames(xpub, [topics[msg_type],
+                               *codec.encode(codec.new_msg_id(), msg_type, content, parent)])
 
-    try:
-        reply_line(shell=router.bind_to_random_port("tcp://127.0.0.1"),
-                   iopub=xpub.bind_to_random_port("tcp://127.0.0.1"))
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(xpub, zmq.POLLIN)
-        while True:
-            ready = dict(poller.poll())
-            if xpub in ready:
-                xpub.recv()
-            if router not in ready:
-                continue
-            request = codec.decode(router.recv_multipart(), "shell")
-            parent = request.msg["header"]
-            data = request.content["data"]
-            publish("status", {"execution_state": "busy"}, parent)
-            publish("comm_msg", {"comm_id": request.content["comm_id"], "data": {
-                "jsonrpc": "2.0", "id": data["id"], "result": data.get("params")}}, parent)
-            publish("status", {"execution_state": "idle"}, parent)
-    finally:
-        router.close(linger=0)
-        xpub.close(linger=0)
-        context.term()
+        request = codec.decode(frames, "shell")
+        parent = request.msg["header"]
+        data = request.content["data"]
+        publish("status", {"execution_state": "busy"})
+        publish("comm_msg", {"comm_id": request.content["comm_id"], "data": {
+            "jsonrpc": "2.0", "id": data["id"], "result": data.get("params")}})
+        publish("status", {"execution_state": "idle"})
+
+    serve_stack(answer)
 
 
 class CodecStack(DealerSubClient):
     name = "codec wire floor (our Codec over pyzmq, 1 thread/side)"
+    server_module = "benchmarks.rpc_codec"
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,16 +53,11 @@ class CodecStack(DealerSubClient):
         self._comm_id = uuid.uuid4().hex
         self._pending: set[str] = set()
 
-    def start(self) -> CodecStack:
-        self._connect("-m", "benchmarks.rpc_codec", self._key)
-        while True:  # the slow joiner: ask until IOPub answers, then drain
-            self._send()
-            if self._sub.poll(50):
-                break
-        while self._sub.poll(100):
-            self._sub.recv_multipart()
+    def server_args(self) -> list[str]:
+        return [self._key]
+
+    def _joined(self) -> None:
         self._pending.clear()
-        return self
 
     def _send(self) -> None:
         codec = self._codec
@@ -97,17 +76,6 @@ class CodecStack(DealerSubClient):
                 self._pending.discard(received.parent_msg_id or "")
                 return
 
-    @property
-    def server_pid(self) -> int:
-        assert self._server is not None
-        return self._server.pid
-
-    def rate(self, window: int, seconds: float) -> float:
-        return round_trips_per_second(self._send, self._recv_one, window, seconds)
-
 
 if __name__ == "__main__":
-    try:
-        serve(sys.argv[1])
-    except KeyboardInterrupt:
-        sys.exit(0)
+    _serve(sys.argv[1])

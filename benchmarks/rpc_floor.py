@@ -11,15 +11,13 @@ the RPC ratios are read against. The server runs in its own process
 
 from __future__ import annotations
 
-import sys
 import uuid
 
 import zmq
 
 from commspec.impl.wire import Codec
 
-from .common import PAYLOAD, DealerSubClient, reply_line
-from .rpc_loop import round_trips_per_second
+from .common import PAYLOAD, DealerSubClient, serve_stack
 
 KEY = b"the four-message floor signs nothing at run time"
 _MORE = int(zmq.SNDMORE)
@@ -58,71 +56,34 @@ def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
     send(frames[-1], 0)
 
 
-def serve() -> None:
-    codec = Codec(KEY, username="kernel")
-    answers = answer_frames(codec, request_frames(Codec(KEY)))
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    xpub = context.socket(zmq.XPUB)
-    try:
-        reply_line(shell=router.bind_to_random_port("tcp://127.0.0.1"),
-                   iopub=xpub.bind_to_random_port("tcp://127.0.0.1"))
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(xpub, zmq.POLLIN)
-        while True:
-            ready = dict(poller.poll())
-            if xpub in ready:  # subscription frames: read and ignore
-                xpub.recv()
-            if router in ready:
-                router.recv_multipart()  # routing id + 6 frames
-                for frames in answers:
-                    send_frames(xpub, frames)
-    finally:
-        router.close(linger=0)
-        xpub.close(linger=0)
-        context.term()
-
-
 class FloorStack(DealerSubClient):
     name = "raw four-message floor (pre-built frames over pyzmq)"
+    server_module = "benchmarks.rpc_floor"
 
     def __init__(self) -> None:
         super().__init__()
         self._request = request_frames(Codec(KEY))
 
-    def start(self) -> FloorStack:
-        self._connect("-m", "benchmarks.rpc_floor")
-        while True:  # the slow joiner: ask until IOPub answers, then drain
-            send_frames(self._dealer, self._request)
-            if self._sub.poll(50):
-                break
-        while self._sub.poll(100):
-            self._sub.recv_multipart()
-        return self
+    def _send(self) -> None:
+        send_frames(self._dealer, self._request)
 
-    @property
-    def server_pid(self) -> int:
-        assert self._server is not None
-        return self._server.pid
+    def _recv_one(self) -> None:  # busy, reply, idle
+        recv = self._sub.recv_multipart
+        recv()
+        recv()
+        recv()
 
-    def rate(self, window: int, seconds: float) -> float:
-        dealer, sub, request = self._dealer, self._sub, self._request
 
-        def send() -> None:
-            send_frames(dealer, request)
+def _serve() -> None:
+    codec = Codec(KEY, username="kernel")
+    answers = answer_frames(codec, request_frames(Codec(KEY)))
 
-        def recv_one() -> None:  # busy, reply, idle
-            recv = sub.recv_multipart
-            recv()
-            recv()
-            recv()
+    def answer(request: list[bytes], xpub: zmq.Socket[bytes]) -> None:
+        for frames in answers:
+            send_frames(xpub, frames)
 
-        return round_trips_per_second(send, recv_one, window, seconds)
+    serve_stack(answer)
 
 
 if __name__ == "__main__":
-    try:
-        serve()
-    except KeyboardInterrupt:
-        sys.exit(0)
+    _serve()

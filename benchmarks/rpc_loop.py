@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from .common import now
+from time import perf_counter as now
 
 
 def round_trips_per_second(

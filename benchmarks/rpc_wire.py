@@ -17,47 +17,30 @@ from typing import Any
 import zmq
 from jupyter_client.session import Session
 
-from .common import PAYLOAD, DealerSubClient, reply_line
-from .rpc_loop import round_trips_per_second
+from .common import PAYLOAD, DealerSubClient, serve_stack
 
 TOPIC = b"kernel.bench"
 
 
-def serve(key: str) -> None:
+def _serve(key: str) -> None:
     session = Session(key=key.encode(), username="kernel", check_pid=False)
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    xpub = context.socket(zmq.XPUB)
-    try:
-        reply_line(shell=router.bind_to_random_port("tcp://127.0.0.1"),
-                   iopub=xpub.bind_to_random_port("tcp://127.0.0.1"))
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(xpub, zmq.POLLIN)
-        while True:
-            ready = dict(poller.poll())
-            if xpub in ready:
-                xpub.recv()
-            if router not in ready:
-                continue
-            _, msg_frames = session.feed_identities(router.recv_multipart())
-            request = session.deserialize(msg_frames)
-            data = request["content"]["data"]
-            reply = {"jsonrpc": "2.0", "id": data["id"], "result": data.get("params")}
-            session.send(xpub, "status", {"execution_state": "busy"}, parent=request,
-                         ident=TOPIC)
-            session.send(xpub, "comm_msg", {"comm_id": request["content"]["comm_id"],
-                                            "data": reply}, parent=request, ident=TOPIC)
-            session.send(xpub, "status", {"execution_state": "idle"}, parent=request,
-                         ident=TOPIC)
-    finally:
-        router.close(linger=0)
-        xpub.close(linger=0)
-        context.term()
+
+    def answer(frames: list[bytes], xpub: zmq.Socket[bytes]) -> None:
+        _, msg_frames = session.feed_identities(frames)
+        request = session.deserialize(msg_frames)
+        data = request["content"]["data"]
+        reply = {"jsonrpc": "2.0", "id": data["id"], "result": data.get("params")}
+        session.send(xpub, "status", {"execution_state": "busy"}, parent=request, ident=TOPIC)
+        session.send(xpub, "comm_msg", {"comm_id": request["content"]["comm_id"],
+                                        "data": reply}, parent=request, ident=TOPIC)
+        session.send(xpub, "status", {"execution_state": "idle"}, parent=request, ident=TOPIC)
+
+    serve_stack(answer)
 
 
 class WireStack(DealerSubClient):
     name = "Jupyter wire floor (Session over pyzmq, 1 thread/side)"
+    server_module = "benchmarks.rpc_wire"
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,16 +50,11 @@ class WireStack(DealerSubClient):
         self._comm_id = uuid.uuid4().hex
         self._pending: set[str] = set()
 
-    def start(self) -> WireStack:
-        self._connect("-m", "benchmarks.rpc_wire", self._key)
-        while True:  # the slow joiner: ask until IOPub answers, then drain
-            self._send()
-            if self._sub.poll(50):
-                break
-        while self._sub.poll(100):
-            self._sub.recv_multipart()
+    def server_args(self) -> list[str]:
+        return [self._key]
+
+    def _joined(self) -> None:
         self._pending.clear()
-        return self
 
     def _send(self) -> None:
         data: dict[str, Any] = {"jsonrpc": "2.0", "id": uuid.uuid4().hex, "method": "echo",
@@ -94,17 +72,6 @@ class WireStack(DealerSubClient):
                 self._pending.discard(msg["parent_header"]["msg_id"])
                 return
 
-    @property
-    def server_pid(self) -> int:
-        assert self._server is not None
-        return self._server.pid
-
-    def rate(self, window: int, seconds: float) -> float:
-        return round_trips_per_second(self._send, self._recv_one, window, seconds)
-
 
 if __name__ == "__main__":
-    try:
-        serve(sys.argv[1])
-    except KeyboardInterrupt:
-        sys.exit(0)
+    _serve(sys.argv[1])
