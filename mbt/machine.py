@@ -1,17 +1,20 @@
-"""The Hypothesis state machine: its rules are generated from the action types.
+"""The Hypothesis state machine: one rule that draws an environment action of the model.
 
 Rules:
-- One rule per environment action type of the model
+- Every step draws an action *kind* among those the harness enables now, then one
+  action of that kind. The kinds are the model's environment action types
   (:data:`~commspec.model.actions.ENVIRONMENT_ACTIONS`: start, frontend_open, ...,
-  shutdown), named as the action is, and one per race order (race_reply_first,
-  race_iopub_first, race_together, race_queued), so each order is drawn as often
-  as any action. Adding an action type adds its rule; :data:`RULES` is the list.
-- A rule's precondition is "the harness enables an action the rule selects"; the
-  rule then draws one of those actions (its frontend, comm slot, request slot,
-  target) and hands it to the :class:`~commspec.mbt.harness.Harness`, which applies
-  it to the model and to the system under test and compares them at the quiescent
-  point. Whatever the system leaves to the test (a deterministic system's delivery
-  order) is drawn too, through the chooser the rule passes on.
+  shutdown) and one per race order (race_reply_first, race_iopub_first,
+  race_together, race_queued), so each order is drawn as often as any action.
+  Adding an action type adds its kind; :data:`ACTION_KINDS` is the list.
+- One rule, not one per kind: Hypothesis switches rules off at random per example
+  (swarm testing) and drops an example whose only enabled rule is switched off; at
+  the start only ``start`` is enabled, and per-kind rules lost three examples in five
+  that way.
+- The harness applies the action to the model and to the system under test and
+  compares them at the quiescent point. Whatever the system leaves to the test (a
+  deterministic system's delivery order) is drawn too, through the chooser the step
+  passes on.
 - Nondeterminism is the test's: which action, with which arguments, in which
   order, is drawn by Hypothesis, so a failure shrinks to a short program.
 - Every example gets a fresh system (for the live one: a fresh kernel and fresh
@@ -22,11 +25,13 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import seed as hypothesis_seed
@@ -34,7 +39,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -52,8 +56,8 @@ from .race import DESCRIPTIONS, Race, RaceOrder, rule_name
 from .recorder import Coverage
 
 __all__ = [
-    "RULES",
-    "ActionRule",
+    "ACTION_KINDS",
+    "ActionKind",
     "Program",
     "RunResult",
     "make_machine",
@@ -143,11 +147,11 @@ class RunResult:
 
 
 @dataclass(frozen=True)
-class ActionRule:
-    """One rule of the state machine: it draws from the enabled actions it selects."""
+class ActionKind:
+    """One kind of environment action a step can draw: an action type, or one race order."""
 
     action_type: type[Action]
-    #: for the race, the one order this rule draws
+    #: for the race, the one order this kind selects
     order: RaceOrder | None = None
 
     @property
@@ -165,9 +169,9 @@ class ActionRule:
         return type(action) is self.action_type
 
 
-RULES: tuple[ActionRule, ...] = (
-    *(ActionRule(t) for t in ENVIRONMENT_ACTIONS),
-    *(ActionRule(Race, order) for order in RaceOrder),
+ACTION_KINDS: tuple[ActionKind, ...] = (
+    *(ActionKind(t) for t in ENVIRONMENT_ACTIONS),
+    *(ActionKind(Race, order) for order in RaceOrder),
 )
 
 
@@ -179,6 +183,10 @@ def make_machine(
     on_program: Callable[[Program], None] | None = None,
 ) -> type[RuleBasedStateMachine]:
     """A state machine class bound to a system under test and the model's bounds."""
+    offered = default_supported(bounds) if supported is None else supported
+    # kinds the harness never offers would only cost Hypothesis draws
+    kinds = [k for k in ACTION_KINDS
+             if k.name in offered or (k.order is not None and Race.name in offered)]
 
     class ModelBasedTest(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -192,26 +200,24 @@ def make_machine(
             self.failure: str | None = None
             self.choices: list[list[int]] = []
 
-        def _can(self, spec: ActionRule) -> bool:
-            return any(spec.selects(a) for a in self.harness.enabled())
-
-        def _fire(self, spec: ActionRule, data: st.DataObject) -> None:
-            choices = [a for a in self.harness.enabled() if spec.selects(a)]
-            action = data.draw(st.sampled_from(choices), label=spec.name)
-
-            choose = StepChooser(lambda n: data.draw(st.integers(0, n - 1),
-                                                     label=f"{spec.name}: order"))
+        @rule(data=st.data())
+        def act(self, data: st.DataObject) -> None:
+            """One environment action, of a kind the harness enables now."""
+            enabled = self.harness.enabled()
+            now = [k for k in kinds if any(k.selects(a) for a in enabled)]
+            if not now:
+                return  # every frontend gone and the kernel down: nothing more can happen
+            kind = data.draw(st.sampled_from(now), label="kind")
+            action = data.draw(st.sampled_from([a for a in enabled if kind.selects(a)]),
+                               label=kind.name)
+            label = f"{kind.name}: order"
+            choose = StepChooser(lambda n: data.draw(_below(n), label=label))
             self.choices.append(choose.made)
             try:
                 self.harness.apply(action, choose)
             except BaseException as e:
                 self.failure = f"{type(e).__name__}: {e}"
                 raise
-
-        @precondition(lambda self: not self.harness.enabled())
-        @rule()
-        def nothing_left(self) -> None:
-            """Every frontend gone and the kernel down: nothing more can happen."""
 
         @invariant()
         def model_and_system_checks(self) -> None:
@@ -233,30 +239,13 @@ def make_machine(
                         self.choices,
                     ))
 
-    offered = default_supported(bounds) if supported is None else supported
-    for spec in RULES:
-        # an action named like a method of the base class would replace it
-        assert not hasattr(RuleBasedStateMachine, spec.name), spec.name
-        # rules for actions the harness never offers only cost Hypothesis draws
-        if spec.name in offered or (spec.order is not None and Race.name in offered):
-            setattr(ModelBasedTest, spec.name, _rule_for(spec))
     return ModelBasedTest
 
 
-def _rule_for(spec: ActionRule) -> Callable[..., None]:
-    """The Hypothesis rule of ``spec``: enabled when the harness enables an action it
-    selects; draws one."""
-
-    def fire(self: Any, data: st.DataObject) -> None:
-        self._fire(spec, data)
-
-    # Hypothesis names the steps it prints (and the rules it can switch off) after this
-    fire.__name__ = fire.__qualname__ = spec.name
-    fire.__doc__ = spec.doc
-    decorated: Callable[..., None] = precondition(lambda self: self._can(spec))(
-        rule(data=st.data())(fire))
-    return decorated
-
+@functools.cache
+def _below(n: int) -> st.SearchStrategy[int]:
+    """0 .. n-1: one strategy per n (building one per draw costs a fifth of the draw)."""
+    return st.integers(0, n - 1)
 
 
 def run(
@@ -319,7 +308,8 @@ def run(
         report_multiple_bugs=False,
     )
     try:
-        run_state_machine_as_test(machine, settings=config)  # type: ignore[no-untyped-call, unused-ignore]
+        with _fewer_collections():
+            run_state_machine_as_test(machine, settings=config)  # type: ignore[no-untyped-call, unused-ignore]
     except BaseException as e:  # the failure, after shrinking
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -329,6 +319,23 @@ def run(
             pool.close()
     result.seconds = time.monotonic() - began
     return result
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect the youngest generation ten times less often while the test runs.
+
+    Hypothesis and the model allocate many short-lived objects per step; at the
+    default threshold (700) the collector ran often enough to cost about a fifth of
+    the in-process steps per second. Memory is not at stake: every example's
+    system is dropped when the example ends.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 10_000), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _policies(adapter_factory: AdapterFactory) -> type[KernelPolicies]:
