@@ -7,7 +7,7 @@ SPEC.md is hand-written prose with GENERATED blocks between HTML comment markers
     <!-- END GENERATED -->
 
 ``update`` rewrites the inside of every block and leaves everything else byte for
-byte. Every machine, the properties and the trace format must each have exactly
+byte. Every machine, the properties, the trace format and the error codes must each have exactly
 one block: a machine added to the model cannot go undocumented silently.
 """
 
@@ -25,6 +25,7 @@ from typing import Any
 
 from commspec.model import MACHINES, MachineSpec, TraceEvent
 from commspec.model.errors import CommspecError
+from commspec.model.messages import ERROR_CODES, ErrorCode
 from commspec.model.properties import PROPERTIES, Property
 
 BEGIN = re.compile(r"^<!-- BEGIN GENERATED (?P<key>[A-Za-z0-9_:.-]+) -->$")
@@ -164,6 +165,16 @@ def render_trace_event() -> str:
     return "\n".join(lines)
 
 
+def render_error_codes(codes: Iterable[ErrorCode] = ERROR_CODES) -> str:
+    return "\n".join(
+        _table(
+            ["Code", "Name", "Failure outcome", "Meaning"],
+            ([str(e.code), e.name, _code(e.outcome.value) if e.outcome else "", e.meaning]
+             for e in codes),
+        )
+    )
+
+
 def renderers() -> dict[str, Callable[[], str]]:
     """Every block SPEC.md must contain, by key, with the function that renders it."""
     out: dict[str, Callable[[], str]] = {
@@ -171,6 +182,7 @@ def renderers() -> dict[str, Callable[[], str]]:
     }
     out["properties"] = render_properties
     out["trace-event"] = render_trace_event
+    out["error-codes"] = render_error_codes
     return out
 
 

@@ -15,7 +15,8 @@ The demo targets ``commspec.echo`` (default) and ``commspec.echo.persistent``
   kernel timer: nothing blocks meanwhile;
 - ``call_frontend`` ``{"method", "params"}``: the kernel asks the frontend the same
   question on this comm and answers with the frontend's result, or with its own
-  request's failure as a JSON-RPC error (:data:`FAILURE_CODES`);
+  request's failure as a JSON-RPC error (the code registered for its outcome,
+  :data:`commspec.model.messages.FAILURE_CODES`);
 - ``ask_stdin`` ``{"prompt"}`` or ``{"method", "params"}``: the kernel sends an
   ``input_request`` (or ark's ``rpc_request``) on stdin to the frontend that
   made this request, and answers with the reply.
@@ -29,6 +30,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from commspec.model.messages import FAILURE_CODES
+
 from .comm import INTERNAL_ERROR, Comm, Deferred
 from .errors import RemoteError, RequestFailed
 
@@ -36,7 +39,6 @@ __all__ = [
     "DEFAULT_TARGETS",
     "ECHO",
     "ECHO_PERSISTENT",
-    "FAILURE_CODES",
     "KernelServices",
     "Target",
     "TargetFactory",
@@ -47,16 +49,6 @@ __all__ = [
 ECHO = "commspec.echo"
 ECHO_PERSISTENT = "commspec.echo.persistent"
 
-#: JSON-RPC server-error codes for a kernel request that failed, by its outcome
-FAILURE_CODES = {
-    "undeliverable": -32001,
-    "invalidated": -32002,
-    "cancelled": -32003,
-    "timed_out": -32004,
-    "no_reply": -32005,
-    "unreachable": -32006,
-    "interrupted": -32007,
-}
 
 
 class Cancellable(Protocol):
@@ -180,10 +172,10 @@ def echo_target(comm: Comm, open_data: dict[str, Any], kernel: KernelServices) -
     def ask_stdin(params: Any) -> Deferred:
         params = params or {}
         if "method" in params:
-            request = {"jsonrpc": "2.0", "method": params["method"]}
-            if params.get("params") is not None:
-                request["params"] = params["params"]
-            future = kernel.stdin_request("rpc_request", {"request": request})
+            # ark's shape (SPEC.md, "Message formats"): {method, params}
+            future = kernel.stdin_request(
+                "rpc_request", {"method": params["method"], "params": params.get("params")}
+            )
         else:
             future = kernel.stdin_request(
                 "input_request", {"prompt": str(params.get("prompt", "")), "password": False}

@@ -260,12 +260,14 @@ class FrontendProtocol(ProtocolCore):
         self._closed_ids: BoundedSet[str] = BoundedSet(REMEMBER_CLOSED)
         self._targets: set[str] = set()
         self._held: list[_Held] = []
+        #: while reconciling, the kernel's comm_msgs on comms not seen yet, in order, until
+        #: comm_info_reply decides whether this frontend holds them (SPEC.md, frontend 5)
+        self._unseen: list[Message] = []
         self._no_reply: set[str] = set()
         self._calls: dict[str, str] = {}
         self._adopting: dict[str, str | None] = {}
         self._sending: dict[str, _Sending] = {}
         self._exchanges: dict[int, _Exchange] = {}
-        self._in_flight: dict[tuple[str, Any], int] = {}
         self._next_exchange = 0
         #: the number of the current link (a new set of sockets for each), and whether
         #: its sockets are open
@@ -379,6 +381,7 @@ class FrontendProtocol(ProtocolCore):
             self.link_open = False
             self._out.append(CloseLink())
         self._reconcile_id = None
+        self._unseen.clear()  # what the dead link carried is answered by nobody now
 
     def _on_welcomed(self, msg_id: str) -> None:
         state = self.session.state
@@ -395,7 +398,9 @@ class FrontendProtocol(ProtocolCore):
             # the kernel no longer has is cancelled by the reply, not left to time out
             self._reconcile_id = self._send(Channel(self.options.reconcile_channel),
                                             "comm_info_request", {})
-            self._flush_held()
+            # What waits on a stale comm waits on for the reply: the kernel may no longer
+            # have that comm (SPEC.md, frontend 5).
+            self._flush_held(lambda record: record.state is not CS.STALE)
 
     def _link_lost(self, why: str) -> None:
         if self.session.state not in LINKED:
@@ -634,6 +639,14 @@ class FrontendProtocol(ProtocolCore):
             return
         comm_id = content.get("comm_id")
         record = self.comms.get(comm_id) if isinstance(comm_id, str) else None
+        if record is None and self.session.state is S.RECONCILING and \
+                comm_id not in self._closed_ids:
+            # Maybe a comm opened while our subscription was dead: comm_info_reply decides.
+            if len(self._unseen) < REMEMBER_CLOSED:
+                self._unseen.append(msg)
+            else:
+                self.bad.note("comm_msg_for_unknown_comm", f"{comm_id} (too many held)")
+            return
         if record is None or record.state not in HELD:
             if not others:
                 self.bad.note("comm_msg_for_unknown_comm", str(comm_id))
@@ -650,16 +663,10 @@ class FrontendProtocol(ProtocolCore):
             self.bad.note("comm_msg_invalid", repr(data)[:200])
             return
         assert isinstance(data, dict)  # a request, classify says
-        rpc_id = data["id"]
-        if (record.comm_id, rpc_id) in self._in_flight:
-            self._answer(record.comm_id, rpc_error(rpc_id, INVALID_REQUEST,
-                                                   f"request id {rpc_id!r} is in flight"), header)
-            self.bad.note("comm_msg_duplicate", repr(data)[:200])
-            return
+        # Correlated by the kernel's msg_id (the exchange), never by the JSON-RPC id.
         self._next_exchange += 1
-        self._exchanges[self._next_exchange] = _Exchange(record.comm_id, rpc_id, header,
+        self._exchanges[self._next_exchange] = _Exchange(record.comm_id, data["id"], header,
                                                          self.link)
-        self._in_flight[(record.comm_id, rpc_id)] = self._next_exchange
         self._out.append(CommData(record.comm_id, data, buffers, self._next_exchange, msg))
 
     def _on_rpc_reply(self, msg: Message, data: dict[str, Any]) -> None:
@@ -699,6 +706,9 @@ class FrontendProtocol(ProtocolCore):
         self._adopt(listed, msg["msg_id"], None)
         self._fire(SessionEvent.RECONCILED, msg["msg_id"])
         self._flush_held()
+        unseen, self._unseen = self._unseen, []
+        for held in unseen:
+            self._on_comm_msg(held)  # adopted now, or unknown for good
 
     def _adopt(self, listed: dict[str, Any], msg_id: str, target: str | None) -> list[str]:
         """Adopt listed comms we never saw (their comm_open was lost to us).
@@ -738,7 +748,6 @@ class FrontendProtocol(ProtocolCore):
         for number, exchange in list(self._exchanges.items()):
             if exchange.comm_id == comm_id:
                 del self._exchanges[number]
-                self._in_flight.pop((comm_id, exchange.rpc_id), None)
         self._out.append(CommClosed(comm_id, data))
 
     # =====================================================================
@@ -788,10 +797,10 @@ class FrontendProtocol(ProtocolCore):
         if record is None or record.state is CS.CLOSED:
             raise CannotSend(event.comm_id, "it is closed")
         state = self.session.state
-        if state in PROVEN and record.state in HELD:
+        if state in PROVEN and record.state in HELD and not self._undecided(record):
             self._send(Channel.SHELL, "comm_msg", {"comm_id": event.comm_id, "data": event.data},
                        buffers=event.buffers)
-        elif state in AWAITING_WELCOME:
+        elif state in AWAITING_WELCOME or self._undecided(record):
             self._held.append(_HeldSend(record, event.data, event.buffers))
         else:
             raise CannotSend(event.comm_id, f"the session is {state.value}")
@@ -800,7 +809,8 @@ class FrontendProtocol(ProtocolCore):
         deadline = self.now + event.timeout if event.timeout is not None else None
         record = self.comms.get(event.comm_id)
         state = self.session.state
-        if record is not None and state in AWAITING_WELCOME and record.state is not CS.CLOSED:
+        if record is not None and record.state is not CS.CLOSED and (
+                state in AWAITING_WELCOME or self._undecided(record)):
             self._held.append(_HeldRequest(record, event.msg_id, event.method, event.params,
                                            deadline))
             if deadline is not None:
@@ -812,6 +822,10 @@ class FrontendProtocol(ProtocolCore):
             self.requests.start(event.msg_id, event.comm_id, event.method,
                                 receiver_present=False)
 
+    def _undecided(self, record: _CommRecord) -> bool:
+        """A stale comm while reconciling: only comm_info_reply says whether it lives."""
+        return self.session.state is S.RECONCILING and record.state is CS.STALE
+
     def _send_request(self, record: _CommRecord, msg_id: str, method: str, params: Any,
                       deadline: float | None) -> None:
         self._sending[msg_id] = _Sending(record.comm_id, method, deadline)
@@ -820,10 +834,14 @@ class FrontendProtocol(ProtocolCore):
                    msg_id=msg_id, confirm=True)
 
 
-    def _flush_held(self) -> None:
+    def _flush_held(self, ready: Callable[[_CommRecord], bool] = lambda record: True) -> None:
+        """Send what was held, in order; what is on a comm not ``ready`` stays held."""
         held, self._held = self._held, []
         for item in held:
-            self._release(item, deliver=True)
+            if ready(item.record):
+                self._release(item, deliver=True)
+            else:
+                self._held.append(item)
 
     def _release(self, item: _Held, *, deliver: bool) -> None:
         record = item.record
@@ -852,7 +870,6 @@ class FrontendProtocol(ProtocolCore):
         exchange = self._exchanges.pop(event.exchange, None)
         if exchange is None:
             return  # its comm closed first: the kernel cancelled its request too
-        self._in_flight.pop((exchange.comm_id, exchange.rpc_id), None)
         if event.payload is None:
             return
         record = self.comms.get(exchange.comm_id)

@@ -1,11 +1,15 @@
-"""JSON-RPC inside comm_msg data, as Positron and ark use it.
+"""JSON-RPC inside comm_msg data, as Positron and ark use it (SPEC.md, "Message formats").
 
-Rules:
-- data with an ``id`` and a string ``method`` is a request; data without ``id``
-  is a notification; data with an ``id`` and ``result`` or ``error`` is a reply.
-  Replies are routed by the Jupyter msg_id of their parent, never by this id.
-- Anything else is invalid: a request that carries an ``id`` is answered -32600.
-- An id is a string or a number (JSON-RPC 2.0; booleans are not numbers).
+Rules, in this order:
+- data with ``result`` or ``error`` is a reply. It is correlated by the Jupyter
+  ``parent_header.msg_id``, which must name a request its receiver sent; ``id``,
+  ``jsonrpc`` and ``method`` may be present (ark's replies carry ``method`` and no
+  ``id``; Positron's carry all three) and are never used for correlation.
+- otherwise, data without ``id`` is a notification (application data included);
+- otherwise, data with a string ``method`` and an ``id`` that is a string or a
+  number (JSON-RPC 2.0; booleans are not numbers) is a request. Its ``id`` is the
+  caller's own: the receiver echoes it and never relies on it being unique.
+- anything else is invalid; one that carries an ``id`` is answered -32600.
 """
 
 from __future__ import annotations
@@ -13,7 +17,16 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from commspec.model.machines import RequestState
+from commspec.model.messages import (
+    FAILURE_CODES,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+)
+
 __all__ = [
+    "COMM_CLOSED_CODE",
     "INTERNAL_ERROR",
     "INVALID_REQUEST",
     "JSONRPC",
@@ -29,9 +42,8 @@ __all__ = [
 ]
 
 JSONRPC = "2.0"
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INTERNAL_ERROR = -32603
+#: the answer to a request on a comm its receiver does not hold (the registry's -32003)
+COMM_CLOSED_CODE = FAILURE_CODES[RequestState.CANCELLED.value]
 
 JsonDict = dict[str, Any]
 
@@ -44,17 +56,15 @@ class MessageKind(Enum):
 
 
 def classify(data: Any) -> MessageKind:
-    """What a comm_msg's data is, by the presence of ``id``, ``method``, ``result``/``error``."""
+    """What a comm_msg's data is, by the rules above (a reply first)."""
     if not isinstance(data, dict):
-        return MessageKind.INVALID
-    if "id" not in data:
-        return MessageKind.NOTIFICATION
-    if "method" in data:
-        if isinstance(data["method"], str) and is_valid_id(data["id"]):
-            return MessageKind.REQUEST
         return MessageKind.INVALID
     if "result" in data or "error" in data:
         return MessageKind.REPLY
+    if "id" not in data:
+        return MessageKind.NOTIFICATION
+    if isinstance(data.get("method"), str) and is_valid_id(data["id"]):
+        return MessageKind.REQUEST
     return MessageKind.INVALID
 
 

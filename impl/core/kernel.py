@@ -62,7 +62,14 @@ from .events import (
     TimerFired,
     TimerKind,
 )
-from .jsonrpc import INVALID_REQUEST, MessageKind, classify, rpc_error, rpc_request
+from .jsonrpc import (
+    COMM_CLOSED_CODE,
+    INVALID_REQUEST,
+    MessageKind,
+    classify,
+    rpc_error,
+    rpc_request,
+)
 from .policies import KernelPolicies
 from .presence import Presence, SubscriptionFrameError
 from .protocol import ProtocolCore
@@ -145,7 +152,6 @@ class KernelProtocol(ProtocolCore):
         self.last_sender: bytes | None = None
         self.shut_down = False
         self._exchanges: dict[int, _Exchange] = {}
-        self._in_flight: dict[tuple[str, Any], int] = {}
         self._next_exchange = 0
         self._stdin_sending: dict[str, tuple[bytes, str]] = {}
         self._topics: dict[str, bytes] = {}
@@ -384,8 +390,14 @@ class KernelProtocol(ProtocolCore):
             assert isinstance(data, dict)  # classify says so
             self._on_comm_reply(received, data)
             return True
-        record = self._existing(comm_id, received)
         header = received.msg["header"]
+        if kind is MessageKind.REQUEST and self.comms.get(comm_id) is None:
+            # Answer it (SPEC: a request on a comm the kernel does not hold gets the
+            # registered "comm closed" error, not silence), then count it.
+            assert isinstance(data, dict)  # a request, classify says
+            self._comm_reply(comm_id, rpc_error(data["id"], COMM_CLOSED_CODE,
+                                                f"comm {comm_id} is not open"), header)
+        record = self._existing(comm_id, received)
         if kind is MessageKind.NOTIFICATION:
             self._out.append(CommData(comm_id, data, tuple(received.msg["buffers"]), None,
                                       received.msg, received.identity))
@@ -398,18 +410,11 @@ class KernelProtocol(ProtocolCore):
                           f"comm {comm_id}: not a JSON-RPC message ({received.msg_id})")
             return True
         assert isinstance(data, dict)  # a request, classify says
-        rpc_id = data["id"]
-        key = (comm_id, rpc_id)
-        if key in self._in_flight:
-            self._comm_reply(comm_id, rpc_error(rpc_id, INVALID_REQUEST,
-                                                f"request id {rpc_id!r} is in flight"), header)
-            self.bad.note("duplicate_request_id", f"comm {comm_id}: request id {rpc_id!r} "
-                          f"is already in flight ({received.msg_id})")
-            return True
+        # Correlated by this message's msg_id (the exchange), never by the JSON-RPC id:
+        # that id is the caller's, and two callers may both use 1.
         self._next_exchange += 1
         exchange = self._next_exchange
-        self._exchanges[exchange] = _Exchange(record.comm_id, rpc_id, header)
-        self._in_flight[key] = exchange
+        self._exchanges[exchange] = _Exchange(record.comm_id, data["id"], header)
         self._out.append(CommData(comm_id, data, tuple(received.msg["buffers"]), exchange,
                                   received.msg, received.identity))
         return False  # the idle follows the answer
@@ -480,7 +485,6 @@ class KernelProtocol(ProtocolCore):
         exchange = self._exchanges.pop(event.exchange, None)
         if exchange is None:
             return  # its comm closed first (its idle went out then), or answered twice
-        self._in_flight.pop((exchange.comm_id, exchange.rpc_id), None)
         if event.payload is not None:
             self._comm_reply(exchange.comm_id, event.payload, exchange.request)
         self._status("idle", exchange.request)
@@ -515,7 +519,6 @@ class KernelProtocol(ProtocolCore):
         for number, exchange in list(self._exchanges.items()):
             if exchange.comm_id == record.comm_id:
                 del self._exchanges[number]
-                self._in_flight.pop((exchange.comm_id, exchange.rpc_id), None)
                 self._status("idle", exchange.request)
         self._out.append(CommClosed(record.comm_id, data))
 

@@ -6,9 +6,9 @@ once or later from any thread through a ``concurrent.futures.Future``:
 - input_request ``{prompt, password}`` -> input_reply ``{value}``; with no
   handler registered, or a failing one, the value is empty (an input_reply
   cannot carry an error, and a kernel left waiting would wait forever);
-- rpc_request ``{request: {jsonrpc, method, params}}`` -> rpc_reply
-  ``{result}`` or ``{error: {code, message}}`` (-32601 with no handler,
-  -32603 when the handler fails).
+- rpc_request ``{method, params}`` (ark's shape; the older ``{request: {method,
+  params}}`` is read too) -> rpc_reply ``{result}`` or ``{error: {code, message}}``
+  (-32601 with no handler, -32600 without a method, -32603 when the handler fails).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from commspec.impl.comm import INTERNAL_ERROR, METHOD_NOT_FOUND
+from commspec.impl.comm import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND
 from commspec.impl.core.events import Message
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,9 @@ class StdinAnswers:
         def error(code: int, message: str) -> None:
             send("rpc_reply", {"error": {"code": code, "message": message}})
 
-        request = content.get("request")
+        request = content.get("request", content)
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
-            error(INTERNAL_ERROR, "rpc_request without a request.method")
+            error(INVALID_REQUEST, "rpc_request without a method")
             return
         method: str = request["method"]
         handler = self.rpc_handler

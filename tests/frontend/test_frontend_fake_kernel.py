@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from fe_support import FrontendFactory
+from fe_support import PROBE, WAIT, FrontendFactory, connect, open_comm
 
 from commspec.impl.comm import Deferred
 from commspec.impl.core.events import Message
@@ -21,26 +21,6 @@ from commspec.impl.frontend import FrontendEndpoint
 from commspec.impl.tracing import ListSink, match
 from commspec.mbt.fakes import ScriptedKernel
 from commspec.model.machines import FrontendCommState, SessionState
-
-WAIT = 10.0
-PROBE = ("kernel_info_request",)
-
-
-def connect(kernel: ScriptedKernel, frontends: FrontendFactory) -> FrontendEndpoint:
-    frontend = frontends(kernel.connection_file)
-    kernel.wait_subscribed(b"")
-    kernel.welcome()
-    frontend.wait_ready(WAIT)
-    return frontend
-
-
-def open_comm(
-    kernel: ScriptedKernel, frontend: FrontendEndpoint, target: str = "t"
-) -> tuple[Any, Message]:
-    comm = frontend.open_comm(target)
-    _, opened = kernel.expect("shell", "comm_open", skip=PROBE)
-    assert opened["content"]["comm_id"] == comm.comm_id
-    return comm, opened
 
 
 def test_waits_for_welcome(

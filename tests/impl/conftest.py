@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ki_peers import WAIT, KernelUnderTest, Observed, RawFrontend, SpawnedFrontend, stock_client
+from ki_peers import (
+    OBSERVED,
+    OBSERVED_PERSISTENT,
+    WAIT,
+    KernelUnderTest,
+    Observed,
+    RawFrontend,
+    SpawnedFrontend,
+    stock_client,
+)
 
 from commspec.impl.comm import Comm
 from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
@@ -23,8 +32,6 @@ from commspec.mbt.processes import FrontendPool
 from commspec.model.trace import discard
 
 HERE = Path(__file__).parent
-OBSERVED = "test.observed"
-OBSERVED_PERSISTENT = "test.observed.persistent"
 #: short, but long enough that a loaded test machine does not drop healthy peers
 TEST_HEARTBEAT = HeartbeatSettings(interval=0.2, timeout=3.0)
 

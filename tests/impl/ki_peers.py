@@ -28,6 +28,9 @@ from commspec.mbt.processes import FrontendProcess as AgentProcess
 
 Message = dict[str, Any]
 WAIT = 5.0
+#: the test kernels' own targets (conftest registers them): echo, and note what happens
+OBSERVED = "test.observed"
+OBSERVED_PERSISTENT = "test.observed.persistent"
 
 
 class RawFrontend:

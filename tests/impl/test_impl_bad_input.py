@@ -171,20 +171,6 @@ def test_bad_input_invalid_request(kut: KernelUnderTest, frontend: RawFrontend,
     assert frontend.wait_reply_to(holder["msg"])["error"]["code"] == -32600
 
 
-def test_bad_input_duplicate_request_id(kut: KernelUnderTest, frontend: RawFrontend,
-                                        caplog: pytest.LogCaptureFixture) -> None:
-    comm_id = open_and_wait(frontend, ECHO)
-    first = frontend.request(comm_id, "sleep", {"seconds": 0.3}, request_id=9)
-    holder: dict[str, Any] = {}
-
-    def send() -> None:
-        holder["msg"] = frontend.request(comm_id, "echo", "again", request_id=9)
-
-    expect_bad(kut, frontend, "duplicate_request_id", send, caplog)
-    assert frontend.wait_reply_to(holder["msg"])["error"]["code"] == -32600
-    assert frontend.wait_reply_to(first)["result"] == {"slept": 0.3}, "the first still answers"
-
-
 def test_bad_input_unknown_target(kut: KernelUnderTest, frontend: RawFrontend,
                                   caplog: pytest.LogCaptureFixture) -> None:
     comm_id = uuid.uuid4().hex

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from ki_peers import (
+    OBSERVED,
+    OBSERVED_PERSISTENT,
     KernelUnderTest,
     RawFrontend,
     SpawnedFrontend,
@@ -25,8 +27,6 @@ from commspec.impl.targets import ECHO
 from commspec.impl.tracing import match
 from commspec.model.trace import TraceEvent
 
-OBSERVED = "test.observed"
-OBSERVED_PERSISTENT = "test.observed.persistent"
 WAIT = 5.0
 
 MakeRaw = Callable[..., RawFrontend]
