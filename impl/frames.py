@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import zmq
 from zmq.backend import Socket as _CythonSocket
 
-__all__ = ["readable", "recv_frames", "send_frames"]
+__all__ = ["readable", "recv_frames", "recv_subscription", "send_frames", "sent_by_peer"]
 
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
@@ -44,6 +44,29 @@ def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes] | None:
         frame = _recv(sock, _NOBLOCK, copy=False)
         frames.append(frame.bytes)
     return frames
+
+
+def recv_subscription(sock: zmq.Socket[bytes]) -> list[zmq.Frame] | None:
+    """Like :func:`recv_frames`, as frames: an XPUB's frames carry metadata."""
+    if not int(_get(sock, _EVENTS)) & _POLLIN:
+        return None
+    frame = _recv(sock, _NOBLOCK, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = _recv(sock, _NOBLOCK, copy=False)
+        frames.append(frame)
+    return frames
+
+
+def sent_by_peer(frame: zmq.Frame) -> bool:
+    """Whether a peer sent ``frame``: what a connection delivers carries its ZMTP
+    metadata (``Socket-Type`` on every transport); what libzmq makes up itself, such
+    as an XPUB's unsubscribe when a connection ends, carries none."""
+    try:
+        frame.get("Socket-Type")
+    except zmq.ZMQError:
+        return False
+    return True
 
 
 def send_frames(sock: zmq.Socket[bytes], *parts: Sequence[bytes]) -> None:

@@ -30,8 +30,8 @@ writing one adapter. An adapter is a :class:`KernelAdapter`:
   after a timeout). An adapter without it is
   still tested; the harness then skips the ``queued`` race.
 - Observations the harness compares with the model, readable from any thread
-  at any time (also after ``stop``): ``subscriber_count`` (live subscriptions to
-  ordinary topics, peer topics not counted), ``comm_states()`` (open and
+  at any time (also after ``stop``): ``subscriber_count`` (frontends known to
+  listen: one per live peer topic, or one while only peerless ones do), ``comm_states()`` (open and
   detached comms by id, with their state's value), ``late_replies`` (replies,
   comm and stdin, for requests that had already ended), ``pending_count`` and
   ``stdin_pending_count``.

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from commspec.impl.connection import ConnectionInfo
 from commspec.impl.core.events import Message
-from commspec.impl.core.presence import peer_topic
+from commspec.impl.core.presence import peer_name
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
 from commspec.model.machines import SESSION
 
@@ -245,7 +245,7 @@ def second_welcome(coverage: Coverage | None) -> None:
         kernel = _scripted(stack)
         fe = _frontend(stack, kernel.info, recorder, STEADY_OPTIONS)
         identities, request = _to_reconciling(kernel, fe, recorder)
-        kernel.welcome(peer_topic(fe.session_id))
+        kernel.welcome(peer_name(fe.session_id))
         _await_move(recorder, fe.name, RECONCILING_WELCOMED)
         kernel.reply("shell", identities, request, "comm_info_reply",
                      {"status": "ok", "comms": {}})

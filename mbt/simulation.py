@@ -83,6 +83,8 @@ Chooser = Callable[[int], int]
 
 #: timers due within this many virtual seconds fire when the network is quiet
 HORIZON = 5.0
+#: the connection key: it signs nothing here, but proves the frontends' peer topics
+KEY = b"sim-key"
 #: a bound on the deliveries of one run, so a livelock fails instead of hanging
 RUN_LIMIT = 100_000
 
@@ -222,7 +224,7 @@ class SimKernel(_Party):
                  targets: TargetRegistry) -> None:
         super().__init__(net, "kernel")
         self.core: KernelProtocol = KernelProtocol(
-            session_id="sim-kernel", targets=targets.kind, new_msg_id=self.new_msg_id,
+            session_id="sim-kernel", key=KEY, targets=targets.kind, new_msg_id=self.new_msg_id,
             policies=policies, tracing=net.sink is not discard,
         )
         self.app: KernelApplication = KernelApplication(self.core, self, targets, self)
@@ -350,7 +352,7 @@ class SimFrontend(_Party):
         self.link = _Link(effect.link)
         self.unnoticed = False
         if self.net.kernel.up:
-            frames = (b"\x01", b"\x01" + peer_topic(self.session_id)) \
+            frames = (b"\x01", b"\x01" + peer_topic(self.session_id, KEY)) \
                 if self.options.presence_topic else (b"\x01",)
             self.sub_up.append((effect.link, frames))
         # else: a connect that never completes; nothing happens
@@ -363,10 +365,16 @@ class SimFrontend(_Party):
             self.iopub_down.clear()
 
     def _unsubscribe(self, link: _Link) -> None:
+        """libzmq's unsubscribes when this link's connection ends: with XPUB_VERBOSE, one
+        for each topic no other connection holds (every frontend holds b"")."""
         link.sub_live = False
-        if self.net.kernel.up:
-            frames = (b"\x00" + peer_topic(self.session_id), b"\x00") \
-                if self.options.presence_topic else (b"\x00",)
+        if not self.net.kernel.up:
+            return
+        frames: tuple[bytes, ...] = (b"\x00" + peer_topic(self.session_id, KEY),) \
+            if self.options.presence_topic else ()
+        if not self.net.holds_iopub(besides=self):
+            frames += (b"\x00",)
+        if frames:
             self.sub_up.append((link.number, frames))
 
     def drop_link(self) -> None:
@@ -409,6 +417,12 @@ class Simulation:
         self.deliveries = 0
         #: deliveries a test withholds for now (a reply it wants to arrive later)
         self.withheld: set[Delivery] = set()
+
+    def holds_iopub(self, besides: SimFrontend) -> bool:
+        """Whether a connection other than ``besides``'s holds b"" on the kernel's XPUB."""
+        return any(fe is not None and fe is not besides and fe.proc is not Proc.DEAD
+                   and fe.link is not None and fe.link.up and fe.link.iopub_open
+                   for fe in self.frontends)
 
     def by_identity(self, identity: bytes) -> SimFrontend | None:
         for fe in self.frontends:
@@ -575,7 +589,9 @@ class Simulation:
             if link is not None and link.number == number and link.up \
                     and frames[0][:1] == b"\x01":
                 link.sub_live = True
-            kernel.feed(SubscriptionFrames(frames, tuple(drained)))
+            # a subscribe came from the frontend; an unsubscribe from libzmq itself
+            kernel.feed(SubscriptionFrames(frames, tuple(f[:1] == b"\x01" for f in frames),
+                                           tuple(drained)))
         elif kind is DeliveryKind.KERNEL_SHELL:
             channel, msg = fe.shell_up.popleft()
             kernel.feed(Received(channel, (fe.identity,), msg))

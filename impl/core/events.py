@@ -172,12 +172,17 @@ class Refused:
 class SubscriptionFrames:
     """Frames the kernel's XPUB had queued, in order: ``\\x01topic``, ``\\x00topic``.
 
+    ``sent_by_peer``: for each frame, whether it carried its connection's ZMQ
+    metadata, i.e. a peer sent it. The unsubscribes libzmq makes itself when a
+    connection ends carry none, and only those are departures.
+
     ``drained``: when one of them is an unsubscribe, every shell and stdin message
     the kernel's sockets had already received when they were read, in order (the
     drain rule: all of it is handled before any of the unsubscribes acts).
     """
 
     frames: tuple[bytes, ...]
+    sent_by_peer: tuple[bool, ...]
     drained: tuple[Received | Refused, ...] = ()
 
 

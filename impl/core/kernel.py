@@ -129,6 +129,7 @@ class KernelProtocol(ProtocolCore):
         self,
         *,
         session_id: str,
+        key: bytes,
         targets: TargetKind,
         new_msg_id: Callable[[], str],
         policies: KernelPolicies | None = None,
@@ -141,7 +142,7 @@ class KernelProtocol(ProtocolCore):
         self._targets = targets
         self._new_msg_id = new_msg_id
         sink, clock = self.sink, self.clock
-        self.presence = Presence(ENDPOINT, sink, clock)
+        self.presence = Presence(ENDPOINT, sink, clock, key=key)
         self.comms = KernelComms(ENDPOINT, sink, clock, remember_closed=remember)
         emit = self._emit
         self.requests = PendingRequests(ENDPOINT, emit, sink=sink, clock=clock,
@@ -282,15 +283,15 @@ class KernelProtocol(ProtocolCore):
         """Subscribes read before any unsubscribe count at once (a new frontend's
         messages in the drain batch must find it subscribed); from the first
         unsubscribe on, the frames act only after the drain rule has run."""
-        frames = event.frames
-        first = next((i for i, f in enumerate(frames) if f[:1] == b"\x00"), len(frames))
-        for frame in frames[:first]:
-            self._on_frame(frame)
+        frames = tuple(zip(event.frames, event.sent_by_peer, strict=True))
+        first = next((i for i, (f, _) in enumerate(frames) if f[:1] == b"\x00"), len(frames))
+        for frame, by_peer in frames[:first]:
+            self._on_frame(frame, by_peer)
         rest = frames[first:]
 
         def act() -> None:
-            for frame in rest:
-                self._on_frame(frame)
+            for frame, by_peer in rest:
+                self._on_frame(frame, by_peer)
 
         if rest:
             self.policies.drain(self, event.drained, act)
@@ -298,32 +299,32 @@ class KernelProtocol(ProtocolCore):
             for item in event.drained:
                 self.take(item)
 
-    def _on_frame(self, frame: bytes) -> None:
+    def _on_frame(self, frame: bytes, sent_by_peer: bool) -> None:
         try:
-            subscribed, topic = Presence.parse(frame)
+            change = self.presence.apply(frame, sent_by_peer=sent_by_peer)
         except SubscriptionFrameError as e:
-            self.bad.note("iopub_frame", str(e))
+            self.bad.note(e.reason, str(e))
             return
-        if not subscribed:
-            self._unsubscribed(frame)
-            return
-        change = self.presence.apply(frame)
-        self._publish("iopub_welcome", {"subscription": topic.decode("utf-8", "replace")},
-                      None, topic)
-        peer = change.peer if change.peer_arrived else None
-        for record in self.comms.back(peer, self.presence.is_known_peer):
-            log.info("kernel: comm %s re-attached", record.comm_id)
-
-    def _unsubscribed(self, frame: bytes) -> None:
-        try:
-            change = self.presence.apply(frame)
-        except SubscriptionFrameError as e:
-            self.bad.note("unknown_unsubscribe", str(e))
+        if change.subscribed:
+            self._welcome(change.topic)
+            peer = change.peer if change.peer_arrived else None
+            for record in self.comms.back(peer, self.presence.is_known_peer):
+                log.info("kernel: comm %s re-attached", record.comm_id)
             return
         if change.peer_departed and change.peer is not None:
             self.policies.frontend_lost(self, change.peer)
         if change.emptied:
             self.policies.frontend_lost(self, None)
+
+    def _welcome(self, topic: bytes) -> None:
+        """JEP 65's welcome, for every subscribe; none for a topic that is not UTF-8 (JEP
+        65), and a peer topic's goes out without its tag (its tag is its proof)."""
+        shown = Presence.public_name(topic)
+        try:
+            subscription = shown.decode("utf-8")
+        except UnicodeDecodeError:
+            return
+        self._publish("iopub_welcome", {"subscription": subscription}, None, shown)
 
     # -- shell and control requests ------------------------------------------------
 

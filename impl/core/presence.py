@@ -1,24 +1,32 @@
-"""Who listens on the kernel's IOPub: subscriptions counted, commspec peers named.
+"""Who listens on the kernel's IOPub: the topics held, commspec peers named.
 
-Rules (the ``presence`` machine, plus per-peer presence):
-- The IOPub XPUB runs with XPUB_VERBOSER, so each subscription frame
-  (``b"\\x01" + topic``) and each unsubscription frame (``b"\\x00" + topic``),
-  including the implicit ones of a peer that disconnected or missed its
-  heartbeats, is one input. Each fires SUBSCRIBE or UNSUBSCRIBE on the one
-  presence object, with the fact OTHERS_REMAIN (subscriptions left > 0).
-- Frames never say which peer sent them. A commspec frontend therefore also
-  subscribes to ``b"commspec.peer/" + session_id``: that topic's unsubscribe
-  says *which* frontend left (its session id is its DEALER identity).
-- Subscriptions are a multiset per topic: a frontend that reconnects with the
-  same session id subscribes again before its old connection's unsubscribe
-  arrives, and stays present until the last of its peer topics is gone.
-- An unsubscribe for a topic nobody subscribed, or a frame that is neither,
-  is bad input: refused, nothing changes.
+Rules (the ``presence`` machine, plus per-peer presence; SPEC.md, "Per-peer
+presence" and "Security considerations"):
+- The IOPub XPUB runs with XPUB_VERBOSE, not VERBOSER: libzmq passes every
+  subscribe (each one is welcomed) and reports a topic's unsubscribe only when
+  the last connection holding it ends. libzmq keeps one entry per (connection,
+  topic), so the kernel keeps the *set* of topics held, never a count: a client
+  that subscribes twice cannot leave a count that never returns to zero.
+- Only libzmq's own unsubscribes are departures. Those libzmq makes when a
+  connection ends carry no ZMQ metadata; an unsubscribe a peer sent carries its
+  connection's metadata (``Socket-Type``, ``Peer-Address``) and is refused as bad
+  input: frames are not signed, and libzmq passes one even for a topic that peer
+  never held, so a client without the key could otherwise fake any departure.
+- A commspec frontend also holds its peer topic ``commspec.peer/<session>/<tag>``,
+  the tag being the first 32 hex digits of HMAC-SHA256(key, ``commspec.peer/`` +
+  session): that topic's unsubscribe says *which* frontend left. A peer topic
+  whose tag does not verify is refused, so a client without the key can neither
+  hold another frontend's topic (hiding its departure) nor make one up. The
+  topic is never published: its welcome goes out under the untagged name.
+- A frontend that reconnects with the same session id holds its peer topic on
+  two connections for a while; libzmq reports the unsubscribe only when the last
+  one ends, so it stays present throughout.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,28 +39,43 @@ __all__ = [
     "Presence",
     "PresenceChange",
     "SubscriptionFrameError",
-    "peer_of_topic",
+    "peer_name",
+    "peer_tag",
     "peer_topic",
 ]
 
 PEER_TOPIC_PREFIX = b"commspec.peer/"
 PRESENCE_OBJECT = "iopub"
+#: hex digits of the HMAC kept in a peer topic's tag (128 bits)
+TAG_LENGTH = 32
 
 
-def peer_topic(session_id: str | bytes) -> bytes:
-    """The per-peer presence topic of a frontend whose session id (identity) is given."""
-    return PEER_TOPIC_PREFIX + (session_id.encode() if isinstance(session_id, str) else session_id)
+def peer_tag(key: bytes, identity: bytes) -> bytes:
+    """The tag that proves a peer topic was made by someone holding the key."""
+    mac = hmac.new(key, PEER_TOPIC_PREFIX + identity, hashlib.sha256).hexdigest()
+    return mac[:TAG_LENGTH].encode()
 
 
-def peer_of_topic(topic: bytes) -> bytes | None:
-    """The identity a presence topic names, or None for any other topic."""
-    if topic.startswith(PEER_TOPIC_PREFIX) and len(topic) > len(PEER_TOPIC_PREFIX):
-        return topic[len(PEER_TOPIC_PREFIX) :]
-    return None
+def peer_topic(session_id: str | bytes, key: str | bytes) -> bytes:
+    """The per-peer presence topic of the frontend whose session id (identity) is given."""
+    identity = session_id.encode() if isinstance(session_id, str) else session_id
+    secret = key.encode() if isinstance(key, str) else key
+    return peer_name(identity) + b"/" + peer_tag(secret, identity)
+
+
+def peer_name(session_id: str | bytes) -> bytes:
+    """A peer topic's public name, without its tag: what its welcome shows."""
+    identity = session_id.encode() if isinstance(session_id, str) else session_id
+    return PEER_TOPIC_PREFIX + identity
 
 
 class SubscriptionFrameError(ValueError):
     """An XPUB frame that is not a subscription change we can account for."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        #: the bad-input reason it is counted under
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -63,27 +86,28 @@ class PresenceChange:
     topic: bytes
     #: the identity named by a peer topic, else None
     peer: bytes | None
-    #: this frame made ``peer`` present (its first live peer topic)
+    #: this frame made ``peer`` present
     peer_arrived: bool
-    #: this frame made ``peer`` absent (its last live peer topic went)
+    #: this frame made ``peer`` absent
     peer_departed: bool
-    #: subscriptions left after this frame
+    #: topics held after this frame
     remaining: int
 
     @property
     def emptied(self) -> bool:
-        """The last subscription went: nothing published reaches anyone now."""
+        """The last topic went: nothing published reaches anyone now."""
         return not self.subscribed and self.remaining == 0
 
 
 class Presence:
     def __init__(self, endpoint: str, sink: TraceSink = discard,
-                 clock: Callable[[], float] = lambda: 0.0) -> None:
+                 clock: Callable[[], float] = lambda: 0.0, *, key: bytes = b"") -> None:
         self.tracked: Tracked[PresenceState, PresenceEvent] = Tracked(
             PRESENCE, PRESENCE_OBJECT, endpoint=endpoint, sink=sink, clock=clock
         )
-        self._topics: Counter[bytes] = Counter()
-        self._live_peers: Counter[bytes] = Counter()
+        self._key = key
+        self._topics: set[bytes] = set()
+        self._live_peers: set[bytes] = set()
         self._known_peers: set[bytes] = set()
 
     # -- reading ------------------------------------------------------------
@@ -94,13 +118,15 @@ class Presence:
 
     @property
     def subscriptions(self) -> int:
-        """Every live subscription, peer topics included."""
-        return self._topics.total()
+        """The topics held, peer topics included: 0 means nobody receives anything."""
+        return len(self._topics)
 
     @property
     def subscriber_count(self) -> int:
-        """Live subscriptions to ordinary topics (one per stock or commspec frontend)."""
-        return self._topics.total() - self._live_peers.total()
+        """Frontends known to listen: one per live peer; one while only peerless
+        subscribers hold ordinary topics (libzmq does not say how many they are)."""
+        ordinary = len(self._topics) > len(self._live_peers)
+        return max(len(self._live_peers), 1 if ordinary else 0)
 
     @property
     def live_peers(self) -> frozenset[bytes]:
@@ -116,43 +142,63 @@ class Presence:
     def has_departed(self, identity: bytes) -> bool:
         return identity in self._known_peers and identity not in self._live_peers
 
-    # -- input --------------------------------------------------------------
+    # -- topics -------------------------------------------------------------
 
     @staticmethod
     def parse(frame: bytes) -> tuple[bool, bytes]:
         if not frame or frame[0] not in (0, 1):
-            raise SubscriptionFrameError(f"not a subscription frame: {frame[:40]!r}")
+            raise SubscriptionFrameError("iopub_frame", f"not a subscription frame: {frame[:40]!r}")
         return frame[0] == 1, frame[1:]
 
-    def apply(self, frame: bytes) -> PresenceChange:
-        """One XPUB frame; SubscriptionFrameError (and no change) if it cannot be applied."""
+    def peer_of(self, topic: bytes) -> bytes | None:
+        """The identity a peer topic names, None for any other topic; a peer topic
+        whose tag does not verify raises SubscriptionFrameError."""
+        if not topic.startswith(PEER_TOPIC_PREFIX):
+            return None
+        identity, _, tag = topic[len(PEER_TOPIC_PREFIX):].rpartition(b"/")
+        if not identity or not hmac.compare_digest(tag, peer_tag(self._key, identity)):
+            raise SubscriptionFrameError("unauthenticated_peer_topic",
+                                         f"peer topic {topic[:60]!r}: its tag does not verify")
+        return identity
+
+    @staticmethod
+    def public_name(topic: bytes) -> bytes:
+        """What a welcome may show of ``topic``: a peer topic without its tag."""
+        if topic.startswith(PEER_TOPIC_PREFIX):
+            return topic.rpartition(b"/")[0]
+        return topic
+
+    # -- input --------------------------------------------------------------
+
+    def apply(self, frame: bytes, *, sent_by_peer: bool) -> PresenceChange:
+        """One XPUB frame; SubscriptionFrameError (and no change) if it cannot be applied.
+
+        ``sent_by_peer``: the frame carried its connection's ZMQ metadata. Every
+        subscribe does; an unsubscribe that does was not libzmq's and is refused.
+        """
         subscribed, topic = self.parse(frame)
-        peer = peer_of_topic(topic)
+        peer = self.peer_of(topic)
         if subscribed:
             self.tracked.fire(PresenceEvent.SUBSCRIBE)
-            self._topics[topic] += 1
-            arrived = False
+            arrived = peer is not None and peer not in self._live_peers
+            self._topics.add(topic)
             if peer is not None:
-                arrived = self._live_peers[peer] == 0
-                self._live_peers[peer] += 1
+                self._live_peers.add(peer)
                 self._known_peers.add(peer)
-            return PresenceChange(True, topic, peer, arrived, False, self.subscriptions)
-        if self._topics[topic] == 0:
-            del self._topics[topic]
-            raise SubscriptionFrameError(f"unsubscribe from {topic[:40]!r}, never subscribed")
-        remaining = self.subscriptions - 1
+            return PresenceChange(True, topic, peer, arrived, False, len(self._topics))
+        if sent_by_peer:
+            raise SubscriptionFrameError(
+                "explicit_unsubscribe", f"unsubscribe from {topic[:40]!r} sent by a peer: "
+                "only libzmq's own, when a connection ends, is a departure")
+        if topic not in self._topics:
+            raise SubscriptionFrameError("unknown_unsubscribe",
+                                         f"unsubscribe from {topic[:40]!r}, never subscribed")
+        remaining = len(self._topics) - 1
         self.tracked.fire(
             PresenceEvent.UNSUBSCRIBE, {PresenceFact.OTHERS_REMAIN: remaining > 0}
         )
-        _decrement(self._topics, topic)
-        departed = False
+        self._topics.discard(topic)
+        departed = peer is not None and peer in self._live_peers
         if peer is not None:
-            _decrement(self._live_peers, peer)
-            departed = peer not in self._live_peers
+            self._live_peers.discard(peer)
         return PresenceChange(False, topic, peer, False, departed, remaining)
-
-
-def _decrement(counter: Counter[bytes], key: bytes) -> None:
-    counter[key] -= 1
-    if counter[key] <= 0:
-        del counter[key]

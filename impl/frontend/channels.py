@@ -3,7 +3,7 @@
 shell, control and stdin are DEALERs whose identity is the session id (the
 kernel addresses stdin requests to it, and ROUTER_HANDOVER lets a reconnect
 take it over); iopub is a SUB subscribed to everything *and* to the per-peer
-presence topic ``commspec.peer/<session id>``: libzmq reports that topic's
+presence topic ``commspec.peer/<session id>/<tag>``: libzmq reports that topic's
 unsubscribe when this socket goes away, which tells the kernel which frontend
 left. Monitors on shell and iopub turn a dropped TCP connection into an input.
 """
@@ -52,7 +52,7 @@ class Channels:
             # carries both topics.
             self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
             if presence:
-                self.iopub.setsockopt(zmq.SUBSCRIBE, peer_topic(session_id))
+                self.iopub.setsockopt(zmq.SUBSCRIBE, peer_topic(session_id, connection.key))
             self.iopub.connect(connection.url("iopub"))
             # A name of our own for each monitor: pyzmq's default names it after the
             # socket's file descriptor, which the next link's socket may reuse while

@@ -50,7 +50,7 @@ from ..core.events import (
 from ..core.kernel import KernelProtocol
 from ..core.policies import KernelPolicies
 from ..errors import BadMessage, EndpointClosed
-from ..frames import readable, recv_frames, send_frames
+from ..frames import readable, recv_frames, recv_subscription, send_frames, sent_by_peer
 from ..loop import IoLoop
 from ..runner import LoopRunner
 from ..targets import DEFAULT_TARGETS, TargetRegistry
@@ -131,6 +131,7 @@ class KernelEndpoint(LoopRunner):
         self._loop = IoLoop("commspec-kernel-io", log=log)
         self.core = KernelProtocol(
             session_id=self.codec.session_id,
+            key=self._info.key.encode(),
             targets=self.targets.kind,
             new_msg_id=self.codec.new_msg_id,
             policies=policies,
@@ -255,12 +256,13 @@ class KernelEndpoint(LoopRunner):
 
     @property
     def subscriber_count(self) -> int:
-        """Live IOPub subscriptions to ordinary topics (peer topics not counted)."""
+        """Frontends known to listen: one per live peer, or one while only peerless
+        subscribers hold topics (libzmq does not say how many they are)."""
         return self._read(lambda: self.core.presence.subscriber_count)
 
     @property
     def subscriptions(self) -> int:
-        """Every live IOPub subscription, peer topics included."""
+        """The IOPub topics held, peer topics included (0: nobody receives anything)."""
         return self._read(lambda: self.core.presence.subscriptions)
 
     @property
@@ -486,18 +488,21 @@ class KernelEndpoint(LoopRunner):
     def _on_iopub(self) -> None:
         sock = self._require_sockets().iopub
         frames: list[bytes] = []
+        by_peer: list[bool] = []
         for _ in range(BATCH):
-            parts = recv_frames(sock)
+            parts = recv_subscription(sock)
             if parts is None:
                 break
             if len(parts) != 1:
                 self.feed(Refused(Channel.IOPUB, "iopub_frame",
                                    f"{len(parts)}-part message on IOPub"))
                 continue
-            frames.append(parts[0])
+            frames.append(parts[0].bytes)
+            by_peer.append(sent_by_peer(parts[0]))
         if frames:
             unsubscribes = any(f[:1] == b"\x00" for f in frames)
-            self.feed(SubscriptionFrames(tuple(frames), self._drain() if unsubscribes else ()))
+            self.feed(SubscriptionFrames(tuple(frames), tuple(by_peer),
+                                         self._drain() if unsubscribes else ()))
 
     def _drain(self) -> tuple[Received | Refused, ...]:
         """The drain rule's I/O: every shell and stdin message already received."""

@@ -3,9 +3,9 @@
 - shell, control, stdin: ROUTER with ROUTER_MANDATORY (a send to a departed
   identity raises EHOSTUNREACH instead of vanishing) and ROUTER_HANDOVER (a
   frontend that reconnects with its session id takes its identity over).
-- iopub: XPUB with XPUB_VERBOSER, so every subscribe and every unsubscribe
-  (the implicit one of a peer that went away included) reaches the kernel.
-  XPUB_VERBOSE is never set: setting it after VERBOSER turns unsubscribes off.
+- iopub: XPUB with XPUB_VERBOSE (not VERBOSER), so every subscribe reaches the
+  kernel (each is welcomed), and a topic's unsubscribe when the last connection
+  holding it ends (``impl/core/presence.py`` says why that, and not every one).
 - ZMTP heartbeats on all four, set before bind (libzmq reads them when a
   connection is made): a frozen peer or a half-open link then ends in a
   disconnect, so in an unsubscribe too.
@@ -65,7 +65,7 @@ class KernelSockets:
             self.control = self._router(context, heartbeat)
             self.stdin = self._router(context, heartbeat)
             self.iopub = self._track(context.socket(zmq.XPUB))
-            self.iopub.setsockopt(zmq.XPUB_VERBOSER, 1)
+            self.iopub.setsockopt(zmq.XPUB_VERBOSE, 1)
             heartbeat.apply(self.iopub)
             for name in ("shell", "control", "stdin", "iopub"):
                 self.ports[name] = _bind(getattr(self, name), info, name)

@@ -1,16 +1,17 @@
 """The kernel's view of its IOPub subscribers.
 
 Rules:
-- The kernel's IOPub is an XPUB with XPUB_VERBOSER, so it hears *every*
-  subscribe and *every* unsubscribe, including the implicit one libzmq produces
-  when a subscriber disconnects, crashes, or misses its ZMTP heartbeats
-  (ZeroMQ RFC 29). Frames never say which peer: the kernel can only count.
-- *never subscribed* until the first subscribe; *connected* while the count is
-  above zero; *disconnected* when it drops to zero. The count is a guard
-  (``others_remain``), not a state per count.
-- Dropping to zero is the disconnection event for everything owned by every
+- The kernel's IOPub is an XPUB with XPUB_VERBOSE (not VERBOSER): it hears every
+  subscribe, and a topic's unsubscribe when the last connection holding it ends,
+  disconnected, crashed or dropped for missing its ZMTP heartbeats (ZeroMQ RFC 29).
+  Frames never say which peer, and a peer may send any: the kernel keeps the set
+  of topics held, and only libzmq's own unsubscribes (no ZMQ metadata) count.
+- *never subscribed* until the first subscribe; *connected* while a topic is held;
+  *disconnected* when none is. How many are held is a guard (``others_remain``),
+  not a state.
+- The last topic going is the disconnection event for everything owned by every
   subscriber; a frontend's own departure is told by the unsubscribe of its peer
-  topic (``commspec.peer/<session id>``). Both act after the drain rule.
+  topic (``commspec.peer/<session id>/<tag>``). Both act after the drain rule.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ S, E, F = PresenceState, PresenceEvent, PresenceFact
 PRESENCE = MachineSpec(
     name="presence",
     title="Kernel presence",
-    summary="How many IOPub subscribers the kernel has: never, some, none any more.",
+    summary="Whether any IOPub topic is held: never yet, some, none any more.",
     states=S,
     events=E,
     facts=(F.OTHERS_REMAIN,),
@@ -48,11 +49,12 @@ PRESENCE = MachineSpec(
         Transition(S.NEVER_SUBSCRIBED, E.SUBSCRIBE, S.CONNECTED,
                    "the first subscriber arrived; it is welcomed"),
         Transition(S.CONNECTED, E.SUBSCRIBE, S.CONNECTED,
-                   "another subscriber arrived; every one is welcomed (JEP 65)"),
+                   "another subscribe; every one is welcomed (JEP 65)"),
         Transition(S.CONNECTED, E.UNSUBSCRIBE, S.CONNECTED,
-                   "one subscriber left, others still listen", guard=F.OTHERS_REMAIN),
+                   "a topic's last holder left, other topics are still held",
+                   guard=F.OTHERS_REMAIN),
         Transition(S.CONNECTED, E.UNSUBSCRIBE, S.DISCONNECTED,
-                   "the last subscriber left: nothing published now reaches anyone",
+                   "the last topic went: nothing published now reaches anyone",
                    guard=F.OTHERS_REMAIN, guard_holds=False),
         Transition(S.DISCONNECTED, E.SUBSCRIBE, S.CONNECTED,
                    "a frontend came back; detached comms re-attach"),

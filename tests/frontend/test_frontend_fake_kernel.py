@@ -16,6 +16,7 @@ from fe_support import PROBE, WAIT, FrontendFactory, connect, open_comm
 
 from commspec.impl.comm import Deferred
 from commspec.impl.core.events import Message
+from commspec.impl.core.presence import peer_topic
 from commspec.impl.errors import CommClosed, Disconnected, NoReply, TimedOut, Undeliverable
 from commspec.impl.frontend import FrontendEndpoint
 from commspec.impl.tracing import ListSink, match
@@ -289,6 +290,6 @@ def test_close_ends_everything(fake_kernel: ScriptedKernel, trace: ListSink) -> 
     assert comm.state is FrontendCommState.CLOSED
     assert not [t for t in threading.enumerate() if t.name.startswith("commspec-frontend")]
     # the kernel sees this very frontend go away, by its presence topic
-    gone = b"\x00commspec.peer/" + frontend.session_id.encode()
+    gone = b"\x00" + peer_topic(frontend.session_id, fake_kernel.info.key)
     while (event := fake_kernel.subscription_event()) != gone:
         assert not event.startswith(b"\x00commspec.peer/"), event

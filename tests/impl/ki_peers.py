@@ -9,6 +9,8 @@ Every wait is bounded and fails with what was seen instead.
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Callable
@@ -55,7 +57,7 @@ class RawFrontend:
         self.iopub: zmq.Socket[bytes] | None = self._track(self.context.socket(zmq.SUB))
         self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
         if peer:
-            self.iopub.setsockopt(zmq.SUBSCRIBE, peer_topic(self.identity))
+            self.iopub.setsockopt(zmq.SUBSCRIBE, peer_topic(self.identity, info.key))
         self.iopub.connect(info.url("iopub"))
         self.seen: list[Message] = []
 
@@ -171,6 +173,35 @@ class RawFrontend:
         if msg is None or msg["msg_type"] != msg_type:
             raise TimeoutError(f"no {msg_type} on shell within {timeout} s (got {msg})")
         return msg
+
+
+class KeylessPeer:
+    """A ZMTP 3.0 peer on IOPub speaking raw TCP, without the key and without libzmq:
+    it sends whatever subscription frames it likes (libzmq's own SUB and XSUB filter
+    an unsubscribe they never subscribed; this does not)."""
+
+    def __init__(self, info: ConnectionInfo) -> None:
+        self.sock = socket.create_connection((info.ip, info.port("iopub")), timeout=WAIT)
+        greeting = (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
+                    + b"\x00" * 32)
+        self.sock.sendall(greeting)
+        received = b""
+        while len(received) < len(greeting):
+            chunk = self.sock.recv(len(greeting) - len(received))
+            if not chunk:
+                raise ConnectionError("the kernel closed the connection during the greeting")
+            received += chunk
+        ready = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 3) + b"SUB"
+        self.sock.sendall(bytes([0x04, len(ready)]) + ready)
+
+    def send(self, frame: bytes) -> None:
+        """One subscription frame (``\\x01topic`` or ``\\x00topic``)."""
+        if len(frame) > 255:
+            raise ValueError("a short frame only")
+        self.sock.sendall(bytes([0x00, len(frame)]) + frame)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def stock_client(connection_file: str) -> BlockingKernelClient:

@@ -77,27 +77,51 @@ def test_kernel_fills_in_ports_of_zero(tmp_path: Path) -> None:
 # -- presence --------------------------------------------------------------------------
 
 
-def test_presence_counts_and_names_peers() -> None:
+KEY = b"the connection key"
+
+
+def test_presence_holds_topics_and_names_peers() -> None:
     sink = ListSink()
-    presence = Presence("kernel", sink)
-    peer = peer_topic("abc")
-    assert presence.apply(b"\x01").subscribed
-    arrived = presence.apply(b"\x01" + peer)
+    presence = Presence("kernel", sink, key=KEY)
+    peer = peer_topic("abc", KEY)
+    assert presence.apply(b"\x01", sent_by_peer=True).subscribed
+    arrived = presence.apply(b"\x01" + peer, sent_by_peer=True)
     assert arrived.peer == b"abc" and arrived.peer_arrived
-    again = presence.apply(b"\x01" + peer)  # a reconnect with the same session id
-    assert not again.peer_arrived
-    first = presence.apply(b"\x00" + peer)
-    assert not first.peer_departed, "the old connection's unsubscribe: still present"
-    last = presence.apply(b"\x00" + peer)
+    again = presence.apply(b"\x01" + peer, sent_by_peer=True)  # a duplicate, or a reconnect
+    assert not again.peer_arrived and presence.subscriptions == 2, "topics held, not counted"
+    # libzmq reports a topic's unsubscribe once, when its last connection ends
+    last = presence.apply(b"\x00" + peer, sent_by_peer=False)
     assert last.peer_departed and not last.emptied and presence.has_departed(b"abc")
-    assert presence.apply(b"\x00").emptied
+    assert presence.apply(b"\x00", sent_by_peer=False).emptied
     assert presence.state is PresenceState.DISCONNECTED
-    with pytest.raises(SubscriptionFrameError):
-        presence.apply(b"\x00never")
-    with pytest.raises(SubscriptionFrameError):
-        presence.apply(b"")
     assert presence.subscriptions == 0
-    assert [e.event for e in sink.events] == ["subscribe"] * 3 + ["unsubscribe"] * 3
+    assert [e.event for e in sink.events] == ["subscribe"] * 3 + ["unsubscribe"] * 2
+
+
+@pytest.mark.parametrize(("frame", "by_peer", "reason"), [
+    (b"\x00", True, "explicit_unsubscribe"),             # a peer cannot say someone left
+    (b"\x00never", False, "unknown_unsubscribe"),
+    (b"", True, "iopub_frame"),
+    (b"\x02x", True, "iopub_frame"),
+    (b"\x01" + peer_topic("abc", b"another key"), True, "unauthenticated_peer_topic"),
+    (b"\x01commspec.peer/abc", True, "unauthenticated_peer_topic"),  # untagged
+    (b"\x00" + peer_topic("abc", b"another key"), False, "unauthenticated_peer_topic"),
+])
+def test_presence_refuses_what_it_cannot_trust(frame: bytes, by_peer: bool, reason: str) -> None:
+    presence = Presence("kernel", key=KEY)
+    presence.apply(b"\x01", sent_by_peer=True)
+    presence.apply(b"\x01" + peer_topic("abc", KEY), sent_by_peer=True)
+    with pytest.raises(SubscriptionFrameError) as refused:
+        presence.apply(frame, sent_by_peer=by_peer)
+    assert refused.value.reason == reason
+    assert presence.subscriptions == 2 and presence.live_peers == {b"abc"}, "nothing changed"
+
+
+def test_a_peer_topic_welcome_shows_no_tag() -> None:
+    topic = peer_topic("abc", KEY)
+    assert topic.startswith(b"commspec.peer/abc/") and len(topic) > len(b"commspec.peer/abc/")
+    assert Presence.public_name(topic) == b"commspec.peer/abc"
+    assert Presence.public_name(b"kernel.status") == b"kernel.status"
 
 
 # -- kernel comms --------------------------------------------------------------------
@@ -227,7 +251,8 @@ def test_list_sink_wait_fails_clearly() -> None:
 
 def _core(cls: type[KernelProtocol] = KernelProtocol) -> KernelProtocol:
     ids = iter(range(1, 10_000))
-    return cls(session_id="s", targets=lambda name: None, new_msg_id=lambda: f"m{next(ids)}")
+    return cls(session_id="s", key=KEY, targets=lambda name: None,
+               new_msg_id=lambda: f"m{next(ids)}")
 
 
 def _request(msg_type: str) -> Received:
