@@ -1,6 +1,10 @@
-"""The error-code registry of the message formats (SPEC.md, "Message formats").
+"""The message formats' registries (SPEC.md, "Message formats"): negotiation, error codes.
 
 Rules:
+- A kernel that keeps this specification says so in ``kernel_info_reply``:
+  ``"commspec"`` in ``supported_features``, and ``commspec: {version,
+  peer_topic_prefix}``. A frontend applies the rules only such a kernel promises
+  (``no_reply``: a reply always precedes its request's idle) to no other.
 - A request that fails without an answer from its peer ends in one failure outcome
   (a terminal state of the ``request`` or ``stdin_request`` machine). Where that
   outcome must travel as a JSON-RPC error (a kernel handler that forwarded the
@@ -16,8 +20,21 @@ from typing import NamedTuple
 
 from .machines import RequestState, StdinRequestState
 
-__all__ = ["ERROR_CODES", "FAILURE_CODES", "INTERNAL_ERROR", "INVALID_PARAMS",
-           "INVALID_REQUEST", "METHOD_NOT_FOUND", "ErrorCode"]
+__all__ = ["ERROR_CODES", "FAILURE_CODES", "FEATURE", "INTERNAL_ERROR", "INVALID_PARAMS",
+           "INVALID_REQUEST", "METHOD_NOT_FOUND", "SPEC_VERSION", "ErrorCode", "advertises"]
+
+#: what a kernel that keeps this specification lists in ``supported_features``
+FEATURE = "commspec"
+#: the version of the specification it keeps, in ``kernel_info_reply.commspec.version``
+SPEC_VERSION = "2.0"
+
+
+def advertises(kernel_info: object) -> bool:
+    """Whether a ``kernel_info_reply`` content says the kernel keeps this specification."""
+    if not isinstance(kernel_info, dict):
+        return False
+    features = kernel_info.get("supported_features")
+    return isinstance(features, list) and FEATURE in features
 
 
 class ErrorCode(NamedTuple):

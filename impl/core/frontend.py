@@ -50,6 +50,7 @@ from commspec.model.machines import (
     SessionEvent,
     SessionState,
 )
+from commspec.model.messages import advertises
 from commspec.model.tracked import Tracked
 
 from ..errors import CannotSend, EndpointClosed
@@ -264,6 +265,12 @@ class FrontendProtocol(ProtocolCore):
         #: comm_info_reply decides whether this frontend holds them (SPEC.md, frontend 5)
         self._unseen: list[Message] = []
         self._no_reply: set[str] = set()
+        #: whether the kernel keeps this specification (its kernel_info_reply says):
+        #: None until a probe is answered. Only such a kernel promises that a reply
+        #: precedes its request's idle, so only to it does ``no_reply`` apply.
+        self.commspec_kernel: bool | None = None
+        #: requests whose idle came before we knew; judged when kernel_info is answered
+        self._idle_unjudged: set[str] = set()
         self._calls: dict[str, str] = {}
         self._adopting: dict[str, str | None] = {}
         self._sending: dict[str, _Sending] = {}
@@ -411,6 +418,7 @@ class FrontendProtocol(ProtocolCore):
         for msg_id in self._no_reply:
             self._out.append(StopTimer(Timer(TimerKind.NO_REPLY, msg_id)))
         self._no_reply.clear()
+        self._idle_unjudged.clear()
         self.requests.fail_all(RequestEvent.PEER_LOST)
         self._fail_calls(f"link lost: {why}")
         # Requests and sends that never went out cannot go out now; opens and closes
@@ -462,6 +470,7 @@ class FrontendProtocol(ProtocolCore):
         for msg_id in self._no_reply:
             self._out.append(StopTimer(Timer(TimerKind.NO_REPLY, msg_id)))
         self._no_reply.clear()
+        self._idle_unjudged.clear()
         if self._armed is not None:
             self._armed = None
             self._out.append(StopTimer(Timer(TimerKind.DEADLINE)))
@@ -528,6 +537,7 @@ class FrontendProtocol(ProtocolCore):
             self._on_reconcile_reply(msg)
         elif parent in self.proof.probes:
             self.proof.kernel_info = msg["content"]
+            self._learned_kernel(advertises(msg["content"]))
             if self.proof.unanswered == parent:
                 self.proof.unanswered = None
                 if self.proof.active:
@@ -672,6 +682,7 @@ class FrontendProtocol(ProtocolCore):
     def _on_rpc_reply(self, msg: Message, data: dict[str, Any]) -> None:
         parent = msg["parent_header"].get("msg_id")
         parent = parent if isinstance(parent, str) else ""
+        self._idle_unjudged.discard(parent)
         if parent in self._no_reply:
             self._no_reply.discard(parent)
             self._out.append(StopTimer(Timer(TimerKind.NO_REPLY, parent)))
@@ -684,8 +695,19 @@ class FrontendProtocol(ProtocolCore):
     def _on_idle(self, parent: str) -> None:
         if not self.requests.is_pending(parent) or parent in self._no_reply:
             return
-        self._no_reply.add(parent)
-        self._timer(Timer(TimerKind.NO_REPLY, parent), self.options.no_reply_grace)
+        if self.commspec_kernel is None:
+            self._idle_unjudged.add(parent)
+        elif self.commspec_kernel:
+            self._no_reply.add(parent)
+            self._timer(Timer(TimerKind.NO_REPLY, parent), self.options.no_reply_grace)
+
+    def _learned_kernel(self, keeps_spec: bool) -> None:
+        if self.commspec_kernel is not None:
+            return
+        self.commspec_kernel = keeps_spec
+        unjudged, self._idle_unjudged = self._idle_unjudged, set()
+        for parent in unjudged:
+            self._on_idle(parent)
 
     def _on_reconcile_reply(self, msg: Message) -> None:
         self._reconcile_id = None

@@ -35,6 +35,7 @@ from commspec.model.machines import (
     RequestEvent,
     StdinRequestEvent,
 )
+from commspec.model.messages import FEATURE, SPEC_VERSION
 
 from ..errors import NoFrontend
 from .badinput import BadInput, RemoteProtocolError
@@ -71,7 +72,7 @@ from .jsonrpc import (
     rpc_request,
 )
 from .policies import KernelPolicies
-from .presence import Presence, SubscriptionFrameError
+from .presence import PEER_TOPIC_PREFIX, Presence, SubscriptionFrameError
 from .protocol import ProtocolCore
 from .requests import STDIN_KINDS, PendingRequests, ReplyOutcome, StdinRequests
 
@@ -104,7 +105,8 @@ KERNEL_INFO: dict[str, Any] = {
     },
     "banner": "commspec reference kernel: comm RPCs that survive disconnection",
     "help_links": [],
-    "supported_features": ["iopub_welcome"],
+    "supported_features": ["iopub_welcome", FEATURE],
+    FEATURE: {"version": SPEC_VERSION, "peer_topic_prefix": PEER_TOPIC_PREFIX.decode()},
 }
 
 #: the target registry as the core sees it: a target's kind (persistent?) or None

@@ -8,6 +8,7 @@ from typing import Any
 from commspec.impl.core.events import Message
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
 from commspec.mbt.fakes import ScriptedKernel
+from commspec.model.messages import FEATURE
 
 #: the bound on every wait
 WAIT = 10.0
@@ -27,9 +28,20 @@ TEST_OPTIONS = FrontendOptions(
 FrontendFactory = Callable[..., FrontendEndpoint]
 
 
-def connect(kernel: ScriptedKernel, frontends: FrontendFactory) -> FrontendEndpoint:
-    """A frontend made ready by the scripted kernel's welcome."""
-    frontend = frontends(kernel.connection_file)
+#: a kernel_info_reply that says the kernel keeps this specification
+COMMSPEC_KERNEL_INFO = {"status": "ok", "protocol_version": "5.5",
+                        "supported_features": ["iopub_welcome", FEATURE]}
+
+
+def connect(kernel: ScriptedKernel, frontends: FrontendFactory, *,
+            kernel_info: dict[str, Any] = COMMSPEC_KERNEL_INFO,
+            **options: Any) -> FrontendEndpoint:
+    """A frontend (made with ``options``) made ready by the scripted kernel's welcome, its
+    first probe answered with ``kernel_info`` (by default: a commspec kernel, to which
+    no_reply applies)."""
+    frontend = frontends(kernel.connection_file, **options)
+    identities, probe = kernel.expect("shell", "kernel_info_request")
+    kernel.reply("shell", identities, probe, "kernel_info_reply", kernel_info)
     kernel.wait_subscribed(b"")
     kernel.welcome()
     frontend.wait_ready(WAIT)

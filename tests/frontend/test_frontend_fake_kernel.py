@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from fe_support import PROBE, WAIT, FrontendFactory, connect, open_comm
+from fe_support import PROBE, TEST_OPTIONS, WAIT, FrontendFactory, connect, open_comm
 
 from commspec.impl.comm import Deferred
 from commspec.impl.core.events import Message
@@ -79,6 +80,25 @@ def test_no_reply_after_idle_then_late_reply(
     trace.wait_for(match(machine="request", object=request["msg_id"], event="late_reply"))
     assert frontend.late_replies == 1
     assert frontend.state is SessionState.READY
+
+
+def test_a_kernel_that_does_not_advertise_commspec_may_reply_after_its_idle(
+    fake_kernel: ScriptedKernel, frontends: FrontendFactory, trace: ListSink
+) -> None:
+    """No grace at all, and still no no_reply: only a commspec kernel promises that a reply
+    precedes its request's idle. (The stock-ipykernel test shows the old behaviour fail.)"""
+    frontend = connect(fake_kernel, frontends, kernel_info={"status": "ok"},
+                       options=replace(TEST_OPTIONS, no_reply_grace=0.0))
+    comm, _ = open_comm(fake_kernel, frontend)
+    pending = comm.request("later")
+    _, request = fake_kernel.expect("shell", "comm_msg", skip=PROBE)
+    fake_kernel.status("idle", request)
+    data = request["content"]["data"]
+    fake_kernel.publish("comm_msg", {"comm_id": comm.comm_id, "data": {"id": data["id"],
+                                                                       "result": "late"}},
+                        parent=request)
+    assert pending.result(WAIT) == "late"
+    assert not trace.find(match(machine="request", dest="no_reply"))
 
 
 def test_reply_before_idle_resolves(

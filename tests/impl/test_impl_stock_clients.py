@@ -58,6 +58,9 @@ def test_kernel_info_advertises_welcome(client: Any) -> None:
     assert reply["content"]["status"] == "ok"
     assert reply["content"]["protocol_version"] == "5.5"
     assert "iopub_welcome" in reply["content"]["supported_features"]
+    assert "commspec" in reply["content"]["supported_features"]
+    assert reply["content"]["commspec"] == {"version": "2.0",
+                                            "peer_topic_prefix": "commspec.peer/"}
 
 
 def test_welcome_on_every_subscribe(kut: KernelUnderTest, client: Any,
