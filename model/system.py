@@ -338,7 +338,9 @@ class SystemModel:
             else:
                 note = " (already adopted through comm_info: ignored)"
         elif kind is Msg.CLOSE:
-            if fe.comms[arg] is not FrontendCommState.CLOSED:
+            if fe.comms[arg] is FrontendCommState.NEW and not self._policy_remember_unseen_close():
+                note = " (a comm it never saw: forgotten)"
+            elif fe.comms[arg] is not FrontendCommState.CLOSED:
                 self._frontend_comm_closed(d, f, arg, FrontendCommEvent.CLOSED_BY_KERNEL)
             else:
                 note = " (already closed: ignored)"
@@ -347,7 +349,7 @@ class SystemModel:
             assert req is not None
             if fe.comms[req.comm] is FrontendCommState.OPEN or (
                 fe.session is SessionState.RECONCILING
-                and fe.comms[req.comm] in UNDECIDED
+                and fe.comms[req.comm] in self._policy_held_while_reconciling()
             ):
                 # While reconciling, a request on an unknown or stale comm waits for the
                 # comm_info_reply, which decides whether this frontend holds it.
@@ -778,6 +780,18 @@ class SystemModel:
             f"kernel tries request {r} on {_comm(c, w.targets)}: nobody can "
             "receive it, undeliverable",
         ), d.freeze()
+
+    # -- the frontend's reconcile rules (SPEC.md, frontend requirement 5) ---------------
+
+    def _policy_remember_unseen_close(self) -> bool:
+        """A comm_close for a comm never seen is remembered (the comm is closed here), so
+        an outdated comm_info_reply, which travels on shell, cannot make it adopted."""
+        return True
+
+    def _policy_held_while_reconciling(self) -> frozenset[FrontendCommState]:
+        """The comms on which a kernel request waits for comm_info_reply while the
+        frontend reconciles: those it cannot yet say it holds or not."""
+        return UNDECIDED
 
     def _policy_receiver_present(self, w: World, kc: KernelComm) -> bool:
         return kc.state is KernelCommState.OPEN and w.kernel.peers[kc.owner]

@@ -1,60 +1,116 @@
-"""``commspec check``: explore the bounded system model and prove its properties."""
+"""``commspec check``: explore the bounded system model and prove its properties.
+
+With no bound given, every rung of the ladder of bounds (``commspec.model.ladder``),
+cheapest first; with any ``--frontends``/``--comms``/... given, that one bound (the
+others at their defaults). Exit 0 if every property holds, 1 with the shortest
+counterexample of the first bound that breaks one, 2 for bad arguments, 130 when
+interrupted (after a summary of what was explored).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import resource
 import sys
+from collections.abc import Callable
 
 from commspec.model.checker import Result, Stats, check
+from commspec.model.ladder import LADDER, Rung
 from commspec.model.properties import BY_NAME, PROPERTIES
 from commspec.model.system import Bounds, SystemModel
 
 DEFAULTS = Bounds()
+BOUND_NAMES = ("frontends", "comms", "requests", "reconnects", "faults")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "check", help="explore the bounded system model exhaustively", description=__doc__
+        "check", help="explore the bounded system model exhaustively", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for name, meaning in (
-        ("frontends", "frontend processes"),
-        ("comms", "comm slots (each opened as a persistent or a default target)"),
-        ("requests", "request slots (comm RPCs either way, stdin requests)"),
-        ("reconnects", "reconnects, in all"),
-        ("faults", "crashes, clean exits and freezes, in all"),
-    ):
+    for name, meaning in zip(BOUND_NAMES, (
+        "frontend processes",
+        "comm slots (each opened as a persistent or a default target)",
+        "request slots (comm RPCs either way, stdin requests)",
+        "reconnects, in all",
+        "crashes, clean exits and freezes, in all",
+    ), strict=True):
         p.add_argument(
             f"--{name}",
             type=int,
-            default=getattr(DEFAULTS, name),
+            default=None,
             metavar="N",
-            help=f"{meaning} (default {getattr(DEFAULTS, name)})",
+            help=f"{meaning} (default {getattr(DEFAULTS, name)} when another bound is given)",
         )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def run(args: argparse.Namespace) -> int:
+    given = {n: getattr(args, n) for n in BOUND_NAMES if getattr(args, n, None) is not None}
     try:
-        bounds = Bounds(args.frontends, args.comms, args.requests, args.reconnects, args.faults)
+        rungs = [Rung("given", dataclasses.replace(DEFAULTS, **given), "")] if given \
+            else list(LADDER)
     except ValueError as e:
         print(f"commspec check: {e}", file=sys.stderr)
         return 2
-    print(
-        f"commspec check: {bounds.frontends} frontends, {bounds.comms} comms, "
-        f"{bounds.requests} requests, {bounds.reconnects} reconnects, {bounds.faults} faults"
-    )
-    result = check(SystemModel(bounds), progress=None if args.quiet else _progress)
-    report(result)
-    return 0 if result.ok else 1
+    done: list[tuple[Rung, Result]] = []
+    current: list[Stats] = []
+    try:
+        for n, rung in enumerate(rungs, 1):
+            b = rung.bounds
+            where = f"rung {n}/{len(rungs)} {rung.name}: " if not given else ""
+            print(f"commspec check: {where}{b.frontends} frontends, {b.comms} comms, "
+                  f"{b.requests} requests, {b.reconnects} reconnects, {b.faults} faults",
+                  flush=True)
+            current[:] = []
+            progress = None if args.quiet else _progress(current)
+            result = check(SystemModel(b), progress=progress)
+            done.append((rung, result))
+            report(result)
+            if not result.ok:
+                break
+    except KeyboardInterrupt:
+        _summary(done, interrupted=current[-1] if current else Stats())
+        return 130
+    if not given:
+        _summary(done)
+    return 0 if all(r.ok for _, r in done) else 1
 
 
-def _progress(s: Stats) -> None:
-    print(
-        f"  ... {s.states:>9,} states  frontier {s.frontier:>8,}  depth {s.depth:>3}  "
-        f"{s.rate:>8,.0f} states/s",
-        file=sys.stderr,
-        flush=True,
-    )
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _progress(seen: list[Stats]) -> Callable[[Stats], None]:
+    def show(s: Stats) -> None:
+        seen[:] = [Stats(s.states, s.transitions, s.frontier, s.depth, s.seconds)]
+        print(
+            f"  ... {s.states:>9,} states  frontier {s.frontier:>8,}  depth {s.depth:>3}  "
+            f"{s.rate:>8,.0f} states/s  {_rss_mib():>6,.0f} MiB",
+            file=sys.stderr,
+            flush=True,
+        )
+    return show
+
+
+def _summary(done: list[tuple[Rung, Result]], interrupted: Stats | None = None) -> None:
+    print("\nrung                       states   transitions  seconds  verdict")
+    for rung, result in done:
+        s = result.stats
+        v = result.violation
+        verdict = "held" if v is None else f"VIOLATED {v.property}"
+        print(f"{rung.name:<24} {s.states:>9,} {s.transitions:>13,} {s.seconds:>8.1f}  {verdict}")
+    if interrupted is not None:
+        print(f"{'(interrupted)':<24} {interrupted.states:>9,} {interrupted.transitions:>13,} "
+              f"{interrupted.seconds:>8.1f}  not finished: {_rss_mib():,.0f} MiB so far")
+        print("INTERRUPTED: nothing is proven for the rung that did not finish")
+        return
+    total = sum(r.stats.seconds for _, r in done)
+    states = sum(r.stats.states for _, r in done)
+    print(f"{'all':<24} {states:>9,} {'':>13} {total:>8.1f}")
+    if all(r.ok for _, r in done):
+        print(f"OK: every property holds on all {len(done)} rungs of the ladder")
 
 
 def report(result: Result) -> None:
@@ -79,3 +135,4 @@ def report(result: Result) -> None:
     print(f"shortest counterexample ({len(v.steps)} steps):")
     for n, step in enumerate(v.steps, 1):
         print(f"  {n:>3}. {step.text}  [{step.kind.value}]")
+

@@ -1,0 +1,41 @@
+"""The ladder of bounds ``commspec check`` proves by default.
+
+Rules:
+- One bound cannot exercise every rule: the reconcile races need a reconnect, the
+  per-peer rules two frontends, the request rules two requests. Each rung is a
+  small bound chosen for the rules it reaches; together they are the default.
+- Rungs run cheapest first, so a rule broken at a small bound is reported early;
+  the first rung that fails ends the run, with its shortest counterexample.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .system import Bounds
+
+__all__ = ["LADDER", "Rung"]
+
+
+class Rung(NamedTuple):
+    name: str
+    bounds: Bounds
+    #: the rules this rung reaches that a smaller one does not
+    reaches: str
+
+
+LADDER: tuple[Rung, ...] = (
+    Rung("reconnect", Bounds(frontends=1, comms=1, requests=1, reconnects=1, faults=1),
+         "reconciling: stale comms, comm_info_reply against comm_close, held kernel "
+         "requests"),
+    Rung("two comms", Bounds(frontends=1, comms=2, requests=1, reconnects=0, faults=1),
+         "a persistent and a default comm side by side, each under its policy"),
+    Rung("two frontends", Bounds(frontends=2, comms=1, requests=1, reconnects=0, faults=1),
+         "per-peer presence: one frontend leaves, the other stays"),
+    Rung("two requests, reconnect",
+         Bounds(frontends=1, comms=1, requests=2, reconnects=1, faults=1),
+         "requests in both directions across a reconnect, stdin beside comm RPCs"),
+    Rung("two frontends, reconnect",
+         Bounds(frontends=2, comms=1, requests=1, reconnects=1, faults=1),
+         "a frontend reconciling while another stays, comms adopted"),
+)
