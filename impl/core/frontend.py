@@ -415,10 +415,7 @@ class FrontendProtocol(ProtocolCore):
         log.info("%s: link lost: %s", self.name, why)
         self._fire(SessionEvent.LINK_LOST)
         self._close_link()
-        for msg_id in self._no_reply:
-            self._out.append(StopTimer(Timer(TimerKind.NO_REPLY, msg_id)))
-        self._no_reply.clear()
-        self._idle_unjudged.clear()
+        self._forget_idles()
         self.requests.fail_all(RequestEvent.PEER_LOST)
         self._fail_calls(f"link lost: {why}")
         # Requests and sends that never went out cannot go out now; opens and closes
@@ -467,10 +464,7 @@ class FrontendProtocol(ProtocolCore):
         if self.session.state is not S.CLOSED:
             self._fire(SessionEvent.CLOSE)
         self._close_link()
-        for msg_id in self._no_reply:
-            self._out.append(StopTimer(Timer(TimerKind.NO_REPLY, msg_id)))
-        self._no_reply.clear()
-        self._idle_unjudged.clear()
+        self._forget_idles()
         if self._armed is not None:
             self._armed = None
             self._out.append(StopTimer(Timer(TimerKind.DEADLINE)))
@@ -700,6 +694,13 @@ class FrontendProtocol(ProtocolCore):
         elif self.commspec_kernel:
             self._no_reply.add(parent)
             self._timer(Timer(TimerKind.NO_REPLY, parent), self.options.no_reply_grace)
+
+    def _forget_idles(self) -> None:
+        """The link or the session ended: no idle will be judged now."""
+        for msg_id in self._no_reply:
+            self._out.append(StopTimer(Timer(TimerKind.NO_REPLY, msg_id)))
+        self._no_reply.clear()
+        self._idle_unjudged.clear()
 
     def _learned_kernel(self, keeps_spec: bool) -> None:
         if self.commspec_kernel is not None:
