@@ -14,8 +14,10 @@ import dataclasses
 import resource
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from commspec.model.checker import Result, Stats, check
+from commspec.chart import render_chart
+from commspec.model.checker import Result, Stats, Violation, check
 from commspec.model.ladder import LADDER, Rung
 from commspec.model.properties import BY_NAME, PROPERTIES
 from commspec.model.system import Bounds, SystemModel
@@ -44,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             help=f"{meaning} (default {getattr(DEFAULTS, name)} when another bound is given)",
         )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--chart", metavar="FILE", type=Path, default=None,
+                   help="on a violation, draw its counterexample as a message sequence "
+                   "chart (SVG) into FILE")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
             result = check(SystemModel(b), progress=progress)
             done.append((rung, result))
             report(result)
-            if not result.ok:
+            if result.violation is not None:
+                chart = getattr(args, "chart", None)
+                if chart is not None:
+                    _draw(chart, result.violation, b, rung.name)
                 break
     except KeyboardInterrupt:
         _summary(done, interrupted=current[-1] if current else Stats())
@@ -76,6 +84,16 @@ def run(args: argparse.Namespace) -> int:
     if not given:
         _summary(done)
     return 0 if all(r.ok for _, r in done) else 1
+
+
+def _draw(path: Path, violation: Violation, bounds: Bounds, rung: str) -> None:
+    title = f"{violation.property}: shortest counterexample ({rung})"
+    try:
+        path.write_text(render_chart(violation.steps, bounds.frontends, title))
+    except OSError as e:
+        print(f"commspec check: cannot write the chart to {path}: {e}", file=sys.stderr)
+        return
+    print(f"chart of the counterexample: {path}")
 
 
 def _rss_mib() -> float:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from commspec import diagrams
+from commspec import chart, diagrams
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -24,8 +24,10 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "diagrams",
         help="draw the declared machines",
-        description="Write <machine>.<format> for every declared machine. DOT needs no "
-        "system Graphviz; SVG/PNG need pygraphviz or the `dot` program.",
+        description="Write <machine>.<format> for every declared machine, and "
+        "<race>.svg, the message sequence chart of each named race of SPEC.md. DOT and "
+        "the charts need no system Graphviz; a machine's SVG/PNG needs pygraphviz or the "
+        "`dot` program.",
     )
     p.add_argument("--out", type=Path, default=Path("diagrams"), help="output folder")
     p.add_argument("--format", type=_formats, default=("dot", "svg"),
@@ -37,14 +39,17 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if args.check:
-        stale = diagrams.stale(out)
-        for name in stale:
-            print(f"{out / (name + '.dot')} is out of date: run `commspec diagrams`",
-                  file=sys.stderr)
+        stale = [out / f"{name}.dot" for name in diagrams.stale(out)]
+        stale += [out / f"{name}.svg" for name in chart.stale_races(out)]
+        for path in stale:
+            print(f"{path} is out of date: run `commspec diagrams`", file=sys.stderr)
         return 1 if stale else 0
+    written = chart.write_races(out)  # pure Python: no Graphviz needed
     try:
-        written = diagrams.write(out, args.format)
+        written += diagrams.write(out, args.format)
     except diagrams.RenderError as e:
+        for path in written:
+            print(path)
         print(f"commspec diagrams: {e}", file=sys.stderr)
         return 2
     for path in written:

@@ -8,21 +8,26 @@ counterexample naming the property it breaks.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
+from commspec.chart import ARROWS
 from commspec.commands import check as check_command
+from commspec.model.broken import (
+    KERNEL_BROKEN,
+    RECONCILE_BROKEN,
+    DropsRequestsOnUnseenComms,
+    NoDrain,
+)
 from commspec.model.checker import Result, check
 from commspec.model.ladder import LADDER, Rung
 from commspec.model.machines import (
-    FrontendCommState,
-    KernelCommState,
-    RequestEvent,
     RequestState,
 )
 from commspec.model.properties import PROPERTIES
-from commspec.model.system import Bounds, Draft, SystemModel
-from commspec.model.world import CloseCause, KernelComm, Target
+from commspec.model.system import Bounds, SystemModel
 
 # --------------------------------------------------------------------------
 # the real specification holds
@@ -55,78 +60,7 @@ def test_other_bounds_hold(bounds: Bounds) -> None:
 # --------------------------------------------------------------------------
 
 
-class PersistentClosedOnLoss(SystemModel):
-    """Closes every comm whose frontend goes, persistent or not."""
-
-    def _policy_comm_lost(self, d: Draft, c: int) -> None:
-        self._kernel_comm_closed(
-            d, c, CloseCause.LOST, RequestEvent.PEER_LOST, KernelCommState.CLOSED
-        )
-
-
-class LateReplyDelivered(SystemModel):
-    """Hands a late reply to its caller as if the request were still pending."""
-
-    def _policy_late_reply(self, d: Draft, r: int, frontend: int | None) -> None:
-        req = d.req[r]
-        assert req is not None
-        d.req[r] = req._replace(delivered=req.delivered + 1)
-
-
-class NoDrain(SystemModel):
-    """Acts on an unsubscribe without first processing the shell messages received."""
-
-    def _policy_drain(self, d: Draft, received: tuple[int, ...]) -> None:
-        return None
-
-
-class AcceptedWithoutReceiver(SystemModel):
-    """Lets a kernel request pend although nobody can receive it."""
-
-    def _policy_receiver_present(self, w: object, kc: KernelComm) -> bool:
-        return True
-
-
-class DefaultCommKeptOnLoss(SystemModel):
-    """Keeps a default comm open after its frontend went away."""
-
-    def _policy_comm_lost(self, d: Draft, c: int) -> None:
-        if d.targets[c] is Target.PERSISTENT:
-            super()._policy_comm_lost(d, c)
-
-
-class ForgetsUnseenClose(SystemModel):
-    """Drops a comm_close for a comm it never saw instead of remembering it closed."""
-
-    def _policy_remember_unseen_close(self) -> bool:
-        return False
-
-
-class DropsRequestsOnUnseenComms(SystemModel):
-    """While reconciling, drops a kernel request on a comm not seen yet (the reference
-    frontend's bug: only stale comms' requests were held)."""
-
-    def _policy_held_while_reconciling(self) -> frozenset[FrontendCommState]:
-        return frozenset({FrontendCommState.STALE})
-
-
-class HoldsNothingWhileReconciling(SystemModel):
-    """While reconciling, drops every kernel request on a comm not yet confirmed."""
-
-    def _policy_held_while_reconciling(self) -> frozenset[FrontendCommState]:
-        return frozenset()
-
-
-#: the reconcile rules' broken frontends: each passes the old single default bound (no
-#: reconnect: measured, 235,365 states each) and is caught at the ladder's first rung
-RECONCILE_BROKEN = [
-    (ForgetsUnseenClose, "reconciled_view"),
-    (DropsRequestsOnUnseenComms, "nothing_waits_forever"),
-    (HoldsNothingWhileReconciling, "nothing_waits_forever"),
-]
-
-
-@pytest.mark.parametrize(("variant", "prop"), RECONCILE_BROKEN,
+@pytest.mark.parametrize(("variant", "prop"), list(RECONCILE_BROKEN),
                          ids=[b[0].__name__ for b in RECONCILE_BROKEN])
 def test_a_broken_reconcile_rule_is_caught_at_the_reconnect_rung(
         variant: type[SystemModel], prop: str) -> None:
@@ -138,13 +72,7 @@ def test_a_broken_reconcile_rule_is_caught_at_the_reconnect_rung(
     assert len(result.violation.steps) <= 16, [s.text for s in result.violation.steps]
 
 
-BROKEN = [
-    (PersistentClosedOnLoss, "persistent_comm_survives"),
-    (LateReplyDelivered, "reply_only_while_pending"),
-    (NoDrain, "drained_reply_wins"),
-    (AcceptedWithoutReceiver, "nothing_waits_forever"),
-    (DefaultCommKeptOnLoss, "no_unobserved_default_comm"),
-]
+BROKEN = list(KERNEL_BROKEN)
 
 
 @pytest.mark.parametrize(("variant", "prop"), BROKEN, ids=[b[0].__name__ for b in BROKEN])
@@ -247,3 +175,48 @@ def test_check_command_refuses_bad_bounds(
 def test_request_states_are_the_machine_states() -> None:
     # The model stores machine states, not copies of them.
     assert RequestState.PENDING.value == "pending"
+
+
+def test_check_command_draws_the_counterexample(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    chart = tmp_path / "counterexample.svg"
+    monkeypatch.setattr(check_command, "SystemModel", NoDrain)
+    args = argparse.Namespace(frontends=2, comms=1, requests=1, reconnects=0, faults=1,
+                              quiet=True, chart=chart)
+    assert check_command.run(args) == 1
+    assert f"chart of the counterexample: {chart}" in capsys.readouterr().out
+    steps = check(NoDrain(Bounds())).violation.steps  # type: ignore[union-attr]
+    svg = ElementTree.parse(chart).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    lifelines = svg.findall(f"{ns}line[@class='lifeline']")
+    messages = svg.findall(f"{ns}line[@class='message']")
+    texts = [t.text for t in svg.findall(f"{ns}text[@class='step']")]
+    assert len(lifelines) == 3, "the kernel and two frontends"
+    assert len(messages) == sum(type(s.action) in ARROWS for s in steps)
+    assert texts == [f"{n}. {s.text}" for n, s in enumerate(steps, 1)]
+    kernel_x = lifelines[0].get("x1")
+    # the frontend's comm_open reaches the kernel: an arrow on shell, pointing at it
+    opened = next(n for n, s in enumerate(steps) if "processes comm_open" in s.text)
+    arrow = messages[sum(type(s.action) in ARROWS for s in steps[:opened])]
+    assert arrow.get("data-channel") == "shell" and arrow.get("x2") == kernel_x
+
+
+def test_nothing_is_charted_when_every_property_holds(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    chart = tmp_path / "none.svg"
+    args = argparse.Namespace(frontends=1, comms=1, requests=1, reconnects=0, faults=1,
+                              quiet=True, chart=chart)
+    assert check_command.run(args) == 0
+    assert not chart.exists()
+
+
+def test_the_race_charts_are_checked_for_drift(tmp_path: Path) -> None:
+    from commspec import chart
+
+    assert chart.write_races(tmp_path)
+    assert chart.stale_races(tmp_path) == []
+    drawn = tmp_path / "race-drain.svg"
+    drawn.write_text(drawn.read_text().replace("drained_reply_wins", "something else"))
+    assert chart.stale_races(tmp_path) == ["race-drain"]

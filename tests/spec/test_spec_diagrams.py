@@ -48,6 +48,8 @@ def test_committed_dot_is_current(spec: MachineSpec[Any, Any]) -> None:
 def test_drift_check_fails_on_an_altered_copy(tmp_path: Path) -> None:
     for spec in MACHINES:
         shutil.copy(COMMITTED / f"{spec.name}.dot", tmp_path)
+    for race in COMMITTED.glob("race-*.svg"):
+        shutil.copy(race, tmp_path)
     assert diagrams.stale(tmp_path) == []
     assert run_diagrams("--check", "--out", str(tmp_path)) == 0
     altered = tmp_path / "kernel_comm.dot"

@@ -1,0 +1,128 @@
+"""The rules, each broken: the system model with one policy changed, as a buggy kernel or
+frontend would have it.
+
+Rules:
+- Each variant replaces one ``_policy_*`` of :class:`~commspec.model.system.SystemModel`
+  and nothing else; the checker must catch it, naming the property it breaks, with a
+  short counterexample (``tests/model/test_checker.py``).
+- The counterexamples of the named races are SPEC.md's sequence charts
+  (:data:`RACES`, drawn by ``commspec diagrams``): each shows what goes wrong without
+  the rule, from the model itself.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .machines import FrontendCommState, KernelCommState, RequestEvent
+from .system import Bounds, Draft, SystemModel
+from .world import CloseCause, KernelComm, Target
+
+__all__ = ["KERNEL_BROKEN", "RACES", "RECONCILE_BROKEN", "Race"]
+
+
+class PersistentClosedOnLoss(SystemModel):
+    """Closes every comm whose frontend goes, persistent or not."""
+
+    def _policy_comm_lost(self, d: Draft, c: int) -> None:
+        self._kernel_comm_closed(
+            d, c, CloseCause.LOST, RequestEvent.PEER_LOST, KernelCommState.CLOSED
+        )
+
+
+class LateReplyDelivered(SystemModel):
+    """Hands a late reply to its caller as if the request were still pending."""
+
+    def _policy_late_reply(self, d: Draft, r: int, frontend: int | None) -> None:
+        req = d.req[r]
+        assert req is not None
+        d.req[r] = req._replace(delivered=req.delivered + 1)
+
+
+class NoDrain(SystemModel):
+    """Acts on an unsubscribe without first processing the shell messages received."""
+
+    def _policy_drain(self, d: Draft, received: tuple[int, ...]) -> None:
+        return None
+
+
+class AcceptedWithoutReceiver(SystemModel):
+    """Lets a kernel request pend although nobody can receive it."""
+
+    def _policy_receiver_present(self, w: object, kc: KernelComm) -> bool:
+        return True
+
+
+class DefaultCommKeptOnLoss(SystemModel):
+    """Keeps a default comm open after its frontend went away."""
+
+    def _policy_comm_lost(self, d: Draft, c: int) -> None:
+        if d.targets[c] is Target.PERSISTENT:
+            super()._policy_comm_lost(d, c)
+
+
+class ForgetsUnseenClose(SystemModel):
+    """Drops a comm_close for a comm it never saw instead of remembering it closed."""
+
+    def _policy_remember_unseen_close(self) -> bool:
+        return False
+
+
+class DropsRequestsOnUnseenComms(SystemModel):
+    """While reconciling, drops a kernel request on a comm not seen yet (the reference
+    frontend's bug: only stale comms' requests were held)."""
+
+    def _policy_held_while_reconciling(self) -> frozenset[FrontendCommState]:
+        return frozenset({FrontendCommState.STALE})
+
+
+class HoldsNothingWhileReconciling(SystemModel):
+    """While reconciling, drops every kernel request on a comm not yet confirmed."""
+
+    def _policy_held_while_reconciling(self) -> frozenset[FrontendCommState]:
+        return frozenset()
+
+
+#: the kernel's broken rules, with the property each breaks at the two-frontend bound
+KERNEL_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
+    (PersistentClosedOnLoss, "persistent_comm_survives"),
+    (LateReplyDelivered, "reply_only_while_pending"),
+    (NoDrain, "drained_reply_wins"),
+    (AcceptedWithoutReceiver, "nothing_waits_forever"),
+    (DefaultCommKeptOnLoss, "no_unobserved_default_comm"),
+)
+
+#: the frontend's broken reconcile rules: each passes a bound without a reconnect (the
+#: old default: 235,365 states each) and is caught with one
+RECONCILE_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
+    (ForgetsUnseenClose, "reconciled_view"),
+    (DropsRequestsOnUnseenComms, "nothing_waits_forever"),
+    (HoldsNothingWhileReconciling, "nothing_waits_forever"),
+)
+
+
+class Race(NamedTuple):
+    """A named race of SPEC.md, charted from the counterexample of the rule it needs."""
+
+    name: str
+    caption: str
+    variant: type[SystemModel]
+    bounds: Bounds
+
+
+ONE_FRONTEND = Bounds(frontends=1, comms=1, requests=1, reconnects=0, faults=1)
+RECONNECT = Bounds(frontends=1, comms=1, requests=1, reconnects=1, faults=1)
+
+RACES: tuple[Race, ...] = (
+    Race("race-drain", "The drain rule: the answer was already received when the "
+         "unsubscribe is read; without the rule it is thrown away.", NoDrain, ONE_FRONTEND),
+    Race("race-late-reply", "The late-reply race: the answer arrives after the request "
+         "ended; without the rule it is delivered a second outcome.", LateReplyDelivered,
+         ONE_FRONTEND),
+    Race("race-unseen-close", "Reconciling: a comm_close for a comm the frontend never "
+         "saw overtakes an outdated comm_info_reply; without remembering it, the frontend "
+         "adopts a closed comm.", ForgetsUnseenClose, RECONNECT),
+    Race("race-unseen-request", "Reconciling: a kernel request on a comm not seen yet "
+         "comes before comm_info_reply; without holding it, it waits forever.",
+         DropsRequestsOnUnseenComms, RECONNECT),
+)
