@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{b.requests} requests, {b.reconnects} reconnects, {b.faults} faults",
                   flush=True)
             current[:] = []
-            progress = None if args.quiet else _progress(current)
-            result = check(SystemModel(b), progress=progress)
+            result = check(SystemModel(b), progress=_progress(current, show=not args.quiet))
             done.append((rung, result))
             report(result)
             if result.violation is not None:
@@ -100,16 +99,20 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _progress(seen: list[Stats]) -> Callable[[Stats], None]:
-    def show(s: Stats) -> None:
+def _progress(seen: list[Stats], *, show: bool) -> Callable[[Stats], None]:
+    """Keeps the latest figures in ``seen`` (for an interrupted run's summary, quiet or
+    not) and prints them unless ``show`` is off."""
+    def record(s: Stats) -> None:
         seen[:] = [Stats(s.states, s.transitions, s.frontier, s.depth, s.seconds)]
+        if not show:
+            return
         print(
             f"  ... {s.states:>9,} states  frontier {s.frontier:>8,}  depth {s.depth:>3}  "
             f"{s.rate:>8,.0f} states/s  {_rss_mib():>6,.0f} MiB",
             file=sys.stderr,
             flush=True,
         )
-    return show
+    return record
 
 
 def _summary(done: list[tuple[Rung, Result]], interrupted: Stats | None = None) -> None:

@@ -107,6 +107,8 @@ log = logging.getLogger("commspec.frontend")
 
 #: how many closed comm ids are remembered against out-of-date comm_info replies
 REMEMBER_CLOSED = 10_000
+#: how many kernel messages on comms not seen yet are held while reconciling
+HOLD_WHILE_RECONCILING = 10_000
 
 S, CS = SessionState, FrontendCommState
 FrontendCommTracked = Tracked[FrontendCommState, FrontendCommEvent]
@@ -646,7 +648,7 @@ class FrontendProtocol(ProtocolCore):
         if record is None and self.session.state is S.RECONCILING and \
                 comm_id not in self._closed_ids:
             # Maybe a comm opened while our subscription was dead: comm_info_reply decides.
-            if len(self._unseen) < REMEMBER_CLOSED:
+            if len(self._unseen) < HOLD_WHILE_RECONCILING:
                 self._unseen.append(msg)
             else:
                 self.bad.note("comm_msg_for_unknown_comm", f"{comm_id} (too many held)")
