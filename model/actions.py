@@ -255,11 +255,13 @@ class KernelSubscribe(ProtocolAction):
 class KernelUnsubscribe(ProtocolAction):
     """The kernel's XPUB reads a frontend's unsubscribe. ``received``: per frontend, how
     many of its shell messages had reached the kernel's socket (the drain rule
-    processes those first)."""
+    processes those first); ``order``: the frontends whose batches it drained, in the
+    order it read them."""
 
     name: ClassVar[str] = "kernel_unsubscribe"
     frontend: int
     received: tuple[int, ...]
+    order: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -42,7 +42,9 @@ class LateReplyDelivered(SystemModel):
 class NoDrain(SystemModel):
     """Acts on an unsubscribe without first processing the shell messages received."""
 
-    def _policy_drain(self, d: Draft, received: tuple[int, ...]) -> None:
+    def _policy_drain(
+        self, d: Draft, received: tuple[int, ...], order: tuple[int, ...]
+    ) -> None:
         return None
 
 

@@ -12,6 +12,9 @@ Rules:
   is stuck, and the shallowest one is the counterexample.
 - An :class:`~commspec.model.errors.InvalidTransition` raised while exploring is
   a violation too: the composition fired an event its machine does not allow.
+- Worlds that differ only in how frontends are numbered are explored once
+  (:mod:`.symmetry`); a counterexample is replayed from the initial world, so its
+  steps are a real run and name the frontend that acts.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .errors import InvalidTransition
 from .explore import Search
 from .invariants import pending_requests, state_violations, step_violations
 from .properties import PROPERTIES
+from .symmetry import FrontendSymmetry, replay
 from .system import Step, StepKind, SystemModel
 from .world import World
 
@@ -71,12 +75,23 @@ def check(
     progress_every: float = 0.5,
 ) -> Result:
     start = time.monotonic()
-    graph: _Graph = Search([model.initial()], model.successors)
+    symmetry = FrontendSymmetry()
+    graph: _Graph = Search([symmetry.canonical(model.initial())], symmetry.edges(model))
     states = graph.states
+
+    def run_to(i: int, j: int | None = None) -> list[Step]:
+        """A real run to state ``i`` (then on to ``j``, by a step that breaks a step
+        property if ``j`` was reached by one)."""
+        trail = [states[x] for x in graph.trail(i)]
+        if j is None:
+            return replay(model, symmetry.canonical, trail)
+        return replay(model, symmetry.canonical, [*trail, states[j]],
+                      prefer=lambda a, step, b: bool(step_violations(a, b, step.drained)))
+
     stats = Stats(states=1)
     found = state_violations(states[0])
     if found:
-        return Result(stats, Violation(*found[0], graph.path(0)))
+        return Result(stats, Violation(*found[0], run_to(0)))
     #: per state, the states with a protocol step to it (liveness walks them backwards)
     protocol_preds: list[list[int]] = []
     next_report = start + progress_every
@@ -90,7 +105,7 @@ def check(
             return _finish(
                 _count(stats, graph),
                 start,
-                Violation("declared_transitions_only", str(e), graph.path(graph.current)),
+                Violation("declared_transitions_only", str(e), run_to(graph.current)),
             )
         world = states[i]
         protocol_preds.extend([] for _ in range(len(states) - len(protocol_preds)))
@@ -99,14 +114,12 @@ def check(
             succ = states[j]
             bad = step_violations(world, succ, step.drained)
             if bad:
-                return _finish(
-                    _count(stats, graph), start, Violation(*bad[0], graph.path(i, step))
-                )
+                return _finish(_count(stats, graph), start, Violation(*bad[0], run_to(i, j)))
             if new:
                 found = state_violations(succ)
                 if found:
                     return _finish(
-                        _count(stats, graph), start, Violation(*found[0], graph.path(i, step))
+                        _count(stats, graph), start, Violation(*found[0], run_to(i, j))
                     )
             if step.kind is StepKind.PROTOCOL:
                 protocol_preds[j].append(i)
@@ -126,7 +139,7 @@ def check(
             Violation(
                 "nothing_waits_forever",
                 f"request {pending} is pending and no protocol step can ever end it",
-                graph.path(stuck),
+                run_to(stuck),
             ),
         )
     result = _finish(stats, start, None)

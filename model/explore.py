@@ -97,6 +97,15 @@ class Search(Generic[S, L]):
             pass
         return self
 
+    def trail(self, i: int) -> list[int]:
+        """The numbers of the states from a start to state ``i``."""
+        trail = [i]
+        while self.parent[i] >= 0:
+            i = self.parent[i]
+            trail.append(i)
+        trail.reverse()
+        return trail
+
     def path(self, i: int, last: L | None = None) -> list[L]:
         """The labels from a start to state ``i`` (then ``last``, if given)."""
         labels: list[L] = [] if last is None else [last]

@@ -84,6 +84,7 @@ from .machines import (
     StdinRequestState,
 )
 from .world import (
+    NO_ARG,
     CloseCause,
     Frontend,
     KernelComm,
@@ -302,7 +303,7 @@ class SystemModel:
             proc=Proc.RUNNING,
             session=SessionState.CONNECTING,
             linked=True,
-            sub_up=(*w.frontends[f].sub_up, (Msg.SUB, f)),
+            sub_up=(*w.frontends[f].sub_up, (Msg.SUB, NO_ARG)),
         )
         return Step(Start(f), f"frontend {f} starts and subscribes to IOPub"), d.freeze()
 
@@ -328,7 +329,7 @@ class SystemModel:
             session = SESSION.step(fe.session, SessionEvent.WELCOMED)
             d.set_fe(f, session=session)
             if fe.session is SessionState.RECONNECTING:
-                d.set_fe(f, shell=(*d.fe[f].shell, (Msg.INFO, -1)))
+                d.set_fe(f, shell=(*d.fe[f].shell, (Msg.INFO, NO_ARG)))
                 note = "; it asks comm_info to reconcile"
         elif kind is Msg.OPEN:
             if fe.comms[arg] is FrontendCommState.NEW:
@@ -434,7 +435,7 @@ class SystemModel:
             f,
             session=SESSION.step(SessionState.LOST, SessionEvent.RECONNECT),
             linked=True,
-            sub_up=(*fe.sub_up, (Msg.SUB, f)),
+            sub_up=(*fe.sub_up, (Msg.SUB, NO_ARG)),
         )
         return Step(
             Reconnect(f), f"frontend {f} reconnects and subscribes again"
@@ -503,7 +504,7 @@ class SystemModel:
             for r, req in enumerate(w.requests):
                 if _pending(req) and req.kind is Kind.FRONTEND_TO_KERNEL and req.party == f:
                     d.set_req(r, REQUEST.step(RequestState.PENDING, RequestEvent.COMM_CLOSED))
-        sub_up = (*fe.sub_up, (Msg.UNSUB, f)) if fe.linked else fe.sub_up
+        sub_up = (*fe.sub_up, (Msg.UNSUB, NO_ARG)) if fe.linked else fe.sub_up
         # Nothing a dead process held can matter again: forget it, so the futures
         # of a crash and of a clean exit are one set of states. What it sent stays.
         d.set_fe(
@@ -531,7 +532,7 @@ class SystemModel:
             proc=Proc.RUNNING,
             linked=False,
             sub_live=False,
-            sub_up=(*fe.sub_up, (Msg.UNSUB, f)),
+            sub_up=(*fe.sub_up, (Msg.UNSUB, NO_ARG)),
             iopub=(),
             shell_down=(),
             stdin_down=(),
@@ -552,9 +553,13 @@ class SystemModel:
             yield self._kernel_subscribe(w, f, fe)
             return
         # Which shell messages had reached the kernel's socket by now: any prefix
-        # of each frontend's queue.
+        # of each frontend's queue; and in which order the drain reads the frontends'
+        # batches: any (the socket fair-queues between connections). Every order, so
+        # that no frontend's number decides anything (the checker's symmetry needs it).
         for received in itertools.product(*(range(len(x.shell) + 1) for x in w.frontends)):
-            yield self._kernel_unsubscribe(w, f, fe, received)
+            batches = [g for g, n in enumerate(received) if n]
+            for order in itertools.permutations(batches) if len(batches) > 1 else (batches,):
+                yield self._kernel_unsubscribe(w, f, fe, received, tuple(order))
 
     def _kernel_subscribe(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
         d = Draft(w)
@@ -565,7 +570,7 @@ class SystemModel:
         peers[f] = True
         d.kernel = k._replace(presence=presence, peers=tuple(peers))
         d.set_fe(f, sub_live=fe.linked)
-        d.publish((Msg.WELCOME, f), only=f)
+        d.publish((Msg.WELCOME, NO_ARG), only=f)
         for c, kc in enumerate(d.kcomms):
             if kc.state is KernelCommState.DETACHED and kc.owner == f:
                 d.kcomms[c] = kc._replace(
@@ -577,17 +582,17 @@ class SystemModel:
         ), (d.freeze())
 
     def _kernel_unsubscribe(
-        self, w: World, f: int, fe: Frontend, received: tuple[int, ...]
+        self, w: World, f: int, fe: Frontend, received: tuple[int, ...], order: tuple[int, ...]
     ) -> tuple[Step, World]:
         d = Draft(w)
         d.set_fe(f, sub_up=fe.sub_up[1:])
         replies = tuple(
             arg
-            for x, n in zip(w.frontends, received, strict=True)
-            for kind, arg in x.shell[:n]
+            for g in order
+            for kind, arg in w.frontends[g].shell[: received[g]]
             if kind is Msg.REPLY and isinstance(arg, int)
         )
-        self._policy_drain(d, received)
+        self._policy_drain(d, received, order)
         k = d.kernel
         others = sum(k.peers) > 1
         presence = PRESENCE.step(
@@ -599,17 +604,20 @@ class SystemModel:
         self._policy_frontend_lost(d, f)
         n = sum(received)
         note = f" (after draining {n} received shell message{'s' * (n != 1)})" if n else ""
+        if len(order) > 1:
+            note = note[:-1] + ", frontend " + " then ".join(str(g) for g in order) + ")"
         return Step(
-            KernelUnsubscribe(f, received),
+            KernelUnsubscribe(f, received, order),
             f"kernel's XPUB sees frontend {f} unsubscribe{note}; it applies the "
             "disconnection policy",
             replies,
         ), d.freeze()
 
-    def _policy_drain(self, d: Draft, received: tuple[int, ...]) -> None:
-        """The drain rule: process every shell message already received."""
-        for f, n in enumerate(received):
-            for _ in range(n):
+    def _policy_drain(self, d: Draft, received: tuple[int, ...], order: tuple[int, ...]) -> None:
+        """The drain rule: process every shell message already received, each frontend's
+        batch in ``order``."""
+        for f in order:
+            for _ in range(received[f]):
                 msg = d.fe[f].shell[0]
                 d.set_fe(f, shell=d.fe[f].shell[1:])
                 self._kernel_shell(d, f, msg)

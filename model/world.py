@@ -59,6 +59,9 @@ class Msg(Name):
 # A message is (kind, argument): a comm slot, a request slot, or the comm slots
 # listed by a comm_info_reply.
 Message = tuple[Msg, "int | tuple[int, ...]"]
+#: the argument of a message that has none (subscriptions, welcomes, comm_info
+#: requests): no frontend number travels in a message, so frontends are interchangeable
+NO_ARG = -1
 
 
 class Kind(Name):

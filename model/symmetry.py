@@ -1,0 +1,122 @@
+"""Frontend symmetry: the checker keeps one world per set of worlds that differ only in
+how the frontends are numbered.
+
+Rules:
+- Frontends are interchangeable: no rule of the model reads a frontend's number (no
+  message carries one, the drain reads the frontends' batches in every order, and
+  every loop over frontends treats each alike). So a world and the same world with
+  the frontends renumbered have the same futures, renumbered, and satisfy the same
+  properties: exploring one of them is exploring both.
+- :meth:`FrontendSymmetry.canonical` picks that one: the frontends sorted by what
+  each is (its own state, whether the kernel counts it, the comms it owns, the
+  requests it is party to), their numbers rewritten in comm owners and request
+  parties.
+- The late-reply counters are set to zero in the canonical world: no rule and no
+  property of the model reads them (they are what the model-based tests compare with
+  the implementation), so worlds that differ only in them have the same futures.
+- The sort order of frontend states is the order in which this object first sees
+  them: deterministic for a given exploration, so a check run twice explores, and
+  reports, the same.
+- A path of canonical worlds is not a run (each step may renumber); :func:`replay`
+  turns it back into steps from the real initial world, so a counterexample names
+  the frontend that really acts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from .system import Step, SystemModel
+from .world import Frontend, World
+
+__all__ = ["FrontendSymmetry", "replay"]
+
+
+class FrontendSymmetry:
+    """The canonical representative of a world under renumbering of its frontends."""
+
+    def __init__(self) -> None:
+        #: each frontend state seen, by first sight: the sort order of frontends
+        self._rank: dict[Frontend, int] = {}
+
+    def canonical(self, w: World) -> World:
+        k = w.kernel
+        fes = w.frontends
+        late = k.late_replies or any(fe.late_replies for fe in fes)
+        if late:
+            fes = tuple(fe._replace(late_replies=0) if fe.late_replies else fe for fe in fes)
+            k = k._replace(late_replies=0)
+        n = len(fes)
+        if n == 1:
+            return w._replace(kernel=k, frontends=fes) if late else w
+        rank = self._rank
+        keys = []
+        for f, fe in enumerate(fes):
+            r = rank.get(fe)
+            if r is None:
+                r = rank[fe] = len(rank)
+            keys.append((
+                r,
+                k.peers[f],
+                tuple(c for c, kc in enumerate(k.comms) if kc.owner == f),
+                tuple(s for s, req in enumerate(w.requests) if req is not None and req.party == f),
+            ))
+        order = sorted(range(n), key=keys.__getitem__)
+        if all(f == i for i, f in enumerate(order)):
+            return w._replace(kernel=k, frontends=fes) if late else w
+        new = [0] * n
+        for i, f in enumerate(order):
+            new[f] = i
+        k = k._replace(
+            peers=tuple(k.peers[f] for f in order),
+            comms=tuple(kc if kc.owner < 0 else kc._replace(owner=new[kc.owner]) for kc in k.comms),
+        )
+        requests = tuple(
+            req if req is None or req.party < 0 else req._replace(party=new[req.party])
+            for req in w.requests
+        )
+        return w._replace(kernel=k, frontends=tuple(fes[f] for f in order), requests=requests)
+
+    def edges(self, model: SystemModel) -> Callable[[World], Iterator[tuple[Step, World]]]:
+        """The model's steps, each leading to the canonical form of its successor."""
+        canonical = self.canonical
+
+        def steps(w: World) -> Iterator[tuple[Step, World]]:
+            for step, succ in model.successors(w):
+                yield step, canonical(succ)
+
+        return steps
+
+
+def replay(
+    model: SystemModel,
+    canonical: Callable[[World], World],
+    worlds: Sequence[World],
+    prefer: Callable[[World, Step, World], bool] | None = None,
+) -> list[Step]:
+    """The steps of a real run from the initial world through worlds whose canonical
+    forms are ``worlds`` (``worlds[0]`` the canonical initial world), in order.
+
+    Where several real steps lead to the same canonical world, the first is taken,
+    except on the last step, where one satisfying ``prefer`` (the step that breaks a
+    step property) is taken if there is one."""
+    real = model.initial()
+    assert canonical(real) == worlds[0], "the path does not start at the initial world"
+    steps: list[Step] = []
+    for depth, target in enumerate(worlds[1:], start=1):
+        last = depth == len(worlds) - 1
+        matches: Iterable[tuple[Step, World]] = (
+            (step, succ) for step, succ in model.successors(real) if canonical(succ) == target
+        )
+        chosen: tuple[Step, World] | None = None
+        for step, succ in matches:
+            if chosen is None:
+                chosen = (step, succ)
+            if not (last and prefer is not None) or prefer(real, step, succ):
+                chosen = (step, succ)
+                break
+        if chosen is None:  # pragma: no cover - the canonical path came from these steps
+            raise AssertionError(f"no step from the world at depth {depth - 1} reaches the next")
+        steps.append(chosen[0])
+        real = chosen[1]
+    return steps
