@@ -13,17 +13,28 @@ instead of 3.2).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import zmq
 from zmq.backend import Socket as _CythonSocket
 
-__all__ = ["readable", "recv_frames", "recv_subscription", "send_frames", "sent_by_peer"]
+__all__ = [
+    "readable",
+    "recv_frames",
+    "recv_frames_fd",
+    "recv_monitor_events",
+    "recv_subscription",
+    "send_frames",
+    "sent_by_peer",
+]
 
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
+_SRCFD = int(zmq.SRCFD)
 _SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_MONITOR_EVENT = struct.Struct("=HI")
 _get = _CythonSocket.get
 _recv = _CythonSocket.recv
 _send = _CythonSocket.send
@@ -44,6 +55,42 @@ def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes] | None:
         frame = _recv(sock, _NOBLOCK, copy=False)
         frames.append(frame.bytes)
     return frames
+
+
+def recv_frames_fd(sock: zmq.Socket[bytes]) -> tuple[list[bytes], int | None] | None:
+    """Like :func:`recv_frames`, with the fd of the connection the message came by
+    (``ZMQ_SRCFD``, what the socket monitor reports for that connection too)."""
+    if not int(_get(sock, _EVENTS)) & _POLLIN:
+        return None
+    frame = _recv(sock, _NOBLOCK, copy=False)
+    try:
+        fd: int | None = int(frame.get(_SRCFD))
+    except zmq.ZMQError:
+        fd = None
+    if fd is not None and fd < 0:
+        fd = None
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _recv(sock, _NOBLOCK, copy=False)
+        frames.append(frame.bytes)
+    return frames, fd
+
+
+def recv_monitor_events(sock: zmq.Socket[bytes]) -> list[tuple[int, int]]:
+    """Every event queued on a socket monitor, as ``(event, value)``: for
+    ``EVENT_ACCEPTED`` and ``EVENT_DISCONNECTED`` the value is the connection's fd.
+    (The first frame is a 16-bit event number and a 32-bit value, native order; the
+    second, the endpoint, is not needed.)"""
+    out: list[tuple[int, int]] = []
+    while int(_get(sock, _EVENTS)) & _POLLIN:
+        frame = _recv(sock, _NOBLOCK, copy=False)
+        first = frame.bytes
+        while frame.more:
+            frame = _recv(sock, _NOBLOCK, copy=False)
+        if len(first) >= 6:
+            event, value = _MONITOR_EVENT.unpack_from(first)
+            out.append((event, value))
+    return out
 
 
 def recv_subscription(sock: zmq.Socket[bytes]) -> list[zmq.Frame] | None:

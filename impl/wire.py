@@ -249,8 +249,9 @@ class Codec:
 
     # -- decoding ---------------------------------------------------------------
 
-    def decode(self, frames: Sequence[Frame], channel: str) -> Received:
-        """Verify and parse one received message; BadMessage (with its reason) if bad."""
+    def decode(self, frames: Sequence[Frame], channel: str, fd: int | None = None) -> Received:
+        """Verify and parse one received message; BadMessage (with its reason) if bad.
+        ``fd``: the connection it came by (``ZMQ_SRCFD``), if the caller read it."""
         plain = type(frames) is list and set(map(type, frames)) == _ALL_BYTES
         size = sum(map(len, frames)) if plain else sum(map(_nbytes, frames))
         if size > self.max_message_bytes:
@@ -288,7 +289,7 @@ class Codec:
             "content": content,
             "buffers": [memoryview(b) for b in views[cut + 6 :]],
         }
-        return Received(Channel(channel), tuple(bytes(f) for f in views[:cut]), msg)
+        return Received(Channel(channel), tuple(bytes(f) for f in views[:cut]), msg, fd)
 
     def _verify(self, signature: bytes, parts: list[bytes | memoryview], channel: str) -> None:
         if not signature:

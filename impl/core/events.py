@@ -57,6 +57,9 @@ __all__ = [
     "Message",
     "OpenComm",
     "OpenLink",
+    "PeerConnectionLost",
+    "PeerConnectionMade",
+    "PeerConnections",
     "Received",
     "Reconnect",
     "Refused",
@@ -131,11 +134,16 @@ class Timer:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A verified message on shell, control, stdin or iopub, and who sent it."""
+    """A verified message on shell, control, stdin or iopub, and who sent it.
+
+    ``fd``: the connection it came by, as libzmq numbers it (``ZMQ_SRCFD``, the fd
+    the socket monitor reports too); None when not known (see ``connections.py``).
+    """
 
     channel: Channel
     identities: tuple[bytes, ...]
     msg: Message
+    fd: int | None = None
 
     @property
     def msg_type(self) -> str:
@@ -183,6 +191,34 @@ class SubscriptionFrames:
 
     frames: tuple[bytes, ...]
     sent_by_peer: tuple[bool, ...]
+    drained: tuple[Received | Refused, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConnectionMade:
+    """A ROUTER accepted a connection on file descriptor ``fd`` (``EVENT_ACCEPTED``)."""
+
+    channel: Channel
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConnectionLost:
+    """The connection on ``fd`` of a ROUTER is gone (``EVENT_DISCONNECTED``): the
+    frontends whose messages it last carried have left that channel, and their
+    stdin requests end as ``peer_lost`` (``connections.py`` says which frontends)."""
+
+    channel: Channel
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConnections:
+    """What the shell and stdin ROUTERs' socket monitors reported, in order per
+    channel, with every shell and stdin message those sockets had received when the
+    events were read (``drained``, in order: handled before any event acts)."""
+
+    changes: tuple[PeerConnectionMade | PeerConnectionLost, ...]
     drained: tuple[Received | Refused, ...] = ()
 
 
@@ -341,7 +377,8 @@ class CloseSession:
 
 
 Input = (
-    Received | Refused | SubscriptionFrames | TimerFired | Sent | LinkLost | OpenComm
+    Received | Refused | SubscriptionFrames | PeerConnections | PeerConnectionMade
+    | PeerConnectionLost | TimerFired | Sent | LinkLost | OpenComm
     | CloseComm | SendCommData | StartRequest | StartStdinRequest | Answer | Shutdown
     | RegisterTarget | CallKernel | AdoptComms | Connect | AnswerStdin | Disconnect | Reconnect
     | DropIopub | CloseSession

@@ -40,6 +40,7 @@ from commspec.model.messages import FEATURE, SPEC_VERSION
 from ..errors import NoFrontend
 from .badinput import BadInput, RemoteProtocolError
 from .comms import CommRecord, KernelComms
+from .connections import ConnectionGone, PeerConnectionMap
 from .events import (
     Answer,
     Channel,
@@ -50,6 +51,9 @@ from .events import (
     CommOpened,
     Header,
     OpenComm,
+    PeerConnectionLost,
+    PeerConnectionMade,
+    PeerConnections,
     Received,
     Refused,
     Send,
@@ -151,6 +155,9 @@ class KernelProtocol(ProtocolCore):
                                         remember=remember)
         self.stdin = StdinRequests(ENDPOINT, emit, sink=sink, clock=clock, remember=remember)
         self.bad = BadInput(ENDPOINT, log)
+        #: which shell/stdin connection each frontend was last heard from on
+        self.connections = PeerConnectionMap(remember)
+        self._batch_bound = False
         #: the identity of the last frontend that sent a shell or control request
         self.last_sender: bytes | None = None
         self.shut_down = False
@@ -162,6 +169,9 @@ class KernelProtocol(ProtocolCore):
             Received: self._on_received,
             Refused: self._on_refused,
             SubscriptionFrames: self._on_subscriptions,
+            PeerConnections: self._on_connections,
+            PeerConnectionMade: self._on_connection_change,
+            PeerConnectionLost: self._on_connection_change,
             TimerFired: self._on_timer,
             Sent: self._on_sent,
             OpenComm: self._open_comm,
@@ -243,6 +253,8 @@ class KernelProtocol(ProtocolCore):
         self.bad.note(refused.reason, refused.detail)
 
     def _on_received(self, received: Received) -> None:
+        if not self._batch_bound:
+            self.connections.note(received)
         if received.channel is Channel.STDIN:
             self._guarded(self._on_stdin_reply, received)
         elif received.channel is Channel.IOPUB:
@@ -317,6 +329,44 @@ class KernelProtocol(ProtocolCore):
             self.policies.frontend_lost(self, change.peer)
         if change.emptied:
             self.policies.frontend_lost(self, None)
+
+    # -- the shell and stdin connections (connections.py) -------------------------------
+
+    def _on_connections(self, event: PeerConnections) -> None:
+        """Monitor events and the messages received before them: the messages' senders
+        are bound first, the messages handled (the drain rule), then the events act."""
+        self.connections.bind_batch(event.changes, event.drained)
+
+        def act() -> None:
+            for change in event.changes:
+                self._connection_gone(self.connections.apply(change))
+
+        self._batch_bound = True
+        try:
+            if event.changes:
+                self.policies.drain(self, event.drained, act)
+            else:
+                for item in event.drained:
+                    self.take(item)
+        finally:
+            self._batch_bound = False
+
+    def _on_connection_change(self, event: PeerConnectionMade | PeerConnectionLost) -> None:
+        self._on_connections(PeerConnections((event,)))
+
+    def _connection_gone(self, gone: ConnectionGone | None) -> None:
+        """The frontends last heard from on a connection that ended have left that channel:
+        their stdin requests end as when their presence topic goes (``peer_lost``)."""
+        if gone is None or not gone.identities:
+            return
+        how = "its fd was reused" if gone.by_reuse else "disconnected"
+        for identity in gone.identities:
+            ended = self.stdin.fail_peer(
+                identity, f"its frontend left (its {gone.channel.value} connection, "
+                f"fd {gone.fd}, {how})")
+            if ended:
+                log.info("kernel: frontend %s: %s connection gone, %d stdin request(s) ended",
+                         identity.decode("utf-8", "replace"), gone.channel.value, ended)
 
     def _welcome(self, topic: bytes) -> None:
         """JEP 65's welcome, for every subscribe; none for a topic that is not UTF-8 (JEP

@@ -11,6 +11,14 @@ Rules:
   message, so subscription changes are seen before the traffic that followed
   them. An unsubscribe is handed over with everything shell and stdin had
   already received (the drain rule's batch).
+- Which frontend's connection ended (``impl/core/connections.py``): each shell and
+  stdin message is read with the fd of its connection (``ZMQ_SRCFD``); the two
+  ROUTERs' socket monitors report connections accepted and gone. A message is
+  handed over alone only when its ROUTER's monitor has nothing queued behind it;
+  otherwise the ROUTERs and monitors are drained in turn until a drain of the
+  ROUTERs is followed by empty monitors, and the events go in with the messages
+  drained before them (``PeerConnections``), so the core can tell which
+  connection each came by.
 - The public API is thread-safe: calls from other threads are posted to the I/O
   thread (reads wait for its answer); comm requests return futures at once.
 """
@@ -39,6 +47,9 @@ from ..connection import CHANNELS, ConnectionInfo, read_connection_file, write_c
 from ..core.events import (
     Channel,
     Input,
+    PeerConnectionLost,
+    PeerConnectionMade,
+    PeerConnections,
     Received,
     Refused,
     Send,
@@ -50,7 +61,15 @@ from ..core.events import (
 from ..core.kernel import KernelProtocol
 from ..core.policies import KernelPolicies
 from ..errors import BadMessage, EndpointClosed
-from ..frames import readable, recv_frames, recv_subscription, send_frames, sent_by_peer
+from ..frames import (
+    readable,
+    recv_frames,
+    recv_frames_fd,
+    recv_monitor_events,
+    recv_subscription,
+    send_frames,
+    sent_by_peer,
+)
 from ..loop import IoLoop
 from ..runner import LoopRunner
 from ..targets import DEFAULT_TARGETS, TargetRegistry
@@ -66,6 +85,8 @@ log = logging.getLogger("commspec.kernel")
 BATCH = 256
 #: a bound on the drain rule, so a flood on shell cannot hold an unsubscribe forever
 DRAIN_LIMIT = 100_000
+#: the channels whose connections are watched (their ROUTERs have socket monitors)
+MONITORED = (Channel.SHELL, Channel.STDIN)
 
 Message = dict[str, Any]  # what the public API takes: plain JSON-able dicts
 T = TypeVar("T")
@@ -169,8 +190,14 @@ class KernelEndpoint(LoopRunner):
         sockets = self._sockets
         self._by_channel = {Channel.SHELL: sockets.shell, Channel.CONTROL: sockets.control,
                             Channel.STDIN: sockets.stdin, Channel.IOPUB: sockets.iopub}
+        self._monitors = {Channel.SHELL: sockets.shell_monitor,
+                          Channel.STDIN: sockets.stdin_monitor}
+        #: channels whose fds are not to be trusted until their ROUTER is seen empty
+        self._unsure: set[Channel] = set()
         # IOPub first: subscription changes are seen before the shell traffic after them.
         self._loop.add_reader(sockets.iopub, self._on_iopub)
+        for monitor in self._monitors.values():
+            self._loop.add_reader(monitor, self._on_monitor)
         for channel in (Channel.CONTROL, Channel.SHELL, Channel.STDIN):
             self._loop.add_reader(self._by_channel[channel], partial(self._on_router, channel))
         self._loop.on_exit(self._on_loop_exit)
@@ -471,19 +498,93 @@ class KernelEndpoint(LoopRunner):
             if readable(self._by_channel[Channel.IOPUB]):
                 self._on_iopub()
             item = self._recv(sock, channel)
+            monitor = self._monitors.get(channel)
+            if monitor is not None and readable(monitor):
+                # Events queued behind it: which connection it came by is for the batch
+                # to tell (connections.py), with everything else already received.
+                self._on_monitor(item)
+                continue
             if item is None:
+                self._unsure.discard(channel)  # seen empty: what comes next is newer
                 return
             self.feed(item)
 
     def _recv(self, sock: zmq.Socket[bytes], channel: Channel) -> Received | Refused | None:
-        """The next message on ``sock`` as an input, or None if none is queued."""
-        frames = recv_frames(sock)
-        if frames is None:
-            return None
+        """The next message on ``sock`` as an input, or None if none is queued. On shell
+        and stdin it says which connection it came by (its fd), unless that cannot be
+        trusted (a drain stopped at its bound with messages left behind)."""
+        fd: int | None = None
+        if channel in MONITORED:
+            got = recv_frames_fd(sock)
+            if got is None:
+                return None
+            frames, fd = got
+            if channel in self._unsure:
+                fd = None
+        else:
+            plain = recv_frames(sock)
+            if plain is None:
+                return None
+            frames = plain
         try:
-            return self.codec.decode(frames, channel.value)
+            return self.codec.decode(frames, channel.value, fd)
         except BadMessage as e:
             return Refused(channel, e.reason.value, str(e))
+
+    def _on_monitor(self, first: Received | Refused | None = None) -> None:
+        """Connections accepted and gone on shell and stdin, with every message those
+        ROUTERs had received before the events were read (``first``: one already read).
+
+        libzmq queues a connection's accept before its first message and its
+        disconnect after its last, so the ROUTERs are drained, then the monitors read,
+        until a drain is followed by empty monitors: whatever is read after this was
+        queued after every event handed over here.
+
+        Subscriptions are read once, first (``_on_router`` did so before ``first``):
+        nothing is published while the batch is read, so whatever a frontend sent on
+        seeing a publication was sent after its subscription had been queued, and
+        that was read here."""
+        monitors = self._monitors
+        if first is None:
+            if not any(readable(m) for m in monitors.values()):
+                return  # the other monitor's reader took it all already
+            if readable(self._by_channel[Channel.IOPUB]):
+                self._on_iopub()  # subscriptions first, as before every message
+        drained: list[Received | Refused] = [] if first is None else [first]
+        changes: list[PeerConnectionMade | PeerConnectionLost] = []
+        full = False
+        while True:
+            for channel in MONITORED:
+                full = self._drain_into(channel, drained) or full
+            events = [(channel, event, fd) for channel in MONITORED
+                      for event, fd in recv_monitor_events(monitors[channel])]
+            if not events:
+                break
+            for channel, event, fd in events:
+                if event == zmq.EVENT_ACCEPTED:
+                    changes.append(PeerConnectionMade(channel, fd))
+                elif event == zmq.EVENT_DISCONNECTED:
+                    changes.append(PeerConnectionLost(channel, fd))
+            if full:
+                break
+        if full:
+            # Left behind in a ROUTER: messages that may predate these events. Their fds
+            # are not trusted until that ROUTER has been seen empty.
+            self._unsure.update(MONITORED)
+        if changes or drained:
+            self.feed(PeerConnections(tuple(changes), tuple(drained)))
+
+    def _drain_into(self, channel: Channel, out: list[Received | Refused]) -> bool:
+        """Read ``channel``'s ROUTER into ``out`` until it is empty (False) or the drain
+        bound is reached (True)."""
+        sock = self._by_channel[channel]
+        while len(out) < DRAIN_LIMIT:
+            item = self._recv(sock, channel)
+            if item is None:
+                self._unsure.discard(channel)  # seen empty: what comes next is newer
+                return False
+            out.append(item)
+        return True
 
     def _on_iopub(self) -> None:
         sock = self._require_sockets().iopub
@@ -505,18 +606,25 @@ class KernelEndpoint(LoopRunner):
                                          self._drain() if unsubscribes else ()))
 
     def _drain(self) -> tuple[Received | Refused, ...]:
-        """The drain rule's I/O: every shell and stdin message already received."""
+        """The drain rule's I/O: every shell and stdin message already received. A
+        channel whose monitor has events queued behind them cannot say which connection
+        each came by: their fds are dropped (the core then trusts none of them)."""
         out: list[Received | Refused] = []
         for channel in (Channel.SHELL, Channel.STDIN):
-            sock = self._by_channel[channel]
-            while len(out) < DRAIN_LIMIT:
-                item = self._recv(sock, channel)
-                if item is None:
-                    break
-                out.append(item)
+            start = len(out)
+            if self._drain_into(channel, out):
+                self._unsure.add(channel)
+            if readable(self._monitors[channel]):
+                out[start:] = [_without_fd(item) for item in out[start:]]
         return tuple(out)
 
     def _require_sockets(self) -> KernelSockets:
         if self._sockets is None:
             raise EndpointClosed("the kernel's sockets are closed")
         return self._sockets
+
+
+def _without_fd(item: Received | Refused) -> Received | Refused:
+    if isinstance(item, Received) and item.fd is not None:
+        return Received(item.channel, item.identities, item.msg)
+    return item

@@ -9,6 +9,10 @@
 - ZMTP heartbeats on all four, set before bind (libzmq reads them when a
   connection is made): a frozen peer or a half-open link then ends in a
   disconnect, so in an unsubscribe too.
+- shell and stdin: a socket monitor each (``EVENT_ACCEPTED``, ``EVENT_DISCONNECTED``),
+  set up before bind so every connection is seen: with each message's
+  ``ZMQ_SRCFD`` it tells the kernel which frontend's connection ended
+  (``impl/core/connections.py``).
 - hb: a ROUTER that echoes every message, on a thread of its own, so a busy
   I/O thread never looks like a dead kernel.
 """
@@ -23,7 +27,10 @@ import zmq
 
 from ..connection import ConnectionInfo
 
-__all__ = ["HeartbeatEcho", "HeartbeatSettings", "KernelSockets"]
+__all__ = ["MONITORED_EVENTS", "HeartbeatEcho", "HeartbeatSettings", "KernelSockets"]
+
+#: what the shell and stdin monitors report: connections made and gone, with their fd
+MONITORED_EVENTS = int(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
 
 log = logging.getLogger("commspec.kernel")
 
@@ -59,11 +66,14 @@ class KernelSockets:
         heartbeat: HeartbeatSettings,
     ) -> None:
         self._all: list[zmq.Socket[bytes]] = []
+        self._monitored: list[zmq.Socket[bytes]] = []
         self.ports: dict[str, int] = {}
         try:
             self.shell = self._router(context, heartbeat)
             self.control = self._router(context, heartbeat)
             self.stdin = self._router(context, heartbeat)
+            self.shell_monitor = self._monitor(self.shell)
+            self.stdin_monitor = self._monitor(self.stdin)
             self.iopub = self._track(context.socket(zmq.XPUB))
             self.iopub.setsockopt(zmq.XPUB_VERBOSE, 1)
             heartbeat.apply(self.iopub)
@@ -87,7 +97,20 @@ class KernelSockets:
         heartbeat.apply(sock)
         return sock
 
+    def _monitor(self, sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+        """The socket monitor of ``sock`` (a PAIR the kernel's I/O thread reads)."""
+        monitor = self._track(sock.get_monitor_socket(MONITORED_EVENTS))
+        self._monitored.append(sock)
+        return monitor
+
     def close(self, linger: float = 0.0) -> None:
+        for sock in self._monitored:
+            if not sock.closed:
+                try:
+                    sock.disable_monitor()
+                except zmq.ZMQError as e:  # closing anyway
+                    log.debug("disable_monitor: %s", e)
+        self._monitored.clear()
         for sock in self._all:
             if not sock.closed:
                 sock.close(linger=_ms(linger) if linger > 0 else 0)

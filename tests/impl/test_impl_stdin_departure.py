@@ -1,0 +1,433 @@
+"""A stdin request ends when its frontend's connection does, with no frontend change.
+
+Stock frontends subscribe no peer topic, so while another frontend stays subscribed
+IOPub never says that one of them left. Its ROUTER connections do end: the kernel
+joins each message's ``ZMQ_SRCFD`` with its socket monitors' accept and disconnect
+events (``impl/core/connections.py``) and ends the pending stdin requests of the
+frontend whose connection went, as ``peer_lost`` (``unreachable``), as when a
+presence topic goes.
+
+The live tests use stock jupyter_client clients (in this process, and one in a
+process of its own that is SIGKILLed); the others drive the kernel core alone, with
+fds chosen by hand, to pin down the rule for fds the OS reuses.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from ki_peers import WAIT, KernelUnderTest, stock_wait_iopub
+
+from commspec.impl.core.connections import PeerConnectionMap
+from commspec.impl.core.events import (
+    Channel,
+    Effect,
+    Message,
+    PeerConnectionLost,
+    PeerConnectionMade,
+    PeerConnections,
+    Received,
+    RequestEnded,
+    Send,
+    Sent,
+    StartStdinRequest,
+    SubscriptionFrames,
+)
+from commspec.impl.core.kernel import KernelProtocol
+from commspec.impl.errors import Unreachable
+from commspec.impl.targets import ECHO
+from commspec.impl.tracing import match
+
+# =========================================================================
+# live: stock jupyter_client clients against the reference kernel
+# =========================================================================
+
+
+def _open_comm(client: Any) -> str:
+    comm_id = uuid.uuid4().hex
+    msg = client.session.msg("comm_open", {"comm_id": comm_id, "target_name": ECHO, "data": {}})
+    client.shell_channel.send(msg)
+    stock_wait_iopub(client, lambda m: m["msg_type"] == "status"
+                     and m["content"]["execution_state"] == "idle"
+                     and m["parent_header"].get("msg_id") == msg["header"]["msg_id"],
+                     what="comm_open idle")
+    return comm_id
+
+
+def _ask_stdin(kut: KernelUnderTest, client: Any, comm_id: str) -> str:
+    """The demo's ask_stdin: the kernel sends an input_request to ``client``. Returns its
+    msg_id once the kernel's stdin ROUTER took it (the trace's ``sent``) and the client
+    has it."""
+    mark = kut.sink.mark()
+    client.shell_channel.send(client.session.msg("comm_msg", {"comm_id": comm_id, "data": {
+        "jsonrpc": "2.0", "id": 1, "method": "ask_stdin", "params": {"prompt": "name?"}}}))
+    sent = kut.sink.wait_for(match(machine="stdin_request", event="sent"), since=mark)
+    asked = client.get_stdin_msg(timeout=WAIT)
+    assert asked["msg_type"] == "input_request"
+    assert asked["header"]["msg_id"] == sent.object
+    return sent.object
+
+
+def _ended(kut: KernelUnderTest, msg_id: str) -> list[str]:
+    return [e.event for e in kut.sink.find(match(machine="stdin_request", object=msg_id))
+            if e.event != "sent"]
+
+
+def test_closed_stock_client_ends_its_stdin_request_while_another_stays(
+    kut: KernelUnderTest, stock: Callable[[KernelUnderTest], Any]
+) -> None:
+    a, b = stock(kut), stock(kut)
+    for client in (a, b):
+        stock_wait_iopub(client, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
+    a_asked = _ask_stdin(kut, a, _open_comm(a))
+    b_comm = _open_comm(b)
+    b_asked = _ask_stdin(kut, b, b_comm)
+    assert kut.kernel.stdin_pending_count == 2
+
+    a.stop_channels()  # A goes; B stays subscribed, so IOPub says nothing
+    lost = kut.sink.wait_for(match(machine="stdin_request", object=a_asked, event="peer_lost"),
+                             timeout=WAIT)
+    assert lost.dest == "unreachable"
+    assert kut.kernel.subscriptions == 1, "B still holds the empty topic"
+    assert kut.kernel.presence_state != "disconnected"
+
+    # B's request is B's: still pending, and B's answer resolves it.
+    assert _ended(kut, b_asked) == []
+    assert kut.kernel.stdin_pending_count == 1
+    mark = kut.sink.mark()
+    asked = {"header": {"msg_id": b_asked, "msg_type": "input_request"}}
+    b.stdin_channel.send(b.session.msg("input_reply", {"value": "Ada"}, parent=asked))
+    kut.sink.wait_for(match(machine="stdin_request", object=b_asked, event="reply"), since=mark)
+    reply = stock_wait_iopub(b, lambda m: m["msg_type"] == "comm_msg"
+                             and "result" in m["content"]["data"], what="ask_stdin's answer")
+    assert reply["content"]["data"]["result"] == "Ada"
+    assert kut.kernel.stdin_pending_count == 0
+    assert kut.kernel.late_replies == 0
+
+
+_STOCK_CHILD = r"""
+import sys, uuid
+from jupyter_client import BlockingKernelClient
+client = BlockingKernelClient(connection_file=sys.argv[1])
+client.load_connection_file()
+client.session.session = uuid.uuid4().hex
+client.start_channels()
+def until(pred, what):
+    while True:
+        msg = client.get_iopub_msg(timeout=20)
+        if pred(msg):
+            return msg
+until(lambda m: m["msg_type"] == "iopub_welcome", "welcome")
+comm_id = uuid.uuid4().hex
+client.shell_channel.send(client.session.msg(
+    "comm_open", {"comm_id": comm_id, "target_name": sys.argv[2], "data": {}}))
+client.shell_channel.send(client.session.msg("comm_msg", {"comm_id": comm_id, "data": {
+    "jsonrpc": "2.0", "id": 1, "method": "ask_stdin", "params": {"prompt": "name?"}}}))
+asked = client.get_stdin_msg(timeout=20)
+print(asked["msg_type"], asked["header"]["msg_id"], flush=True)
+sys.stdin.read()  # held until killed
+"""
+
+
+@pytest.fixture
+def stock_process() -> Iterator[Callable[[KernelUnderTest], subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(kut: KernelUnderTest) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _STOCK_CHILD, kut.connection_file, ECHO],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=WAIT)
+
+
+def _read_line(process: subprocess.Popen[bytes], timeout: float) -> str:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise TimeoutError(f"the stock client printed nothing within {timeout} s")
+    return process.stdout.readline().decode().strip()
+
+
+def test_killed_stock_client_process_ends_its_stdin_request(
+    kut: KernelUnderTest, stock: Callable[[KernelUnderTest], Any],
+    stock_process: Callable[[KernelUnderTest], subprocess.Popen[bytes]],
+) -> None:
+    b = stock(kut)
+    stock_wait_iopub(b, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
+    process = stock_process(kut)
+    line = _read_line(process, 4 * WAIT)  # a fresh interpreter imports jupyter_client
+    msg_type, a_asked = line.split()
+    assert msg_type == "input_request"
+    assert kut.kernel.stdin_pending_count == 1
+
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=WAIT)
+    lost = kut.sink.wait_for(match(machine="stdin_request", object=a_asked, event="peer_lost"),
+                             timeout=WAIT)
+    assert lost.dest == "unreachable"
+    assert kut.kernel.subscriptions == 1, "B still holds the empty topic"
+    assert kut.kernel.stdin_pending_count == 0
+
+
+# =========================================================================
+# the core alone: the fd rule, with fds chosen by hand
+# =========================================================================
+
+X, Y = b"frontend-x", b"frontend-y"
+ASK = {"prompt": "?", "password": False}
+
+
+def _msg(msg_id: str, msg_type: str, session: str = "fe",
+         parent: dict[str, Any] | None = None, content: dict[str, Any] | None = None) -> Message:
+    header = {"msg_id": msg_id, "msg_type": msg_type, "session": session}
+    return {"header": header, "parent_header": parent or {}, "metadata": {},
+            "content": content or {}, "buffers": [], "msg_id": msg_id, "msg_type": msg_type}
+
+
+class Core:
+    """A kernel core, one subscriber, and helpers that speak for shell, stdin and monitor."""
+
+    def __init__(self, remember: int = 10_000) -> None:
+        ids = iter(range(1, 1_000_000))
+        self.core = KernelProtocol(session_id="k", key=b"secret", targets=lambda name: None,
+                                   new_msg_id=lambda: f"k{next(ids)}", remember=remember)
+        self.ended: dict[str, RequestEnded] = {}
+        self._n = 0
+        self.feed(SubscriptionFrames((b"\x01",), (True,)))
+
+    def feed(self, event: Any) -> list[Effect]:
+        effects = self.core.handle(event, 0.0)
+        for effect in effects:
+            if isinstance(effect, RequestEnded):
+                self.ended[effect.msg_id] = effect
+        return effects
+
+    def shell(self, identity: bytes, fd: int | None) -> Received:
+        self._n += 1
+        return Received(Channel.SHELL, (identity,), _msg(f"s{self._n}", "kernel_info_request"),
+                        fd)
+
+    def ask(self, identity: bytes) -> str:
+        """A stdin request to ``identity`` that the stdin ROUTER took: pending."""
+        self._n += 1
+        msg_id = f"ask{self._n}"
+        effects = self.feed(StartStdinRequest(msg_id, "input_request", ASK, identity))
+        assert [e.confirm for e in effects if isinstance(e, Send)] == [True]
+        self.feed(Sent(msg_id, True))
+        assert self.core.stdin.is_pending(msg_id)
+        return msg_id
+
+    def reply(self, identity: bytes, asked: str, fd: int | None) -> Received:
+        self._n += 1
+        return Received(Channel.STDIN, (identity,), _msg(
+            f"r{self._n}", "input_reply", parent={"msg_id": asked, "msg_type": "input_request"},
+            content={"value": "Ada"}), fd)
+
+    def unreachable(self, msg_id: str) -> bool:
+        ended = self.ended.get(msg_id)
+        return ended is not None and isinstance(ended.error, Unreachable)
+
+    def pending(self, msg_id: str) -> bool:
+        return self.core.stdin.is_pending(msg_id)
+
+
+def made(fd: int, channel: Channel = Channel.SHELL) -> PeerConnectionMade:
+    return PeerConnectionMade(channel, fd)
+
+
+def lost(fd: int, channel: Channel = Channel.SHELL) -> PeerConnectionLost:
+    return PeerConnectionLost(channel, fd)
+
+
+def test_disconnect_ends_the_requests_of_the_identity_last_seen_on_it() -> None:
+    c = Core()
+    c.feed(made(7))
+    c.feed(c.shell(X, 7))
+    asked = c.ask(X)
+    c.feed(made(8))
+    c.feed(c.shell(Y, 8))
+    other = c.ask(Y)
+    c.feed(lost(7))
+    assert c.unreachable(asked), "X's connection is gone: peer_lost, unreachable"
+    assert c.pending(other), "Y's connection is not"
+    assert c.core.connections.connection_of(Channel.SHELL, X) is None
+    # the same outcome, and the same wording of its cause, as a presence departure
+    error = c.ended[asked].error
+    assert error is not None and error.state == "unreachable"
+
+
+def test_a_reused_fd_binds_the_new_connection_not_the_old_one() -> None:
+    c = Core()
+    c.feed(made(7))
+    c.feed(c.shell(X, 7))
+    c.feed(lost(7))  # X's connection goes; the OS gives fd 7 to the next one
+    c.feed(made(7))
+    c.feed(c.shell(Y, 7))
+    asked = c.ask(Y)
+    # X sent nothing since: nothing of X's can be on the new connection on fd 7.
+    assert c.core.connections.connection_of(Channel.SHELL, X) is None
+    # A second disconnect report for the old connection cannot exist (libzmq reports
+    # each once, and the accept came after it); the one that comes is the new one's.
+    c.feed(lost(7))
+    assert c.unreachable(asked)
+
+
+def test_a_stale_disconnect_read_with_the_new_connections_message_spares_it() -> None:
+    """fd 7 closed and reused within one batch: X left, Y came on fd 7 and already sent.
+    Y's message may be from either connection, so it proves nothing and binds nothing:
+    the old connection's disconnect cannot end Y's request."""
+    c = Core()
+    c.feed(made(7))
+    c.feed(c.shell(Y, 7))  # say Y had a connection on 7 earlier...
+    c.feed(lost(7))
+    c.feed(made(7))
+    c.feed(c.shell(X, 7))  # ...and X has the current one
+    x_asked = c.ask(X)
+    c.feed(made(9))
+    c.feed(c.shell(Y, 9))
+    y_asked = c.ask(Y)
+    # X's connection goes; Y reconnects on the freed fd 7 and speaks, all before the
+    # kernel read any of it.
+    c.feed(PeerConnections((lost(7), made(7)), (c.shell(Y, 7),)))
+    assert c.unreachable(x_asked)
+    assert c.pending(y_asked), "an ambiguous message binds nothing"
+    assert c.core.connections.connection_of(Channel.SHELL, Y) is None
+    # Y's next message, alone, proves where it is now.
+    c.feed(c.shell(Y, 7))
+    c.feed(lost(9))
+    assert c.pending(y_asked), "Y is no longer on fd 9"
+    c.feed(lost(7))
+    assert c.unreachable(y_asked)
+
+
+def test_an_accept_in_the_batch_alone_tells_the_connection() -> None:
+    """fd 7 was closed before the batch: a message on fd 7 in a batch that accepts one
+    connection there can only be from that connection."""
+    c = Core()
+    c.feed(made(7))
+    c.feed(lost(7))
+    c.feed(PeerConnections((made(7), made(8)), (c.shell(X, 7),)))
+    asked = c.ask(X)
+    c.feed(lost(8))
+    assert c.pending(asked)
+    c.feed(lost(7))
+    assert c.unreachable(asked)
+
+
+def test_a_reply_drained_before_the_disconnect_wins() -> None:
+    """The drain rule: the answer that had arrived before X's connection was reported
+    gone resolves the request; the disconnect then finds nothing pending."""
+    c = Core()
+    c.feed(PeerConnections((made(7), made(5, Channel.STDIN))))
+    c.feed(c.shell(X, 7))
+    asked = c.ask(X)
+    c.feed(PeerConnections((lost(7), lost(5, Channel.STDIN)), (c.reply(X, asked, 5),)))
+    ended = c.ended[asked]
+    assert ended.error is None and ended.result == "Ada"
+    assert c.core.stdin.late_replies == 0
+
+
+def test_the_stdin_connection_counts_too() -> None:
+    c = Core()
+    c.feed(PeerConnections((made(7), made(5, Channel.STDIN))))
+    c.feed(c.shell(X, 7))
+    first = c.ask(X)
+    c.feed(c.reply(X, first, 5))  # X answered once on stdin: its stdin fd is known
+    asked = c.ask(X)
+    c.feed(lost(5, Channel.STDIN))
+    assert c.unreachable(asked)
+
+
+def test_what_cannot_prove_its_connection_unbinds() -> None:
+    c = Core()
+    c.feed(made(7))
+    c.feed(c.shell(X, 7))
+    c.feed(c.shell(X, None))  # no fd: X may be anywhere now
+    asked = c.ask(X)
+    c.feed(lost(7))
+    assert c.pending(asked)
+    c.feed(c.shell(X, 12))  # an fd with no accepted connection: no proof either
+    c.feed(lost(12))
+    assert c.pending(asked)
+    assert c.core.connections.unmatched == 1
+
+
+def test_an_accept_on_an_fd_never_reported_lost_ends_the_old_connection() -> None:
+    """The monitor dropped a disconnect (its queue was full): the OS cannot give out an
+    fd that is still open, so the accept proves the old connection gone."""
+    c = Core()
+    c.feed(made(7))
+    c.feed(c.shell(X, 7))
+    asked = c.ask(X)
+    c.feed(made(7))
+    assert c.unreachable(asked)
+
+
+def test_a_broken_rule_that_binds_fds_would_end_a_live_frontend() -> None:
+    """What the serial numbers are for: a map from identity to fd alone ends Y's
+    request when the disconnect of fd 7's *previous* connection is handled after Y's
+    message on the new one. The kernel's map does not."""
+
+    class ByFd:  # the broken rule: fd -> identities, no connections
+        def __init__(self) -> None:
+            self.on: dict[int, set[bytes]] = {}
+
+        def seen(self, identity: bytes, fd: int) -> None:
+            self.on.setdefault(fd, set()).add(identity)
+
+        def lost(self, fd: int) -> set[bytes]:
+            return self.on.pop(fd, set())
+
+    broken = ByFd()
+    broken.seen(X, 7)
+    broken.seen(Y, 7)  # Y on the reused fd 7, read before X's disconnect
+    assert broken.lost(7) == {X, Y}, "the broken rule ends Y too"
+
+    c = Core()
+    c.feed(made(7))
+    c.feed(c.shell(X, 7))
+    x_asked = c.ask(X)
+    c.feed(made(9))
+    c.feed(c.shell(Y, 9))
+    y_asked = c.ask(Y)
+    c.feed(PeerConnections((lost(7), made(7)), (c.shell(Y, 7),)))
+    assert c.unreachable(x_asked) and c.pending(y_asked)
+
+
+def test_the_map_is_bounded_least_recently_heard_first() -> None:
+    connections = PeerConnectionMap(capacity=2)
+    connections.apply(made(7))
+    for identity in (b"a", b"b", b"c"):
+        connections.note(Received(Channel.SHELL, (identity,), _msg("m", "kernel_info_request"),
+                                  7))
+    assert connections.bound == 2
+    assert connections.connection_of(Channel.SHELL, b"a") is None
+    gone = connections.apply(lost(7))
+    assert gone is not None and gone.identities == (b"b", b"c")
+    assert connections.bound == 0
+    with pytest.raises(ValueError):
+        PeerConnectionMap(capacity=-1)
+
+
+def test_control_and_unknown_senders_bind_nothing() -> None:
+    connections = PeerConnectionMap()
+    connections.apply(made(7, Channel.SHELL))
+    connections.note(Received(Channel.CONTROL, (X,), _msg("m", "kernel_info_request"), 7))
+    connections.note(Received(Channel.SHELL, (), _msg("m", "kernel_info_request"), 7))
+    assert connections.bound == 0
