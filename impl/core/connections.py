@@ -78,6 +78,8 @@ class PeerConnectionMap:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.capacity = capacity
         self._open: dict[tuple[Channel, int], int] = {}
+        #: the fd of each open connection, by serial
+        self._fds: dict[int, int] = {}
         self._where: OrderedDict[tuple[Channel, bytes], int] = OrderedDict()
         self._members: dict[int, set[bytes]] = {}
         self._serial = 0
@@ -96,6 +98,11 @@ class PeerConnectionMap:
 
     def open_on(self, channel: Channel, fd: int) -> int | None:
         return self._open.get((channel, fd))
+
+    def fd_of(self, channel: Channel, identity: bytes) -> int | None:
+        """The fd of the connection ``identity`` was last heard from on, if proven."""
+        serial = self._where.get((channel, identity))
+        return self._fds.get(serial) if serial is not None else None
 
     @property
     def bound(self) -> int:
@@ -147,10 +154,12 @@ class PeerConnectionMap:
             if serial is None:
                 self.unmatched += 1
                 return None
+            self._fds.pop(serial, None)
             return ConnectionGone(change.channel, change.fd, self._end(change.channel, serial))
         gone: ConnectionGone | None = None
         old = self._open.pop(key, None)
         if old is not None:
+            self._fds.pop(old, None)
             gone = ConnectionGone(change.channel, change.fd, self._end(change.channel, old),
                                   by_reuse=True)
         planned = self._planned.get(key)
@@ -160,6 +169,7 @@ class PeerConnectionMap:
             self._serial += 1
             serial = self._serial
         self._open[key] = serial
+        self._fds[serial] = change.fd
         return gone
 
     # -- the map -----------------------------------------------------------------------

@@ -327,6 +327,11 @@ class KernelEndpoint(LoopRunner):
     def stdin_pending_count(self) -> int:
         return self._read(lambda: self.core.stdin.pending_count)
 
+    def connection_fd(self, identity: bytes, channel: str = "shell") -> int | None:
+        """The fd of the shell (or stdin) connection the frontend ``identity`` was last
+        heard from on, if the kernel could tell (``impl/core/connections.py``)."""
+        return self._read(lambda: self.core.connections.fd_of(Channel(channel), identity))
+
     @property
     def bad_input(self) -> Counter[str]:
         """Bad input dropped so far, by reason."""

@@ -155,13 +155,25 @@ def stock_process() -> Iterator[Callable[[KernelUnderTest], subprocess.Popen[byt
         process.communicate(timeout=WAIT)
 
 
-def _read_line(process: subprocess.Popen[bytes], timeout: float) -> str:
+def _asked_in_child(kut: KernelUnderTest,
+                    start: Callable[[KernelUnderTest], subprocess.Popen[bytes]]
+                    ) -> tuple[subprocess.Popen[bytes], str]:
+    """A stock client in a process of its own that was sent an input_request and holds
+    it: the process, and the request's msg_id (as the child printed it)."""
+    process = start(kut)
     assert process.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            raise TimeoutError(f"the stock client printed nothing within {timeout} s")
-    return process.stdout.readline().decode().strip()
+        # a fresh interpreter imports jupyter_client first: a generous bound
+        if not selector.select(8 * WAIT):
+            raise TimeoutError(f"the stock client printed nothing within {8 * WAIT} s")
+    line = process.stdout.readline().decode().split()
+    if len(line) != 2 or line[0] != "input_request":
+        process.kill()
+        _, err = process.communicate(timeout=WAIT)
+        raise AssertionError(f"the stock client printed {line!r}; its stderr: {err.decode()}")
+    kut.sink.wait_for(match(machine="stdin_request", object=line[1], event="sent"))
+    return process, line[1]
 
 
 def test_killed_stock_client_process_ends_its_stdin_request(
@@ -170,10 +182,7 @@ def test_killed_stock_client_process_ends_its_stdin_request(
 ) -> None:
     b = stock(kut)
     stock_wait_iopub(b, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
-    process = stock_process(kut)
-    line = _read_line(process, 4 * WAIT)  # a fresh interpreter imports jupyter_client
-    msg_type, a_asked = line.split()
-    assert msg_type == "input_request"
+    process, a_asked = _asked_in_child(kut, stock_process)
     assert kut.kernel.stdin_pending_count == 1
 
     os.kill(process.pid, signal.SIGKILL)
@@ -183,6 +192,54 @@ def test_killed_stock_client_process_ends_its_stdin_request(
     assert lost.dest == "unreachable"
     assert kut.kernel.subscriptions == 1, "B still holds the empty topic"
     assert kut.kernel.stdin_pending_count == 0
+
+
+def test_frozen_stock_client_ends_its_stdin_request_at_the_heartbeat_timeout(
+    kut: KernelUnderTest, stock: Callable[[KernelUnderTest], Any],
+    stock_process: Callable[[KernelUnderTest], subprocess.Popen[bytes]],
+) -> None:
+    """SIGSTOP: no FIN, no unsubscribe. The kernel's ZMTP heartbeats drop the silent
+    connections after their timeout, and that is the departure."""
+    b = stock(kut)
+    stock_wait_iopub(b, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
+    process, a_asked = _asked_in_child(kut, stock_process)
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        lost = kut.sink.wait_for(
+            match(machine="stdin_request", object=a_asked, event="peer_lost"),
+            timeout=kut.kernel.config.heartbeat.timeout + 4 * WAIT)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    assert lost.dest == "unreachable"
+    assert kut.kernel.subscriptions == 1, "B still holds the empty topic"
+
+
+def test_a_new_client_after_one_left_is_not_taken_for_it(
+    kut: KernelUnderTest, stock: Callable[[KernelUnderTest], Any]
+) -> None:
+    """A leaves; C connects (the OS hands out the fds A's connections freed, lowest
+    first) and is asked in turn: A's departure is not C's, and C's answer resolves C's
+    request."""
+    b = stock(kut)
+    stock_wait_iopub(b, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
+    a = stock(kut)
+    stock_wait_iopub(a, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
+    a_asked = _ask_stdin(kut, a, _open_comm(a))
+    assert kut.kernel.connection_fd(a.session.bsession) is not None
+    a.stop_channels()
+    kut.sink.wait_for(match(machine="stdin_request", object=a_asked, event="peer_lost"))
+    assert kut.kernel.connection_fd(a.session.bsession) is None
+
+    c = stock(kut)
+    stock_wait_iopub(c, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
+    c_asked = _ask_stdin(kut, c, _open_comm(c))
+    assert kut.kernel.connection_fd(c.session.bsession) is not None
+    mark = kut.sink.mark()
+    asked = {"header": {"msg_id": c_asked, "msg_type": "input_request"}}
+    c.stdin_channel.send(c.session.msg("input_reply", {"value": "Cy"}, parent=asked))
+    replied = kut.sink.wait_for(match(machine="stdin_request", object=c_asked), since=mark)
+    assert (replied.event, replied.dest) == ("reply", "replied")
+    assert kut.kernel.connection_fd(c.session.bsession, "stdin") is not None
 
 
 # =========================================================================
