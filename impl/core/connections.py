@@ -41,6 +41,12 @@ Rules (one map per kernel, for the shell and stdin ROUTERs):
   N; one for an fd with no open connection ends nothing. An accept on an fd whose
   connection was never reported lost (a monitor event dropped) proves that
   connection gone: its identities end too, then the new one opens.
+- **Which requests end.** A stdin request addressed to X ends (``peer_lost``) when
+  the connection X was last heard from on stdin *or on shell* is lost: a stock
+  frontend sends nothing on stdin before it answers, so the shell connection that
+  carried its request is the one known, and a Jupyter frontend's channels live and
+  die with its process. Each channel is its own map: fds are the process's, but
+  each monitor orders only its own socket's events.
 - **Bounded.** At most ``capacity`` identities are bound, the least recently heard
   from forgotten first (a forgotten identity is simply unbound).
 """

@@ -3,9 +3,11 @@
 Rules (the shape of h11 and wsproto):
 - An *input* is something that happened: a message received on a channel from
   an identity, an XPUB frame (an unsubscribe carries the messages already
-  received before it, the drain rule's batch), a frame the wire refused, a send
-  that could not go out, a timer that fired, a lost link, or a call of the
-  application. A lost link is an input like any other, not an exception path.
+  received before it, the drain rule's batch), a shell or stdin connection
+  accepted or gone (with the messages received before it, the same way), a frame
+  the wire refused, a send that could not go out, a timer that fired, a lost link,
+  or a call of the application. A lost link or connection is an input like any
+  other, not an exception path.
 - An *effect* is something the core wants done: send a message, start or
   cancel a timer, end a request (its result or its failure), tell the
   application (a comm opened, data arrived, a comm lost or closed), trace a
