@@ -25,9 +25,10 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from .system import Step, SystemModel
-from .world import Frontend, World
+from .world import Frontend, Kernel, KernelComm, Request, World
 
 __all__ = ["FrontendSymmetry", "replay"]
 
@@ -36,46 +37,64 @@ class FrontendSymmetry:
     """The canonical representative of a world under renumbering of its frontends."""
 
     def __init__(self) -> None:
-        #: each frontend state seen, by first sight: the sort order of frontends
-        self._rank: dict[Frontend, int] = {}
+        #: each frontend state seen: its rank in the sort order (by first sight of its
+        #: counter-free form), that form, and whether it is the state itself
+        self._seen: dict[Frontend, tuple[int, Frontend, bool]] = {}
+        self._ranks: dict[Frontend, int] = {}
+
+    def _learn(self, fe: Frontend) -> tuple[int, Frontend, bool]:
+        plain = fe._replace(late_replies=0) if fe.late_replies else fe
+        rank = self._ranks.setdefault(plain, len(self._ranks))
+        entry = self._seen[fe] = (rank, plain, plain is fe)
+        return entry
 
     def canonical(self, w: World) -> World:
+        # The hottest call of the checker (once per step), so the common cases
+        # (nothing to renumber; frontends told apart by their own states) are short,
+        # and tuples are built directly rather than through _replace.
         k = w.kernel
-        fes = w.frontends
-        late = k.late_replies or any(fe.late_replies for fe in fes)
-        if late:
-            fes = tuple(fe._replace(late_replies=0) if fe.late_replies else fe for fe in fes)
-            k = k._replace(late_replies=0)
-        n = len(fes)
-        if n == 1:
-            return w._replace(kernel=k, frontends=fes) if late else w
-        rank = self._rank
-        keys = []
-        for f, fe in enumerate(fes):
-            r = rank.get(fe)
-            if r is None:
-                r = rank[fe] = len(rank)
-            keys.append((
-                r,
+        seen = self._seen
+        ranked = [seen.get(fe) or self._learn(fe) for fe in w.frontends]
+        n = len(ranked)
+        if n == 2:  # the ladder's case, worth its own lines
+            a, b = ranked
+            if a[0] < b[0] and a[2] and b[2] and not k.late_replies:
+                return w
+        late = k.late_replies != 0 or not all(entry[2] for entry in ranked)
+        keys: list[Any] = [entry[0] for entry in ranked]
+        if len(set(keys)) < n:
+            # frontends in the same state, told apart by what the kernel and the
+            # requests say about them
+            keys = [(
+                keys[f],
                 k.peers[f],
                 tuple(c for c, kc in enumerate(k.comms) if kc.owner == f),
                 tuple(s for s, req in enumerate(w.requests) if req is not None and req.party == f),
-            ))
+            ) for f in range(n)]
         order = sorted(range(n), key=keys.__getitem__)
-        if all(f == i for i, f in enumerate(order)):
-            return w._replace(kernel=k, frontends=fes) if late else w
+        if order == list(range(n)):
+            if not late:
+                return w
+            return World(Kernel(k.up, k.presence, k.peers, k.comms, k.owed, 0),
+                         tuple(entry[1] for entry in ranked), *w[2:])
         new = [0] * n
         for i, f in enumerate(order):
             new[f] = i
-        k = k._replace(
-            peers=tuple(k.peers[f] for f in order),
-            comms=tuple(kc if kc.owner < 0 else kc._replace(owner=new[kc.owner]) for kc in k.comms),
+        kernel = Kernel(
+            k.up,
+            k.presence,
+            tuple(k.peers[f] for f in order),
+            tuple(kc if kc.owner < 0 else KernelComm(kc.state, new[kc.owner], kc.cause)
+                  for kc in k.comms),
+            k.owed,
+            0,
         )
         requests = tuple(
-            req if req is None or req.party < 0 else req._replace(party=new[req.party])
+            req if req is None or req.party < 0
+            else Request(req.kind, req.comm, new[req.party], req.state, req.delivered)
             for req in w.requests
         )
-        return w._replace(kernel=k, frontends=tuple(fes[f] for f in order), requests=requests)
+        return World(kernel, tuple(ranked[f][1] for f in order), requests, *w[3:])
 
     def edges(self, model: SystemModel) -> Callable[[World], Iterator[tuple[Step, World]]]:
         """The model's steps, each leading to the canonical form of its successor."""

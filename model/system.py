@@ -87,6 +87,7 @@ from .world import (
     NO_ARG,
     CloseCause,
     Frontend,
+    Kernel,
     KernelComm,
     Kind,
     Message,
@@ -154,7 +155,8 @@ class Draft:
         self.faults_left = w.faults_left
 
     def freeze(self) -> World:
-        kernel = self.kernel._replace(comms=tuple(self.kcomms))
+        k = self.kernel
+        kernel = Kernel(k.up, k.presence, k.peers, tuple(self.kcomms), k.owed, k.late_replies)
         return World(
             kernel,
             tuple(self.fe),
@@ -182,7 +184,7 @@ class Draft:
         """IOPub: reaches each frontend whose current subscription is live, else dropped."""
         for f, fe in enumerate(self.fe):
             if fe.sub_live and (only is None or f == only) and f != skip:
-                self.fe[f] = fe._replace(iopub=(*fe.iopub, msg))
+                self.set_fe(f, iopub=(*fe.iopub, msg))
 
 
 def _without(items: tuple[int, ...], drop: int) -> tuple[int, ...]:
@@ -834,9 +836,9 @@ class SystemModel:
             ):
                 d.set_req(r, STDIN_REQUEST.step(req.state, StdinRequestEvent.INTERRUPT))
         d.kernel = d.kernel._replace(up=False, owed=())
-        for f, fe in enumerate(d.fe):
+        for f in range(len(d.fe)):
             # The kernel process exits: every connection ends; what was sent stays sent.
-            d.fe[f] = fe._replace(linked=False, sub_live=False, sub_up=(), shell=(), stdin_up=())
+            d.set_fe(f, linked=False, sub_live=False, sub_up=(), shell=(), stdin_up=())
         return Step(Shutdown(), "kernel shuts down"), d.freeze()
 
 

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
+import os
+import queue as queue_module
 import resource
+import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import Any
 
 from commspec.chart import render_chart
 from commspec.model.checker import Result, Stats, Violation, check
@@ -45,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             metavar="N",
             help=f"{meaning} (default {getattr(DEFAULTS, name)} when another bound is given)",
         )
+    p.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                   metavar="N", help="explore up to N rungs of the ladder at once, each in "
+                   "a process of its own (default: %(default)s, the CPUs here, at most 2)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--chart", metavar="FILE", type=Path, default=None,
                    help="on a violation, draw its counterexample as a message sequence "
@@ -59,8 +68,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"commspec check: {e}", file=sys.stderr)
         return 2
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        print(f"commspec check: --jobs must be at least 1, got {jobs}", file=sys.stderr)
+        return 2
     done: list[tuple[Rung, Result]] = []
-    current: list[Stats] = []
+    start = time.monotonic()
+    progress = _Progress(show=not args.quiet)
+    results = (_in_parallel(rungs, jobs, progress) if jobs > 1 and len(rungs) > 1
+               else _in_order(rungs, progress))
     try:
         for n, rung in enumerate(rungs, 1):
             b = rung.bounds
@@ -68,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"commspec check: {where}{b.frontends} frontends, {b.comms} comms, "
                   f"{b.requests} requests, {b.reconnects} reconnects, {b.faults} faults",
                   flush=True)
-            current[:] = []
-            result = check(SystemModel(b), progress=_progress(current, show=not args.quiet))
+            progress.watch(n - 1)
+            result = next(results)
             done.append((rung, result))
             report(result)
             if result.violation is not None:
@@ -78,11 +94,117 @@ def run(args: argparse.Namespace) -> int:
                     _draw(chart, result.violation, b, rung.name)
                 break
     except KeyboardInterrupt:
-        _summary(done, interrupted=current[-1] if current else Stats())
+        _summary(done, interrupted=progress.latest())
         return 130
+    finally:
+        results.close()  # a parallel run's workers end here, finished or not
     if not given:
-        _summary(done)
+        _summary(done, wall=time.monotonic() - start, jobs=min(jobs, len(rungs)))
     return 0 if all(r.ok for _, r in done) else 1
+
+
+class _Progress:
+    """The latest figures of each rung being explored; those of the rung being
+    reported are printed (unless quiet) and kept for an interrupted run's summary."""
+
+    def __init__(self, *, show: bool) -> None:
+        self.show = show
+        self.watched = 0
+        self._latest: dict[int, tuple[Stats, float]] = {}
+
+    def watch(self, rung: int) -> None:
+        self.watched = rung
+
+    def latest(self) -> tuple[Stats, float]:
+        """The watched rung's figures and the memory of the process exploring it."""
+        return self._latest.get(self.watched, (Stats(), _rss_mib()))
+
+    def record(self, rung: int, s: Stats, rss_mib: float) -> None:
+        self._latest[rung] = (Stats(s.states, s.transitions, s.frontier, s.depth, s.seconds),
+                              rss_mib)
+        if self.show and rung == self.watched:
+            print(
+                f"  ... {s.states:>9,} states  frontier {s.frontier:>8,}  depth {s.depth:>3}  "
+                f"{s.rate:>8,.0f} states/s  {rss_mib:>6,.0f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def of(self, rung: int) -> Callable[[Stats], None]:
+        return lambda s: self.record(rung, s, _rss_mib())
+
+
+def _in_order(rungs: list[Rung], progress: _Progress) -> Generator[Result, None, None]:
+    for n, rung in enumerate(rungs):
+        yield check(SystemModel(rung.bounds), progress=progress.of(n))
+
+
+# -- the ladder on several processes ------------------------------------------------
+# Each rung is explored by a process of its own (forked, so it sees the parent's model
+# classes), at most ``jobs`` at once; the costliest (the last: the ladder runs cheapest
+# first) start first, so the run takes about as long as its largest rung. Results are
+# reported in ladder order, as the sequential run reports them, and the first
+# violation ends the run and its workers. Workers ignore SIGINT: a Ctrl-C is the
+# parent's, which then ends them. A worker that dies without a result is an error.
+
+
+def _worker(n: int, bounds: Bounds, out: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = check(SystemModel(bounds),
+                       progress=lambda s: out.put(("progress", n, s, _rss_mib())))
+    except Exception as e:  # reported by the parent, which owns the terminal
+        out.put(("failed", n, f"{type(e).__name__}: {e}"))
+        return
+    out.put(("done", n, result))
+
+
+def _in_parallel(
+    rungs: list[Rung], jobs: int, progress: _Progress
+) -> Generator[Result, None, None]:
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    waiting = list(range(len(rungs)))  # popped from the end: costliest first
+    running: dict[int, multiprocessing.process.BaseProcess] = {}
+    results: dict[int, Result] = {}
+
+    def start_more() -> None:
+        while waiting and len(running) < jobs:
+            n = waiting.pop()
+            running[n] = context.Process(target=_worker, args=(n, rungs[n].bounds, out),
+                                         name=f"commspec check: {rungs[n].name}", daemon=True)
+            running[n].start()
+
+    try:
+        start_more()
+        for n in range(len(rungs)):
+            while n not in results:
+                try:
+                    message = out.get(timeout=0.2)
+                except queue_module.Empty:
+                    for m, proc in running.items():
+                        if not proc.is_alive() and m not in results:
+                            raise RuntimeError(f"the process exploring rung {rungs[m].name!r} "
+                                               f"ended without a result (exit code "
+                                               f"{proc.exitcode})") from None
+                    continue
+                kind, m, *rest = message
+                if kind == "progress":
+                    progress.record(m, *rest)
+                elif kind == "failed":
+                    raise RuntimeError(f"rung {rungs[m].name!r}: {rest[0]}")
+                else:
+                    results[m] = rest[0]
+                    running.pop(m).join()
+                    start_more()
+            yield results.pop(n)
+    finally:
+        for proc in running.values():
+            proc.terminate()
+        for proc in running.values():
+            proc.join()
+        out.close()
+        out.join_thread()
 
 
 def _draw(path: Path, violation: Violation, bounds: Bounds, rung: str) -> None:
@@ -99,23 +221,12 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _progress(seen: list[Stats], *, show: bool) -> Callable[[Stats], None]:
-    """Keeps the latest figures in ``seen`` (for an interrupted run's summary, quiet or
-    not) and prints them unless ``show`` is off."""
-    def record(s: Stats) -> None:
-        seen[:] = [Stats(s.states, s.transitions, s.frontier, s.depth, s.seconds)]
-        if not show:
-            return
-        print(
-            f"  ... {s.states:>9,} states  frontier {s.frontier:>8,}  depth {s.depth:>3}  "
-            f"{s.rate:>8,.0f} states/s  {_rss_mib():>6,.0f} MiB",
-            file=sys.stderr,
-            flush=True,
-        )
-    return record
-
-
-def _summary(done: list[tuple[Rung, Result]], interrupted: Stats | None = None) -> None:
+def _summary(
+    done: list[tuple[Rung, Result]],
+    interrupted: tuple[Stats, float] | None = None,
+    wall: float | None = None,
+    jobs: int = 1,
+) -> None:
     print("\nrung                       states   transitions  seconds  verdict")
     for rung, result in done:
         s = result.stats
@@ -123,13 +234,16 @@ def _summary(done: list[tuple[Rung, Result]], interrupted: Stats | None = None) 
         verdict = "held" if v is None else f"VIOLATED {v.property}"
         print(f"{rung.name:<24} {s.states:>9,} {s.transitions:>13,} {s.seconds:>8.1f}  {verdict}")
     if interrupted is not None:
-        print(f"{'(interrupted)':<24} {interrupted.states:>9,} {interrupted.transitions:>13,} "
-              f"{interrupted.seconds:>8.1f}  not finished: {_rss_mib():,.0f} MiB so far")
+        s, mib = interrupted
+        print(f"{'(interrupted)':<24} {s.states:>9,} {s.transitions:>13,} "
+              f"{s.seconds:>8.1f}  not finished: {mib:,.0f} MiB so far")
         print("INTERRUPTED: nothing is proven for the rung that did not finish")
         return
     total = sum(r.stats.seconds for _, r in done)
     states = sum(r.stats.states for _, r in done)
     print(f"{'all':<24} {states:>9,} {'':>13} {total:>8.1f}")
+    if wall is not None:
+        print(f"wall time {wall:.1f} s, {jobs} rung{'s' * (jobs != 1)} at a time")
     if all(r.ok for _, r in done):
         print(f"OK: every property holds on all {len(done)} rungs of the ladder")
 

@@ -8,6 +8,8 @@ counterexample naming the property it breaks.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -220,3 +222,45 @@ def test_the_race_charts_are_checked_for_drift(tmp_path: Path) -> None:
     drawn = tmp_path / "race-drain.svg"
     drawn.write_text(drawn.read_text().replace("drained_reply_wins", "something else"))
     assert chart.stale_races(tmp_path) == ["race-drain"]
+
+
+# --------------------------------------------------------------------------
+# the ladder on several processes
+# --------------------------------------------------------------------------
+
+PARALLEL = argparse.Namespace(**vars(NO_BOUNDS) | {"jobs": 2})
+
+
+def test_a_parallel_ladder_reports_like_a_sequential_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ladder = (Rung("tiny", TINY, ""), Rung("tiny, reconnect", TINY_RECONNECT, ""),
+              Rung("never reported", Bounds(frontends=1, reconnects=1, requests=2), ""))
+    monkeypatch.setattr(check_command, "LADDER", ladder)
+    monkeypatch.setattr(check_command, "SystemModel", DropsRequestsOnUnseenComms)
+    assert check_command.run(NO_BOUNDS) == 1
+    sequential = capsys.readouterr().out
+    assert check_command.run(PARALLEL) == 1
+    parallel = capsys.readouterr().out
+    assert "rung 3/3" not in parallel, "the run ends at the first failing rung"
+    assert "2 rungs at a time" in parallel
+    # the same report, rung by rung, counterexample included, but for the timings
+    def report(out: str) -> list[str]:
+        body = out[:out.index("\nrung ")]
+        return [line for line in body.splitlines() if not line.startswith("explored ")]
+    assert report(parallel) == report(sequential)
+    assert any("shortest counterexample" in line for line in report(parallel))
+    assert multiprocessing.active_children() == [], "the run ends its workers"
+
+
+def test_a_parallel_ladder_says_when_a_worker_dies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(check_command, "LADDER", (Rung("tiny", TINY, ""),
+                                                  Rung("dies", TINY_RECONNECT, "")))
+
+    def dies(model: SystemModel, progress: object = None) -> Result:
+        os._exit(3)
+
+    monkeypatch.setattr(check_command, "check", dies)
+    with pytest.raises(RuntimeError, match=r"ended without a result.*exit code 3"):
+        check_command.run(PARALLEL)
+    assert multiprocessing.active_children() == []
