@@ -20,11 +20,18 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from ki_peers import WAIT, KernelUnderTest, stock_wait_iopub
+from ki_peers import (
+    WAIT,
+    KernelUnderTest,
+    Observed,
+    RawFrontend,
+    open_and_wait,
+    stock_wait_iopub,
+)
 
 from commspec.impl.core.connections import PeerConnectionMap
 from commspec.impl.core.events import (
@@ -35,6 +42,7 @@ from commspec.impl.core.events import (
     PeerConnectionMade,
     PeerConnections,
     Received,
+    Refused,
     RequestEnded,
     Send,
     Sent,
@@ -42,9 +50,11 @@ from commspec.impl.core.events import (
     SubscriptionFrames,
 )
 from commspec.impl.core.kernel import KernelProtocol
+from commspec.impl.core.policies import KernelPolicies
 from commspec.impl.errors import Unreachable
+from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
 from commspec.impl.targets import ECHO
-from commspec.impl.tracing import match
+from commspec.impl.tracing import ListSink, match
 
 # =========================================================================
 # live: stock jupyter_client clients against the reference kernel
@@ -240,6 +250,82 @@ def test_a_new_client_after_one_left_is_not_taken_for_it(
     replied = kut.sink.wait_for(match(machine="stdin_request", object=c_asked), since=mark)
     assert (replied.event, replied.dest) == ("reply", "replied")
     assert kut.kernel.connection_fd(c.session.bsession, "stdin") is not None
+
+
+class ActFirst(KernelPolicies):
+    """A broken kernel: acts on a departure before what had arrived (no drain rule)."""
+
+    def drain(self, kernel: KernelProtocol, received: Sequence[Received | Refused],
+              act: Callable[[], None]) -> None:
+        act()
+        for item in received:
+            kernel.take(item)
+
+
+@pytest.fixture
+def broken_kernel() -> Iterator[KernelUnderTest]:
+    sink = ListSink()
+    kernel = KernelEndpoint(sink=sink, config=KernelConfig(heartbeat=HeartbeatSettings(
+        interval=0.2, timeout=3.0), stop_linger=0.2), policies=ActFirst())
+    kernel.start()
+    try:
+        yield KernelUnderTest(kernel, sink, Observed())
+    finally:
+        kernel.stop()
+
+
+def _answer_then_leave(kut: KernelUnderTest, frontend: RawFrontend) -> str:
+    """``frontend`` (no peer topic, as a stock one) is asked on stdin, then answers and
+    closes every socket while the kernel's I/O thread is held: when the kernel looks,
+    the answer and the stdin connection's disconnect have both arrived (libzmq queues
+    the disconnect after the connection's last message). Returns the request's msg_id."""
+    comm_id = open_and_wait(frontend, ECHO)
+    frontend.request(comm_id, "ask_stdin", {"prompt": "name?"})
+    asked = frontend.recv(frontend.stdin, WAIT)
+    assert asked is not None and asked["msg_type"] == "input_request"
+    held = kut.kernel.hold_until_queued(["stdin", "stdin_monitor"])
+    frontend.send(frontend.stdin, "input_reply", {"value": "Ada"}, parent=asked)
+    for sock in frontend.sockets:
+        sock.close(linger=int(WAIT * 1000))  # the answer goes out, then the connection
+    frontend.sockets.clear()
+    frontend.iopub = None
+    assert held.result(WAIT), "the answer and the disconnect never both arrived"
+    msg_id: str = asked["header"]["msg_id"]
+    return msg_id
+
+
+def test_an_answer_that_arrived_before_the_disconnect_wins(
+    kut: KernelUnderTest, raw_frontend: Callable[..., RawFrontend]
+) -> None:
+    """The drain rule, for connections: what the stdin ROUTER had received when the
+    disconnect was read is handled first."""
+    bystander = raw_frontend(kut, peer=False)
+    bystander.wait_welcome()
+    frontend = raw_frontend(kut, peer=False)
+    frontend.wait_welcome()
+    asked = _answer_then_leave(kut, frontend)
+    ended = kut.sink.wait_for(match(machine="stdin_request", object=asked, event="reply"))
+    assert ended.dest == "replied"
+    assert not kut.sink.find(match(machine="stdin_request", event="peer_lost"))
+    assert kut.kernel.late_replies == 0
+    assert kut.kernel.connection_fd(frontend.identity, "stdin") is None, "its connection went"
+
+
+def test_a_kernel_without_the_drain_rule_loses_that_answer(
+    broken_kernel: KernelUnderTest, raw_frontend: Callable[..., RawFrontend]
+) -> None:
+    """The same, against a kernel that acts on the disconnect first: the request ends
+    peer_lost and the answer it had already received is a late reply."""
+    kut = broken_kernel
+    bystander = raw_frontend(kut, peer=False)
+    bystander.wait_welcome()
+    frontend = raw_frontend(kut, peer=False)
+    frontend.wait_welcome()
+    asked = _answer_then_leave(kut, frontend)
+    ended = kut.sink.wait_for(match(machine="stdin_request", object=asked, event="peer_lost"))
+    assert ended.dest == "unreachable"
+    kut.sink.wait_for(match(machine="stdin_request", object=asked, event="late_reply"))
+    assert kut.kernel.late_replies == 1
 
 
 # =========================================================================
