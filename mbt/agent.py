@@ -18,6 +18,14 @@ Rules:
   the answer waits for ``release`` (the race rules choose when it goes). Its
   ``input_request`` s are answered at once, unless ``hold_input`` is on: then
   never (a frontend that dies with a stdin request pending).
+- ``{"seen": slot}`` once the frontend has handled an IOPub ``ask`` request (whatever
+  it did with it). While ``hold_replies`` is on, a comm_info_reply that arrives is
+  held back before the frontend sees it (``{"reply_held": true}``); turning it off
+  hands the held ones on, in order (the reconcile races: a kernel request must reach
+  a reconciling frontend first).
+- ``connect`` may name a broken variant of the frontend's protocol core (``core``:
+  its module, class name and the folder to import it from), for the tests that show
+  the model-based test catches it; the endpoint around it is the reference one.
 - A frontend can ``close`` (its session, cleanly) and ``connect`` again in the same
   process; ``sub`` / ``close_sub`` add a bare SUB socket beside it (the benchmarks
   compare the kernel's view of a departure with a raw XPUB's). ``close`` and
@@ -33,6 +41,8 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import signal
@@ -40,14 +50,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TextIO
 
 import zmq
 
 from commspec.impl.comm import Comm, Deferred
+from commspec.impl.core.events import Channel, Input, Message, Received
+from commspec.impl.core.frontend import FrontendProtocol
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
+from commspec.impl.frontend import endpoint as endpoint_module
 from commspec.model.trace import TraceEvent
 
 __all__ = ["Agent", "main", "serve", "zygote"]
@@ -55,15 +68,76 @@ __all__ = ["Agent", "main", "serve", "zygote"]
 JsonDict = dict[str, Any]
 
 
+def _import_core(spec: JsonDict) -> type[FrontendProtocol]:
+    """The core ``connect`` names (see ``processes.core_spec``)."""
+    path = str(spec["path"])
+    if path not in sys.path:
+        sys.path.append(path)
+    core = getattr(importlib.import_module(str(spec["module"])), str(spec["name"]))
+    if not (isinstance(core, type) and issubclass(core, FrontendProtocol)):
+        raise TypeError(f"{spec} is not a FrontendProtocol")
+    return core
+
+
+@contextlib.contextmanager
+def _building_with(core: type[FrontendProtocol] | None) -> Iterator[None]:
+    """While an endpoint is built, its core is ``core`` (this process runs one frontend;
+    FrontendEndpoint builds the reference core itself and offers no other way)."""
+    if core is None:
+        yield
+        return
+    names = vars(endpoint_module)
+    reference = names["FrontendProtocol"]
+    names["FrontendProtocol"] = core
+    try:
+        yield
+    finally:
+        names["FrontendProtocol"] = reference
+
+
+class _Endpoint(FrontendEndpoint):
+    """The reference endpoint, with one hook for the tests: comm_info replies held back."""
+
+    def __init__(self, *args: Any, on_held: Callable[[], None], **kwargs: Any) -> None:
+        self.holding_replies = False
+        self._held_replies: list[Received] = []
+        self._on_held = on_held
+        super().__init__(*args, **kwargs)
+
+    def feed(self, event: Input) -> None:  # the I/O thread
+        if self.holding_replies and isinstance(event, Received) \
+                and event.channel is Channel.SHELL \
+                and event.msg.get("msg_type") == "comm_info_reply":
+            self._held_replies.append(event)
+            self._on_held()
+            return
+        super().feed(event)
+
+    def hold_replies(self, on: bool) -> None:
+        """Hold comm_info replies back from now on, or stop and hand on those held (on
+        the I/O thread, in order)."""
+        if on:
+            self.holding_replies = True
+            return
+
+        def release() -> None:
+            self.holding_replies = False
+            held, self._held_replies = self._held_replies, []
+            for event in held:
+                self.feed(event)
+
+        self.call_later(0.0, release)
+
+
 class Agent:
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self._lock = threading.Lock()
-        self.endpoint: FrontendEndpoint | None = None
         self._holding = False
         self._held: dict[int, Deferred] = {}
         self._hold_lock = threading.Lock()
         self._holding_input = False
+        self.endpoint: _Endpoint | None = None
         self._sub: zmq.Socket[bytes] | None = None
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
 
@@ -94,7 +168,7 @@ class Agent:
         self.write({"id": n, "ok": value})
         return op != "exit"
 
-    def _ep(self) -> FrontendEndpoint:
+    def _ep(self) -> _Endpoint:
         if self.endpoint is None:
             raise RuntimeError("connect first")
         return self.endpoint
@@ -108,16 +182,20 @@ class Agent:
     def op_connect(self, command: JsonDict, n: Any) -> str:
         if self.endpoint is not None:
             raise RuntimeError("already connected")
-        endpoint = FrontendEndpoint(
-            command["connection"],
-            sink=self._trace,
-            options=FrontendOptions(**command["options"]),
-            session_id=command["session_id"],
-        )
+        core = command.get("core")
+        with _building_with(_import_core(core) if core else None):
+            endpoint = _Endpoint(
+                command["connection"],
+                sink=self._trace,
+                options=FrontendOptions(**command["options"]),
+                session_id=command["session_id"],
+                on_held=lambda: self.write({"reply_held": True}),
+            )
         self.endpoint = endpoint
         for target in command["targets"]:
             endpoint.register_target(target, lambda comm, data: self._serve(comm))
         endpoint.on_input_request(self._input)
+        endpoint.on_iopub(self._seen)
         return endpoint.name
 
     def op_wait_ready(self, command: JsonDict, n: Any) -> None:
@@ -149,6 +227,9 @@ class Agent:
 
     def op_reconnect(self, command: JsonDict, n: Any) -> None:
         self._ep().reconnect()
+
+    def op_hold_replies(self, command: JsonDict, n: Any) -> None:
+        self._ep().hold_replies(bool(command["on"]))
 
     def op_hold_input(self, command: JsonDict, n: Any) -> None:
         self._holding_input = bool(command["on"])
@@ -193,6 +274,13 @@ class Agent:
             self.write({"outcome": n, "ok": True})
         else:
             self.write({"outcome": n, "error": type(error).__name__})
+
+    def _seen(self, msg: Message) -> None:
+        data = msg["content"].get("data") if msg["msg_type"] == "comm_msg" else None
+        if isinstance(data, dict) and data.get("method") == "ask":
+            params = data.get("params")
+            if isinstance(params, dict) and isinstance(params.get("slot"), int):
+                self.write({"seen": params["slot"]})
 
     def _input(self, prompt: str, password: bool) -> str | Future[str]:
         if self._holding_input:

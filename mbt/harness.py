@@ -20,7 +20,10 @@ Rules:
   options.
 - The race (:mod:`.race`, not a model action): a kernel request, then its
   frontend's answer and its departure in an order the test chooses; the model's
-  outcomes are narrowed to those that order allows.
+  outcomes are narrowed to those that order allows. The reconcile races
+  (:mod:`.reconcile`, not model actions either): a frontend away and back gets a
+  kernel request before its comm_info_reply; the model's steps taken in the phases
+  the system makes happen.
 - After each step: the model's state properties on every state kept, and the
   system's own checks (every traced transition declared, each request ended at
   most once, with a future that agrees with its traced outcome).
@@ -43,6 +46,8 @@ from commspec.model.world import World
 from .errors import MbtFailure
 from .projection import Observation, project
 from .race import Race, RaceOrder, outcomes, races, rule_name
+from .reconcile import RECONCILE_RACES, ReconcileRace, reconcile_races
+from .reconcile import outcomes as reconcile_outcomes
 from .recorder import Coverage, Move, Recorder, Row
 
 __all__ = [
@@ -65,8 +70,9 @@ __all__ = [
 
 #: the environment actions the harness can apply, by name; "race" (not a model action:
 #: kernel_request, then its owner answers and crashes) stands for every race order,
-#: ``race_<order>`` for one
-SUPPORTED = frozenset({a.name for a in ENVIRONMENT_ACTIONS} | {Race.name})
+#: ``race_<order>`` for one; each reconcile race has its own name
+SUPPORTED = frozenset({a.name for a in ENVIRONMENT_ACTIONS} | {Race.name}
+                      | {a.name for a in RECONCILE_RACES})
 
 
 def default_supported(bounds: Bounds) -> frozenset[str]:
@@ -217,12 +223,24 @@ class Harness:
     def _enabled_now(self) -> list[Action]:
         seen: dict[Action, None] = {}
         orders = self._race_orders()
+        kinds = self._reconcile_kinds()
         for w in sorted(self.states, key=repr):
             for step, _ in self._env_steps(w):
                 seen.setdefault(step.action, None)
             for race in self._races(w, orders):
                 seen.setdefault(race, None)
+            for reconcile in self._reconcile_races(w, kinds):
+                seen.setdefault(reconcile, None)
         return list(seen)
+
+    def _reconcile_kinds(self) -> list[type[ReconcileRace]]:
+        return [k for k in RECONCILE_RACES if k.name in self.supported]
+
+    def _reconcile_races(self, w: World, kinds: list[type[ReconcileRace]]
+                         ) -> Iterator[ReconcileRace]:
+        if kinds:
+            yield from (a for a in reconcile_races(self.model, w, kinds)
+                        if self.system.can(a, w))
 
     def _race_orders(self) -> list[RaceOrder]:
         """The race orders to offer: ``race`` in ``supported`` means all of them,
@@ -269,6 +287,15 @@ class Harness:
                 for w in self.states:
                     if action in self._races(w, orders):
                         out |= outcomes(self.model, w, action, QUIESCE_LIMIT)
+                if not out:
+                    raise MbtFailure(f"the model does not enable {action} here")
+                return out
+            if isinstance(action, ReconcileRace):
+                kinds = self._reconcile_kinds()
+                out = set()
+                for w in self.states:
+                    if action in self._reconcile_races(w, kinds):
+                        out |= reconcile_outcomes(self.model, w, action, QUIESCE_LIMIT)
                 if not out:
                     raise MbtFailure(f"the model does not enable {action} here")
                 return out

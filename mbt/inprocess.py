@@ -17,6 +17,12 @@ Rules:
 - A crash ends the frontend core where it stands; a freeze silences it until the
   kernel's heartbeat drops it (a delivery of the network), then it resumes and
   notices; shutdown is the kernel core's, then every connection to it ends.
+- The reconcile races (:mod:`.reconcile`) run their phases one after the other, each
+  delivered to its end: the reconnect waits until the frontend has noticed its loss
+  (and the kernel opened the unseen comm), and the frontend's shell replies are
+  withheld from the reconnect until the kernel request has reached it.
+- The frontends' core is the reference one, or a broken variant of it
+  (``frontend_core``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from commspec.impl.core.frontend import FrontendProtocol
 from commspec.impl.core.policies import KernelPolicies
 from commspec.impl.frontend import FrontendOptions
 from commspec.model.actions import (
@@ -41,6 +48,7 @@ from commspec.model.actions import (
     Shutdown,
     Start,
 )
+from commspec.model.machines import SessionState
 from commspec.model.system import Bounds
 from commspec.model.world import Kind, Target, World
 
@@ -50,6 +58,7 @@ from .harness import Chooser, Mismatch
 from .live import MBT_OPTIONS
 from .projection import PAST_LOSS, Observation
 from .race import Race, RaceOrder
+from .reconcile import ReconcileRace, UnseenRequest
 from .recorder import Coverage, Recorder
 from .simulation import Delivery, DeliveryKind, SimFrontend, Simulation
 from .slots import Slots
@@ -66,8 +75,10 @@ class InProcessSystem:
         *,
         options: FrontendOptions = MBT_OPTIONS,
         coverage: Coverage | None = None,
+        frontend_core: type[FrontendProtocol] = FrontendProtocol,
     ) -> None:
         self.policies = policies
+        self.frontend_core = frontend_core
         self.options = options
         self.recorder = Recorder(coverage)
         self.slots = Slots(self.recorder)
@@ -78,7 +89,8 @@ class InProcessSystem:
 
     def start(self, bounds: Bounds) -> None:
         self.sim = Simulation(bounds.frontends, policies=self.policies(),
-                              options=self.options, sink=self.recorder)
+                              options=self.options, sink=self.recorder,
+                              frontend_core=self.frontend_core)
         self.slots.start(bounds)
         self._fes = [None] * bounds.frontends
 
@@ -127,16 +139,11 @@ class InProcessSystem:
             case Freeze(frontend=f):
                 sim.freeze(f)
             case KernelOpen(comm=c, owner=owner, target=target):
-                comm = sim.kernel.app.open_comm(
-                    TARGETS[target.value], None, persistent=target is Target.PERSISTENT,
-                    comm_id=None, owner=self._fe(owner).identity)
-                comm.on_request("echo", lambda params: params)
-                slots.opened(c, comm.comm_id, owner)
+                self._kernel_open(c, owner, target)
             case KernelClose(comm=c):
                 self._kernel_comm(slots.cid(c)).close()
             case KernelRequest(comm=c, request=r):
-                future = self._kernel_comm(slots.cid(c)).request("ask", {"slot": r})
-                slots.bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
+                self._kernel_request(c, r, mark)
             case KernelStdinRequest(frontend=f, request=s):
                 future = sim.kernel.app.stdin_request(
                     "input_request", {"prompt": "mbt?", "password": False},
@@ -146,8 +153,50 @@ class InProcessSystem:
                 sim.shutdown()
             case Race(comm=c, request=r, order=order):
                 self._race(c, r, order, choose, mark)
+            case ReconcileRace():
+                self._reconcile_race(action, choose)
             case _:
                 raise MbtFailure(f"no in-process counterpart for {action}")
+
+    def _kernel_open(self, c: int, owner: int, target: Target) -> None:
+        comm = self._sim().kernel.app.open_comm(
+            TARGETS[target.value], None, persistent=target is Target.PERSISTENT,
+            comm_id=None, owner=self._fe(owner).identity)
+        comm.on_request("echo", lambda params: params)
+        self.slots.opened(c, comm.comm_id, owner)
+
+    def _kernel_request(self, c: int, r: int, mark: int) -> None:
+        future = self._kernel_comm(self.slots.cid(c)).request("ask", {"slot": r})
+        self.slots.bind(r, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request", mark)
+
+    def _reconcile_race(self, race: ReconcileRace, choose: Chooser | None) -> None:
+        """The phases of :mod:`.reconcile`, each delivered to its end."""
+        sim = self._sim()
+        f = race.frontend
+        fe = self._fe(f)
+        sim.freeze(f)
+        sim.run(choose)
+        if _session(fe) is not SessionState.LOST:
+            raise MbtFailure(f"frozen frontend {f} is {_session(fe).value}, not lost")
+        if isinstance(race, UnseenRequest):
+            self._kernel_open(race.comm, race.owner, race.target)
+            sim.run(choose)
+        withheld = Delivery(DeliveryKind.FRONTEND_SHELL, f)
+        sim.withheld.add(withheld)
+        try:
+            self.slots.reconnected(f)
+            sim.reconnect(f)
+            sim.run(choose)
+            if _session(fe) is not SessionState.RECONCILING or not fe.shell_down:
+                raise MbtFailure(f"frontend {f} is {_session(fe).value}, not reconciling "
+                                 "with its comm_info_reply arrived")
+            self._kernel_request(race.comm, race.request, self.recorder.mark())
+            sim.run(choose)
+            if fe.iopub_down or _session(fe) is not SessionState.RECONCILING:
+                raise MbtFailure(f"frontend {f} did not receive kernel request "
+                                 f"{race.request} while reconciling")
+        finally:
+            sim.withheld.discard(withheld)
 
     def _race(self, c: int, r: int, order: RaceOrder, choose: Chooser | None,
               mark: int) -> None:
@@ -242,3 +291,8 @@ class InProcessSystem:
 
     def check(self) -> None:
         self.slots.check()
+
+
+def _session(fe: SimFrontend) -> SessionState:
+    """Its session's state now (a function, so no check narrows it for the next)."""
+    return fe.core.state

@@ -15,6 +15,13 @@ Rules:
   ``lost``.
 - The live system has no say in the order of its deliveries (the wire has), so it
   ignores the lockstep's chooser.
+- The reconcile races (:mod:`.reconcile`) run their phases one after the other,
+  each waited for on the trace or on the frontend's word: the kernel dropped the
+  frozen frontend and it noticed its loss; the unseen comm open at its owner; the
+  reconnected frontend's comm_info_reply held back in its process
+  (``hold_replies``); the kernel request handled there; then the reply let through.
+- The frontends run the reference protocol core, or a broken variant of it
+  (``frontend_core``), in the reference endpoint.
 - ``close`` always releases everything (frontend processes, frozen ones included,
   the kernel, files), even after a failed step, and is safe to call twice.
 """
@@ -27,6 +34,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from commspec.impl.connection import ConnectionInfo, read_connection_file
+from commspec.impl.core.frontend import FrontendProtocol
 from commspec.impl.frontend import FrontendOptions
 from commspec.model.actions import (
     Action,
@@ -52,6 +60,7 @@ from .harness import Chooser, Mismatch
 from .processes import FrontendPool, FrontendProcess
 from .projection import PAST_LOSS, Observation
 from .race import Race, RaceOrder
+from .reconcile import ReconcileRace, UnseenRequest
 from .recorder import Coverage, Recorder
 from .slots import UNENDED, Slots
 
@@ -84,8 +93,10 @@ class LiveSystem:
         step_timeout: float = STEP_TIMEOUT,
         quiet: float = QUIET,
         pool: FrontendPool | None = None,
+        frontend_core: type[FrontendProtocol] = FrontendProtocol,
     ) -> None:
         self.adapter = adapter
+        self.frontend_core = frontend_core
         self.options = options
         self.step_timeout = step_timeout
         self.quiet = quiet
@@ -177,11 +188,7 @@ class LiveSystem:
             case Freeze(frontend=f):
                 self._freeze(f)
             case KernelOpen(comm=c, owner=owner, target=target):
-                self._proc(owner)  # it must be running
-                slots.opened(c, self.adapter.open_comm(
-                    TARGETS[target.value], target is Target.PERSISTENT,
-                    owner=slots.session_id(owner),
-                ), owner)
+                self._kernel_open(c, owner, target)
             case KernelClose(comm=c):
                 self.adapter.close_comm(slots.cid(c))
             case KernelRequest(comm=c, request=r):
@@ -194,8 +201,57 @@ class LiveSystem:
                 self.adapter.stop()
             case Race(comm=c, request=r, order=order):
                 self._race(c, r, order, mark)
+            case ReconcileRace():
+                self._reconcile_race(action)
             case _:
                 raise MbtFailure(f"no live counterpart for {action}")
+
+    def _kernel_open(self, c: int, owner: int, target: Target) -> str:
+        self._proc(owner)  # it must be running
+        comm_id = self.adapter.open_comm(TARGETS[target.value], target is Target.PERSISTENT,
+                                         owner=self.slots.session_id(owner))
+        self.slots.opened(c, comm_id, owner)
+        return comm_id
+
+    def _reconcile_race(self, race: ReconcileRace) -> None:
+        """The phases of :mod:`.reconcile`, each waited for before the next."""
+        f = race.frontend
+        proc = self._proc(f)
+        slots, recorder = self.slots, self.recorder
+        name, session = slots.name(f), slots.session_id(f)
+
+        def session_is(state: str) -> bool:
+            return recorder.get(name, "session", session, "") == state
+
+        def wait(predicate: Callable[[], bool], what: str) -> None:
+            if not recorder.wait_until(predicate, self.step_timeout, self.quiet):
+                raise MbtFailure(f"{race.name}: {what}")
+
+        self._freeze(f)
+        # noticed by its heartbeat, which traces nothing meanwhile: no quiet bound
+        if not recorder.wait_until(lambda: session_is("lost"), self.step_timeout):
+            raise MbtFailure(f"{race.name}: frontend {f} never noticed its loss")
+        if isinstance(race, UnseenRequest):
+            comm_id = self._kernel_open(race.comm, race.owner, race.target)
+            owner = slots.name(race.owner)
+            wait(lambda: recorder.get(owner, "frontend_comm", comm_id, "") == "open",
+                 f"frontend {race.owner} never opened comm {race.comm}")
+        proc.call("hold_replies", on=True)
+        slots.reconnected(f)
+        proc.call("reconnect")
+        if not proc.wait_reply_held(self.step_timeout):
+            raise MbtFailure(f"{race.name}: frontend {f}'s comm_info_reply never came")
+        if not session_is("reconciling"):
+            raise MbtFailure(f"{race.name}: frontend {f} is not reconciling")
+        mark = recorder.mark()
+        future = self.adapter.comm_request(slots.cid(race.comm), "ask",
+                                           {"slot": race.request})
+        self._bind(race.request, Kind.KERNEL_TO_FRONTEND, -1, future, "kernel", "request",
+                   mark)
+        if not proc.wait_seen(race.request, self.step_timeout):
+            raise MbtFailure(f"{race.name}: frontend {f} never received kernel request "
+                             f"{race.request}")
+        proc.call("hold_replies", on=False)
 
     def _start_frontend(self, f: int) -> None:
         assert self.connection is not None and self._pool is not None, "start() first"
@@ -204,7 +260,7 @@ class LiveSystem:
         # recorded before connecting: close() must end the process whatever happens next
         self.processes[f] = process
         name = process.connect(self.connection, session_id, self.options,
-                               sorted(TARGETS.values()))
+                               sorted(TARGETS.values()), core=self.frontend_core)
         self.slots.started_frontend(f, name, session_id)
 
     def _freeze(self, f: int) -> None:

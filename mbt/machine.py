@@ -4,8 +4,9 @@ Rules:
 - Every step draws an action *kind* among those the harness enables now, then one
   action of that kind. The kinds are the model's environment action types
   (:data:`~commspec.model.actions.ENVIRONMENT_ACTIONS`: start, frontend_open, ...,
-  shutdown) and one per race order (race_reply_first, race_iopub_first,
-  race_together, race_queued), so each order is drawn as often as any action.
+  shutdown), one per race order (race_reply_first, race_iopub_first,
+  race_together, race_queued) and one per reconcile race (race_unseen_request,
+  race_stale_request: :mod:`.reconcile`), so each is drawn as often as any action.
   Adding an action type adds its kind; :data:`ACTION_KINDS` is the list.
 - One rule, not one per kind: Hypothesis switches rules off at random per example
   (swarm testing) and drops an example whose only enabled rule is switched off; at
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -43,6 +44,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from commspec.impl.core.frontend import FrontendProtocol
 from commspec.impl.core.policies import KernelPolicies
 from commspec.model.actions import ENVIRONMENT_ACTIONS, Action, Freeze
 from commspec.model.system import Bounds
@@ -53,6 +55,7 @@ from .inprocess import InProcessSystem
 from .live import QUIET, LiveSystem
 from .processes import FrontendPool
 from .race import DESCRIPTIONS, Race, RaceOrder, rule_name
+from .reconcile import RECONCILE_RACES, ReconcileRace
 from .recorder import Coverage
 
 __all__ = [
@@ -172,7 +175,12 @@ class ActionKind:
 ACTION_KINDS: tuple[ActionKind, ...] = (
     *(ActionKind(t) for t in ENVIRONMENT_ACTIONS),
     *(ActionKind(Race, order) for order in RaceOrder),
+    *(ActionKind(t) for t in RECONCILE_RACES),
 )
+
+#: the steps that wait out the kernel's heartbeat timeout (a freeze, and the reconcile
+#: races, which begin with one)
+FREEZING = (Freeze, ReconcileRace)
 
 
 def make_machine(
@@ -229,7 +237,7 @@ def make_machine(
             finally:
                 if on_program is not None:
                     steps = self.harness.steps
-                    freezes = [s.seconds for s in steps if isinstance(s.action, Freeze)]
+                    freezes = [s.seconds for s in steps if isinstance(s.action, FREEZING)]
                     on_program(Program(
                         list(self.harness.program),
                         sum(s.seconds for s in steps),
@@ -261,13 +269,18 @@ def run(
     progress: Callable[[RunResult], None] | None = None,
     derandomize: bool = False,
     quiet: float = QUIET,
+    frontend_core: type[FrontendProtocol] = FrontendProtocol,
+    shrink: bool = True,
 ) -> RunResult:
     """Run the model-based test; a failure is caught and returned, not raised.
 
     Live (the default here): ``adapter_factory``'s kernel, reference frontends as
     processes. ``in_process``: the reference kernel's protocol core, with the
     policies of ``adapter_factory`` (a :class:`ReferenceKernel` or a broken variant
-    of it), and frontend cores on the simulated network.
+    of it), and frontend cores on the simulated network. Either way the frontends'
+    protocol core is ``frontend_core``: the reference one, or a broken variant.
+    Without ``shrink``, a failure is reported as first found (shrinking a program whose
+    steps draw many delivery orders can take thousands of examples).
     """
     result = RunResult()
     began = time.monotonic()
@@ -285,13 +298,13 @@ def run(
         policies = _policies(adapter_factory)
 
         def factory() -> System:
-            return InProcessSystem(policies, coverage=coverage)
+            return InProcessSystem(policies, coverage=coverage, frontend_core=frontend_core)
     else:
         live_pool = pool = FrontendPool()  # one zygote for every example: forks are cheap
 
         def factory() -> System:
             return LiveSystem(adapter_factory(), coverage=coverage, quiet=quiet,
-                              pool=live_pool)
+                              pool=live_pool, frontend_core=frontend_core)
 
     machine = make_machine(factory, bounds, supported=supported, on_program=record)
     if seed is not None:
@@ -306,6 +319,7 @@ def run(
         print_blob=False,
         # one failure, shrunk: the program printed and replayed is one program
         report_multiple_bugs=False,
+        phases=tuple(Phase) if shrink else tuple(p for p in Phase if p is not Phase.shrink),
     )
     try:
         with _fewer_collections():
@@ -347,13 +361,13 @@ def _policies(adapter_factory: AdapterFactory) -> type[KernelPolicies]:
 
 
 _LIVE_REPLAY = """\
-    with Harness(LiveSystem({kernel}()), bounds{only}) as harness:
+    with Harness(LiveSystem({kernel}(){core}), bounds{only}) as harness:
         for action in program:
             harness.apply(action)
             harness.check()
 """
 _IN_PROCESS_REPLAY = """\
-    with Harness(InProcessSystem({kernel}.policies), bounds{only}) as harness:
+    with Harness(InProcessSystem({kernel}.policies{core}), bounds{only}) as harness:
         for action, made in zip(program, choices, strict=True):
             harness.apply(action, StepChooser.replaying(made))
             harness.check()
@@ -368,10 +382,12 @@ def program_as_test(
     *,
     choices: list[list[int]] | None = None,
     kernel: str = "ReferenceKernel",
+    frontend: str | None = None,
 ) -> str:
     """A standalone pytest test that replays ``actions`` against the reference kernel
-    (or the variant named ``kernel``, importable from the test's folder): live, or,
-    given the ``choices`` each step made, in-process."""
+    (or the variant named ``kernel``, importable from the test's folder) and reference
+    frontends (or the frontend core named ``frontend``): live, or, given the
+    ``choices`` each step made, in-process."""
     body = "".join(f"        {a!r},\n" for a in actions)
     b = bounds
     only = "" if supported is None else f", supported={sorted(supported)!r}"
@@ -381,8 +397,9 @@ def program_as_test(
                                  ("commspec.mbt.harness", "Harness"), *system,
                                  ("commspec.model.system", "Bounds")])
     made = "" if choices is None else f"    choices = {choices!r}\n"
+    core = "" if frontend is None else f", frontend_core={frontend}"
     replay = (_LIVE_REPLAY if choices is None else _IN_PROCESS_REPLAY).format(
-        kernel=kernel, only=only)
+        kernel=kernel, only=only, core=core)
     return (f"{imports}\n\n\ndef {name}() -> None:\n    program = [\n{body}    ]\n{made}"
             f"    bounds = Bounds(frontends={b.frontends}, comms={b.comms}, "
             f"requests={b.requests},\n"

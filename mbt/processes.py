@@ -30,13 +30,21 @@ from dataclasses import asdict
 from typing import Any
 
 from commspec.impl.connection import ConnectionInfo
-from commspec.impl.core.frontend import FrontendOptions
+from commspec.impl.core.frontend import FrontendOptions, FrontendProtocol
 from commspec.model.trace import TraceEvent, TraceSink, discard
 
-__all__ = ["AgentError", "FrontendPool", "FrontendProcess", "RequestEnded"]
+__all__ = ["AgentError", "FrontendPool", "FrontendProcess", "RequestEnded", "core_spec"]
 
 #: how long one command may take to be answered (each takes milliseconds)
 ANSWER_TIMEOUT = 10.0
+
+
+def core_spec(core: type[FrontendProtocol]) -> dict[str, str]:
+    """How a frontend process imports ``core`` (module, class, and the folder the module
+    is in: a test's own module is not on the process's path)."""
+    module = sys.modules[core.__module__]
+    folder = os.path.dirname(os.path.abspath(module.__file__ or os.curdir))
+    return {"module": core.__module__, "name": core.__qualname__, "path": folder}
 
 
 class AgentError(RuntimeError):
@@ -65,6 +73,8 @@ class FrontendProcess:
         self._answers: dict[int, Future[Any]] = {}
         self._outcomes: dict[int, Future[Any]] = {}
         self._held: set[int] = set()
+        self._seen: set[int] = set()
+        self._replies_held = 0
         self._ready: Future[None] = Future()
         self._gone = False
         self._reader = threading.Thread(
@@ -87,13 +97,16 @@ class FrontendProcess:
 
     def connect(self, connection: ConnectionInfo, session_id: str,
                 options: FrontendOptions | None = None,
-                targets: Sequence[str] = ()) -> str:
+                targets: Sequence[str] = (),
+                core: type[FrontendProtocol] | None = None) -> str:
         """Make the process's FrontendEndpoint (its trace name is returned); comms the
-        kernel opens for ``targets`` are accepted and served."""
+        kernel opens for ``targets`` are accepted and served. ``core``: a broken
+        variant of the protocol core instead of the reference one."""
+        extra = {} if core is None or core is FrontendProtocol else {"core": core_spec(core)}
         name: str = self.call("connect", connection=connection.to_dict(),
                               session_id=session_id,
                               options=asdict(options or FrontendOptions()),
-                              targets=list(targets))
+                              targets=list(targets), **extra)
         return name
 
     def request(self, comm_id: str, method: str, params: Any) -> Future[Any]:
@@ -111,6 +124,19 @@ class FrontendProcess:
             return self._lock.wait_for(lambda: slot in self._held or self._gone, timeout) and (
                 slot in self._held
             )
+
+    def wait_seen(self, slot: int, timeout: float) -> bool:
+        """True once the frontend has handled the IOPub kernel request of ``slot``."""
+        with self._lock:
+            return self._lock.wait_for(lambda: slot in self._seen or self._gone, timeout) and (
+                slot in self._seen
+            )
+
+    def wait_reply_held(self, timeout: float) -> bool:
+        """True once a comm_info_reply has been held back (``hold_replies``)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._replies_held > 0 or self._gone,
+                                       timeout) and self._replies_held > 0
 
     def _send(
         self, op: str, args: dict[str, Any], outcome: bool
@@ -217,6 +243,14 @@ class FrontendProcess:
         elif "held" in line:
             with self._lock:
                 self._held.add(int(line["held"]))
+                self._lock.notify_all()
+        elif "seen" in line:
+            with self._lock:
+                self._seen.add(int(line["seen"]))
+                self._lock.notify_all()
+        elif "reply_held" in line:
+            with self._lock:
+                self._replies_held += 1
                 self._lock.notify_all()
         elif "ready" in line:
             self._ready.set_result(None)

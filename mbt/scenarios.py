@@ -2,7 +2,8 @@
 
 Hypothesis explores at random; these make sure every run takes the transitions
 that matter most (a persistent comm detached and then closed, the races, a stdin
-request to a departed frontend...), whatever the random programs did.
+request to a departed frontend, a kernel request before comm_info_reply...),
+whatever the random programs did.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .harness import MBT_BOUNDS, Harness, System
 from .inprocess import InProcessSystem
 from .live import LiveSystem
 from .race import Race, RaceOrder
+from .reconcile import StaleRequest, UnseenRequest
 from .recorder import Coverage
 
 __all__ = ["DIRECTED", "ONE_FRONTEND", "run_directed"]
@@ -87,6 +89,16 @@ DIRECTED: tuple[tuple[str, Bounds, tuple[Action, ...]], ...] = (
      MBT_BOUNDS,
      (Start(0), Start(1), KernelOpen(0, 0, Target.PERSISTENT), Crash(0),
       FrontendClose(1, 0))),
+    ("reconcile: a request on a comm opened while the frontend was away comes before "
+     "comm_info_reply; the frontend adopts the comm, answers, and uses it",
+     MBT_BOUNDS,
+     (Start(0), Start(1), UnseenRequest(0, 0, 0, 1, Target.PERSISTENT),
+      FrontendRequest(0, 0, 1))),
+    ("reconcile: a request on a comm the frontend holds stale comes before "
+     "comm_info_reply; it is answered",
+     MBT_BOUNDS,
+     (Start(0), FrontendOpen(0, 0, Target.PERSISTENT), StaleRequest(0, 0, 0),
+      FrontendRequest(0, 0, 1))),
     ("the kernel opens a comm; the frontend closes it; the kernel closes another",
      ONE_FRONTEND,
      (Start(0), KernelOpen(0, 0, Target.PERSISTENT), KernelRequest(0, 0),

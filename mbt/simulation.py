@@ -265,12 +265,13 @@ class SimFrontend(_Party):
     """A frontend core and its application, with the channels between it and the kernel."""
 
     def __init__(self, net: Simulation, index: int, session_id: str,
-                 options: FrontendOptions, targets: list[str]) -> None:
+                 options: FrontendOptions, targets: list[str],
+                 core: type[FrontendProtocol] = FrontendProtocol) -> None:
         super().__init__(net, f"fe{index}")
         self.index = index
         self.session_id = session_id
         self.options = options
-        self.core: FrontendProtocol = FrontendProtocol(
+        self.core: FrontendProtocol = core(
             session_id=session_id, new_msg_id=self.new_msg_id, options=options,
             tracing=net.sink is not discard,
         )
@@ -405,8 +406,11 @@ class Simulation:
         sink: TraceSink = discard,
         targets: TargetRegistry | None = None,
         horizon: float = HORIZON,
+        frontend_core: type[FrontendProtocol] = FrontendProtocol,
     ) -> None:
         self.clock = 0.0
+        #: the frontends' protocol core: the reference one, or a broken variant of it
+        self.frontend_core = frontend_core
         self.sink = sink
         self.options = options or FrontendOptions()
         self.horizon = horizon
@@ -441,7 +445,7 @@ class Simulation:
     def start(self, f: int, session_id: str, targets: list[str]) -> SimFrontend:
         if self.frontends[f] is not None and self.frontends[f].proc is not Proc.DEAD:  # type: ignore[union-attr]
             raise RuntimeError(f"frontend {f} is running already")
-        fe = SimFrontend(self, f, session_id, self.options, targets)
+        fe = SimFrontend(self, f, session_id, self.options, targets, self.frontend_core)
         self.frontends[f] = fe
         return fe
 

@@ -1,11 +1,18 @@
-"""Deliberately broken variants of the reference kernel, for the model-based test to catch.
+"""Deliberately broken variants of the reference kernel and frontend, for the model-based
+test to catch.
 
-Each breaks one rule of SPEC.md ("Disconnection") by replacing one piece of
-:class:`~commspec.impl.core.policies.KernelPolicies`, the seam the kernel's
+Each kernel variant breaks one rule of SPEC.md ("Disconnection") by replacing one
+piece of :class:`~commspec.impl.core.policies.KernelPolicies`, the seam the kernel's
 protocol core is built around; the implementation's files stay untouched and no
 private attribute is patched. Each piece has a twin of the same name in the
 system model (``SystemModel._policy_<name>``), which the checker's broken
 variants replace (tests/model/test_checker.py).
+
+Each frontend variant breaks one reconcile rule (SPEC.md, frontend requirement 5),
+as the model's ``RECONCILE_BROKEN`` do. The frontend core has no policy seam, so a
+variant subclasses :class:`~commspec.impl.core.frontend.FrontendProtocol` and
+wraps the one method that takes a kernel comm_msg; the model-based test runs it in
+the simulation and, live, in the reference endpoint of each frontend process.
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from commspec.impl.core.comms import CommRecord
-from commspec.impl.core.events import Received, Refused
+from commspec.impl.core.events import Message, Received, Refused
+from commspec.impl.core.frontend import FrontendProtocol
+from commspec.impl.core.jsonrpc import MessageKind, classify
 from commspec.impl.core.kernel import KernelProtocol
 from commspec.impl.core.policies import KernelPolicies
 from commspec.mbt.adapter import ReferenceKernel
-from commspec.model.machines import RequestEvent
+from commspec.model.machines import FrontendCommState, RequestEvent, SessionState
 
 
 class ClosesPersistent(KernelPolicies):
@@ -90,4 +99,54 @@ CAUGHT_AT: dict[str, frozenset[tuple[str, ...]]] = {
     "ignores_unsubscribes": DEPARTS,
     "no_drain_before_invalidating": frozenset({("race", "queued")}),
     "late_reply_resolves": frozenset({("race", "iopub_first")}),
+}
+
+
+class _DropsWhileReconciling(FrontendProtocol):
+    """While reconciling, a kernel request on a comm in one of ``dropped`` (``NEW``: not
+    seen yet) is dropped as if the comm were unknown, instead of held until
+    comm_info_reply decides whether this frontend holds it."""
+
+    dropped: frozenset[FrontendCommState] = frozenset()
+
+    def _on_comm_msg(self, msg: Message) -> None:
+        content = msg["content"]
+        comm_id = content.get("comm_id")
+        if (self.state is SessionState.RECONCILING
+                and classify(content.get("data")) is MessageKind.REQUEST
+                and isinstance(comm_id, str) and self._state_here(comm_id)
+                in self.dropped):
+            self.bad.note("comm_msg_for_unknown_comm", comm_id)
+            return
+        super()._on_comm_msg(msg)
+
+    def _state_here(self, comm_id: str) -> FrontendCommState:
+        record = self.comms.get(comm_id)
+        return FrontendCommState.NEW if record is None else record.state
+
+
+class DropsUnseenWhileReconciling(_DropsWhileReconciling):
+    """While reconciling, a kernel request on a comm not seen yet is dropped (the
+    reference frontend's old bug; the model's ``DropsRequestsOnUnseenComms``)."""
+
+    dropped = frozenset({FrontendCommState.NEW})
+
+
+class DropsUndecidedWhileReconciling(_DropsWhileReconciling):
+    """While reconciling, a kernel request on a comm not seen yet or held stale is dropped
+    (the model's ``HoldsNothingWhileReconciling``)."""
+
+    dropped = frozenset({FrontendCommState.NEW, FrontendCommState.STALE})
+
+
+FRONTEND_VARIANTS: dict[str, type[FrontendProtocol]] = {
+    "drops_unseen_while_reconciling": DropsUnseenWhileReconciling,
+    "drops_undecided_while_reconciling": DropsUndecidedWhileReconciling,
+}
+
+#: where each frontend variant is caught: the reconcile race that makes its interleaving
+FRONTEND_CAUGHT_AT: dict[str, frozenset[str]] = {
+    "drops_unseen_while_reconciling": frozenset({"race_unseen_request"}),
+    "drops_undecided_while_reconciling": frozenset({"race_unseen_request",
+                                                    "race_stale_request"}),
 }
