@@ -3,8 +3,8 @@ frontend would have it.
 
 Rules:
 - Each variant replaces one ``_policy_*`` of :class:`~commspec.model.system.SystemModel`
-  and nothing else; the checker must catch it, naming the property it breaks, with a
-  short counterexample (``tests/model/test_checker.py``).
+  (or one reaction of a party) and nothing else; the checker must catch it, naming
+  the property it breaks, with a short counterexample (``tests/model/test_checker.py``).
 - The counterexamples of the named races are SPEC.md's sequence charts
   (:data:`RACES`, drawn by ``commspec diagrams``): each shows what goes wrong without
   the rule, from the model itself.
@@ -14,11 +14,18 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .machines import FrontendCommState, KernelCommState, RequestEvent
-from .system import Bounds, Draft, SystemModel
-from .world import CloseCause, KernelComm, Target
+from .actions import DeliverShellReply
+from .machines import (
+    FrontendCommState,
+    KernelCommState,
+    RequestEvent,
+    RequestState,
+    SessionState,
+)
+from .system import Bounds, Draft, Step, SystemModel
+from .world import CloseCause, Frontend, KernelComm, Kind, Target, World
 
-__all__ = ["KERNEL_BROKEN", "RACES", "RECONCILE_BROKEN", "Race"]
+__all__ = ["KERNEL_BROKEN", "RACES", "RECONCILE_BROKEN", "SESSION_BROKEN", "Race"]
 
 
 class PersistentClosedOnLoss(SystemModel):
@@ -85,6 +92,43 @@ class HoldsNothingWhileReconciling(SystemModel):
         return frozenset()
 
 
+class InvalidatesEveryonesRequests(SystemModel):
+    """Fails every pending kernel request when any frontend leaves, not only those on
+    the comms of the frontend that left (presence counted, not per peer)."""
+
+    def _policy_frontend_lost(self, d: Draft, f: int) -> None:
+        super()._policy_frontend_lost(d, f)
+        for r, req in enumerate(d.req):
+            if (req is not None and req.kind is Kind.KERNEL_TO_FRONTEND
+                    and req.state is RequestState.PENDING):
+                d.set_req(r, RequestState.INVALIDATED)
+
+
+class PersistentStaysOpenOnLoss(SystemModel):
+    """Leaves a persistent comm open when its frontend goes, instead of detaching it."""
+
+    def _policy_comm_lost(self, d: Draft, c: int) -> None:
+        if d.targets[c] is not Target.PERSISTENT:
+            super()._policy_comm_lost(d, c)
+
+
+class WaitsForHandlerOfUnseenComm(SystemModel):
+    """While reconciling, sets aside a comm_info_reply that lists a comm it never saw,
+    waiting for a handler for its target that never comes."""
+
+    def _frontend_shell_reply(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
+        (_, alive) = fe.shell_down[0]
+        assert isinstance(alive, tuple)
+        if fe.session is SessionState.RECONCILING and any(
+            fe.comms[c] is FrontendCommState.NEW for c in alive
+        ):
+            d = Draft(w)
+            d.set_fe(f, shell_down=fe.shell_down[1:])
+            return Step(DeliverShellReply(f), f"frontend {f} sets aside a comm_info_reply "
+                        "listing a comm it never saw"), d.freeze()
+        return super()._frontend_shell_reply(w, f, fe)
+
+
 #: the kernel's broken rules, with the property each breaks at the two-frontend bound
 KERNEL_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
     (PersistentClosedOnLoss, "persistent_comm_survives"),
@@ -92,6 +136,8 @@ KERNEL_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
     (NoDrain, "drained_reply_wins"),
     (AcceptedWithoutReceiver, "nothing_waits_forever"),
     (DefaultCommKeptOnLoss, "no_unobserved_default_comm"),
+    (InvalidatesEveryonesRequests, "no_false_invalidation"),
+    (PersistentStaysOpenOnLoss, "no_comm_leak"),
 )
 
 #: the frontend's broken reconcile rules: each passes a bound without a reconnect (the
@@ -100,6 +146,13 @@ RECONCILE_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
     (ForgetsUnseenClose, "reconciled_view"),
     (DropsRequestsOnUnseenComms, "nothing_waits_forever"),
     (HoldsNothingWhileReconciling, "nothing_waits_forever"),
+)
+
+#: a broken rule that only a liveness property about sessions catches: with no request
+#: slot, nothing waits forever, yet the frontend never finishes reconciling
+NO_REQUESTS_RECONNECT = Bounds(frontends=1, comms=1, requests=0, reconnects=1, faults=1)
+SESSION_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
+    (WaitsForHandlerOfUnseenComm, "reconciling_finishes"),
 )
 
 

@@ -6,10 +6,11 @@ Rules:
 - Breadth first (:class:`~commspec.model.explore.Search`, the one search of the
   project), so the first violation found has a shortest counterexample: the path
   of steps from the initial state, rebuilt from parent pointers.
-- After the search, liveness (``nothing_waits_forever``): states with no pending
-  request are good; walking protocol edges backwards from them marks every state
-  that can still end its requests without another fault. Any state left unmarked
-  is stuck, and the shallowest one is the counterexample.
+- After the search, liveness (``nothing_waits_forever``, then
+  ``reconciling_finishes``): states with nothing waiting (no pending request; no
+  frontend reconciling) are good; walking protocol edges backwards from them marks
+  every state that can still get there without another fault. Any state left
+  unmarked is stuck, and the shallowest one is the counterexample.
 - An :class:`~commspec.model.errors.InvalidTransition` raised while exploring is
   a violation too: the composition fired an event its machine does not allow.
 - Worlds that differ only in how frontends are numbered are explored once
@@ -25,7 +26,12 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidTransition
 from .explore import Search
-from .invariants import pending_requests, state_violations, step_violations
+from .invariants import (
+    pending_requests,
+    reconciling_frontends,
+    state_violations,
+    step_violations,
+)
 from .properties import PROPERTIES
 from .symmetry import FrontendSymmetry, replay
 from .system import Step, StepKind, SystemModel
@@ -130,7 +136,7 @@ def check(
             next_report = time.monotonic() + progress_every
     stats.states = len(states)
     stats.depth = max(graph.depth)
-    stuck = _stuck(graph, protocol_preds)
+    stuck = _stuck(graph, protocol_preds, pending_requests)
     if stuck is not None:
         pending = ", ".join(str(r) for r in pending_requests(states[stuck]))
         return _finish(
@@ -139,6 +145,18 @@ def check(
             Violation(
                 "nothing_waits_forever",
                 f"request {pending} is pending and no protocol step can ever end it",
+                run_to(stuck),
+            ),
+        )
+    stuck = _stuck(graph, protocol_preds, reconciling_frontends)
+    if stuck is not None:
+        which = ", ".join(str(f) for f in reconciling_frontends(states[stuck]))
+        return _finish(
+            stats,
+            start,
+            Violation(
+                "reconciling_finishes",
+                f"frontend {which} is reconciling and no protocol step can ever end it",
                 run_to(stuck),
             ),
         )
@@ -153,9 +171,12 @@ def _count(stats: Stats, graph: _Graph) -> Stats:
     return stats
 
 
-def _stuck(graph: _Graph, protocol_preds: list[list[int]]) -> int | None:
-    """The shallowest state from which no protocol path ends every pending request."""
-    can_finish = [not pending_requests(w) for w in graph.states]
+def _stuck(
+    graph: _Graph, protocol_preds: list[list[int]], waiting: Callable[[World], list[int]]
+) -> int | None:
+    """The shallowest state from which no protocol path reaches a state where nothing is
+    ``waiting`` (no pending request; no frontend reconciling)."""
+    can_finish = [not waiting(w) for w in graph.states]
     work = [i for i, ok in enumerate(can_finish) if ok]
     while work:
         j = work.pop()

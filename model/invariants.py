@@ -30,6 +30,20 @@ DELIVERING = (
 )
 
 
+#: the outcomes of a request whose answering party left, and where they come from
+INVALIDATED = (
+    REQUEST.dests(RequestEvent.PEER_LOST) | STDIN_REQUEST.dests(StdinRequestEvent.PEER_LOST)
+)
+INVALIDATED_FROM = (
+    REQUEST.sources(RequestEvent.PEER_LOST) | STDIN_REQUEST.sources(StdinRequestEvent.PEER_LOST)
+)
+
+
+#: frontends that hold no comm: gone for good, or not started (a later one is a new
+#: session, which owns nothing it did not open or adopt)
+GONE_OR_NOT_COME = (Proc.DEAD, Proc.IDLE)
+
+
 def _terminal(req: Request) -> bool:
     spec = STDIN_REQUEST if req.kind is Kind.STDIN else REQUEST
     return req.state in spec.terminal
@@ -61,7 +75,30 @@ def step_violations(before: World, after: World, drained: tuple[int, ...] = ()) 
                     "already received its reply",
                 )
             )
+        if (
+            old is not None
+            and new is not None
+            and old.state in INVALIDATED_FROM
+            and new.state in INVALIDATED
+            and not _answerer_gone(after, new)
+        ):
+            out.append(
+                (
+                    "no_false_invalidation",
+                    f"{old.kind.value} {r} was invalidated while its answering party is "
+                    "still there",
+                )
+            )
     return out
+
+
+def _answerer_gone(w: World, req: Request) -> bool:
+    k = w.kernel
+    if req.kind is Kind.FRONTEND_TO_KERNEL:
+        return not w.frontends[req.party].linked
+    if req.kind is Kind.STDIN:
+        return not k.peers[req.party]
+    return not k.peers[k.comms[req.comm].owner]
 
 
 def state_violations(w: World) -> list[Violation]:
@@ -95,6 +132,17 @@ def state_violations(w: World) -> list[Violation]:
                     f"default comm {c} is open but its frontend {kc.owner} is gone",
                 )
             )
+    if k.up and all(
+        fe.proc in GONE_OR_NOT_COME and not fe.sub_up and not fe.shell for fe in w.frontends
+    ):
+        for c, kc in enumerate(k.comms):
+            if kc.state is KernelCommState.OPEN:
+                out.append(
+                    (
+                        "no_comm_leak",
+                        f"every frontend has gone for good and {_comm(w, c)} is still open",
+                    )
+                )
     for f, fe in enumerate(w.frontends):
         if fe.session is not SessionState.READY or not fe.linked or fe.proc is Proc.DEAD:
             continue
@@ -124,6 +172,18 @@ def state_violations(w: World) -> list[Violation]:
             elif state is FrontendCommState.STALE:
                 out.append(("reconciled_view", f"ready frontend {f} still holds comm {c} stale"))
     return out
+
+
+def _comm(w: World, c: int) -> str:
+    return f"{w.targets[c].value} comm {c}"
+
+
+def reconciling_frontends(w: World) -> list[int]:
+    """Frontends reconciling on a live link: each must be able to finish."""
+    return [
+        f for f, fe in enumerate(w.frontends)
+        if fe.session is SessionState.RECONCILING and fe.linked and fe.proc is Proc.RUNNING
+    ]
 
 
 def pending_requests(w: World) -> list[int]:

@@ -76,6 +76,26 @@ PROPERTIES: tuple[Property, ...] = (
         "processed must resolve its request, or a correct answer is thrown away.",
     ),
     Property(
+        "no_false_invalidation",
+        PropertyKind.STEP,
+        "A request is invalidated only when its answering party has gone: the "
+        "frontend that owns its comm, or that was asked on stdin, is no longer counted "
+        "by the kernel; for a frontend's own request, the frontend's link is lost.",
+        "Per-peer presence exists so that one frontend leaving fails only what that "
+        "frontend could answer. Failing another frontend's requests turns a departure "
+        "into a spurious error in a window that is still open.",
+    ),
+    Property(
+        "no_comm_leak",
+        PropertyKind.STATE,
+        "Once every frontend has gone for good (each dead or never started, nothing "
+        "of theirs left in flight to the kernel), the kernel holds no open comm: "
+        "default comms are closed and persistent ones detached.",
+        "An open comm tells the kernel's code that someone is listening: a plot keeps "
+        "rendering, a variables pane keeps being refreshed, for a session with nobody "
+        "in it.",
+    ),
+    Property(
         "nothing_waits_forever",
         PropertyKind.LIVENESS,
         "From every reachable state, every pending request can still end through "
@@ -83,6 +103,15 @@ PROPERTIES: tuple[Property, ...] = (
         "with no further crash, close, freeze or shutdown.",
         "Timeouts are not a fix: an RPC may legitimately take minutes. A request whose "
         "only possible answerer has departed must be failed by the protocol itself.",
+    ),
+    Property(
+        "reconciling_finishes",
+        PropertyKind.LIVENESS,
+        "From every reachable state, a frontend that is reconciling can finish (be "
+        "ready again, or lose its link) through protocol steps alone.",
+        "A reconciling frontend holds the kernel's requests on comms it has not "
+        "decided and sends none of its own on stale ones: a reconcile that never ends "
+        "is a frontend that silently stopped working.",
     ),
 )
 

@@ -19,7 +19,9 @@ from commspec.chart import ARROWS
 from commspec.commands import check as check_command
 from commspec.model.broken import (
     KERNEL_BROKEN,
+    NO_REQUESTS_RECONNECT,
     RECONCILE_BROKEN,
+    SESSION_BROKEN,
     DropsRequestsOnUnseenComms,
     NoDrain,
 )
@@ -72,6 +74,16 @@ def test_a_broken_reconcile_rule_is_caught_at_the_reconnect_rung(
     assert result.violation is not None, f"{variant.__name__} passed the {rung.name} rung"
     assert result.violation.property == prop, result.violation
     assert len(result.violation.steps) <= 16, [s.text for s in result.violation.steps]
+
+
+@pytest.mark.parametrize(("variant", "prop"), list(SESSION_BROKEN),
+                         ids=[b[0].__name__ for b in SESSION_BROKEN])
+def test_a_reconcile_that_never_finishes_is_caught_with_nothing_else_waiting(
+        variant: type[SystemModel], prop: str) -> None:
+    assert check(SystemModel(NO_REQUESTS_RECONNECT)).ok
+    result = check(variant(NO_REQUESTS_RECONNECT))
+    assert result.violation is not None and result.violation.property == prop, result.violation
+    assert len(result.violation.steps) <= 12, [s.text for s in result.violation.steps]
 
 
 BROKEN = list(KERNEL_BROKEN)
