@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from commspec.model.actions import (
+    Action,
     DeliverShellReply,
     EnvironmentAction,
     Freeze,
@@ -152,7 +153,7 @@ def _settled(model: SystemModel, starts: Iterable[World], allowed: Allowed,
     return [search.states[i] for i, out in search.expansions() if not out]
 
 
-def _then(model: SystemModel, states: Iterable[World], action: object) -> list[World]:
+def _then(model: SystemModel, states: Iterable[World], action: Action) -> list[World]:
     """Each state's successors by ``action``."""
     return [n for w in states for s, n in model.successors(w) if s.action == action]
 
@@ -162,8 +163,14 @@ def outcomes(model: SystemModel, w: World, race: ReconcileRace,
     """The quiescent states ``race`` can end in from ``w``, phase by phase (see the
     module docstring)."""
     f = race.frontend
-    away: Allowed = lambda s: s.action != Reconnect(f)  # noqa: E731
-    held: Allowed = lambda s: s.action != DeliverShellReply(f)  # noqa: E731
+    reconnect, reply = Reconnect(f), DeliverShellReply(f)
+
+    def away(step: Step) -> bool:  # until the phase that reconnects it
+        return step.action != reconnect
+
+    def held(step: Step) -> bool:  # until the kernel request has reached it
+        return step.action != reply
+
     states = _settled(model, _then(model, [w], Freeze(f)), away, limit)
     states = [q for q in states if q.frontends[f].session is SessionState.LOST]
     if isinstance(race, UnseenRequest):
