@@ -236,10 +236,11 @@ class LiveSystem:
             owner = slots.name(race.owner)
             wait(lambda: recorder.get(owner, "frontend_comm", comm_id, "") == "open",
                  f"frontend {race.owner} never opened comm {race.comm}")
+        held = proc.replies_held
         proc.call("hold_replies", on=True)
         slots.reconnected(f)
         proc.call("reconnect")
-        if not proc.wait_reply_held(self.step_timeout):
+        if not proc.wait_reply_held(held, self.step_timeout):
             raise MbtFailure(f"{race.name}: frontend {f}'s comm_info_reply never came")
         if not session_is("reconciling"):
             raise MbtFailure(f"{race.name}: frontend {f} is not reconciling")

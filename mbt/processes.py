@@ -132,11 +132,17 @@ class FrontendProcess:
                 slot in self._seen
             )
 
-    def wait_reply_held(self, timeout: float) -> bool:
-        """True once a comm_info_reply has been held back (``hold_replies``)."""
+    @property
+    def replies_held(self) -> int:
+        """How many comm_info replies the process has held back (``hold_replies``)."""
         with self._lock:
-            return self._lock.wait_for(lambda: self._replies_held > 0 or self._gone,
-                                       timeout) and self._replies_held > 0
+            return self._replies_held
+
+    def wait_reply_held(self, before: int, timeout: float) -> bool:
+        """True once more than ``before`` comm_info replies have been held back."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._replies_held > before or self._gone,
+                                       timeout) and self._replies_held > before
 
     def _send(
         self, op: str, args: dict[str, Any], outcome: bool

@@ -149,3 +149,15 @@ def test_the_reference_frontend_passes_the_hunt() -> None:
     assert result.ok, result.failure
     drawn = {a.name for p in result.programs for a in p.actions}
     assert {race.name for race in RECONCILE_RACES} <= drawn
+
+
+@pytest.mark.parametrize("system", ["in-process", "live"])
+def test_two_reconcile_races_on_one_frontend(system: str) -> None:
+    # the second waits for its own comm_info_reply, not the one the first held back
+    bounds = Bounds(frontends=2, comms=2, requests=2, reconnects=2, faults=2)
+    program: list[Action] = [Start(0), Start(1), UnseenRequest(0, 0, 0, 1, Target.PERSISTENT),
+                             StaleRequest(0, 0, 1)]
+    with Harness(_system(system, FrontendProtocol), bounds) as harness:
+        for action in program:
+            assert action in harness.enabled()
+            harness.apply(action)
