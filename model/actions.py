@@ -255,13 +255,15 @@ class KernelSubscribe(ProtocolAction):
 class KernelUnsubscribe(ProtocolAction):
     """The kernel's XPUB reads a frontend's unsubscribe. ``received``: per frontend, how
     many of its shell messages had reached the kernel's socket (the drain rule
-    processes those first); ``order``: the frontends whose batches it drained, in the
-    order it read them."""
+    applies those that settle something first); ``stdin``: the same for its stdin
+    replies; ``order``: the frontends whose batches it drained, in the order it read
+    them."""
 
     name: ClassVar[str] = "kernel_unsubscribe"
     frontend: int
     received: tuple[int, ...]
     order: tuple[int, ...] = ()
+    stdin: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -50,9 +50,35 @@ class NoDrain(SystemModel):
     """Acts on an unsubscribe without first processing the shell messages received."""
 
     def _policy_drain(
-        self, d: Draft, received: tuple[int, ...], order: tuple[int, ...]
+        self, d: Draft, received: tuple[int, ...], stdin: tuple[int, ...], order: tuple[int, ...]
     ) -> None:
         return None
+
+
+class NoStdinDrain(SystemModel):
+    """Drains shell but not stdin: an input_reply already received is thrown away when
+    its frontend's departure is read (the rule as SPEC v1 worded it)."""
+
+    def _policy_drain(
+        self, d: Draft, received: tuple[int, ...], stdin: tuple[int, ...], order: tuple[int, ...]
+    ) -> None:
+        super()._policy_drain(d, received, (0,) * len(stdin), order)
+
+
+class DrainDiscardsTheRest(SystemModel):
+    """Applies the settling messages of the drain batch and throws the others away
+    instead of leaving them queued."""
+
+    def _policy_drain(
+        self, d: Draft, received: tuple[int, ...], stdin: tuple[int, ...], order: tuple[int, ...]
+    ) -> None:
+        for g in order:
+            queue = d.fe[g].shell
+            d.set_fe(g, shell=queue[received[g]:])
+            for msg in queue[: received[g]]:
+                if self._settles(d, msg):
+                    self._kernel_shell(d, g, msg)
+        super()._policy_drain(d, (0,) * len(received), stdin, order)
 
 
 class AcceptedWithoutReceiver(SystemModel):
@@ -138,6 +164,8 @@ KERNEL_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
     (DefaultCommKeptOnLoss, "no_unobserved_default_comm"),
     (InvalidatesEveryonesRequests, "no_false_invalidation"),
     (PersistentStaysOpenOnLoss, "no_comm_leak"),
+    (NoStdinDrain, "drained_reply_wins"),
+    (DrainDiscardsTheRest, "reconciled_view"),
 )
 
 #: the frontend's broken reconcile rules: each passes a bound without a reconnect (the

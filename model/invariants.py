@@ -64,8 +64,8 @@ def step_violations(before: World, after: World, drained: tuple[int, ...] = ()) 
         elif (
             old is not None
             and new is not None
-            and old.state is RequestState.PENDING
-            and new.state is RequestState.INVALIDATED
+            and old.state in INVALIDATED_FROM
+            and new.state in INVALIDATED
             and r in drained
         ):
             out.append(

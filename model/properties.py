@@ -71,9 +71,11 @@ PROPERTIES: tuple[Property, ...] = (
     Property(
         "drained_reply_wins",
         PropertyKind.STEP,
-        "No request is invalidated when the kernel has already received its reply.",
-        "The drain rule: a reply that reached the kernel before the disconnect was "
-        "processed must resolve its request, or a correct answer is thrown away.",
+        "No request, comm RPC or stdin, is invalidated when the kernel has already "
+        "received its reply.",
+        "The drain rule: a reply that reached the kernel (on shell or stdin) before "
+        "the disconnect was acted on must resolve its request, or a correct answer is "
+        "thrown away.",
     ),
     Property(
         "no_false_invalidation",

@@ -11,8 +11,9 @@ Rules (SPEC.md, "System model and checker", says why):
   freezes, resumes; the kernel shuts down). The liveness property may only use
   protocol steps.
 - Policies the kernel applies, in the order the reference kernel applies them:
-  * the drain rule: before it acts on an unsubscribe, the kernel processes every
-    shell message already in its inbox;
+  * the drain rule: before it acts on an unsubscribe, the kernel applies the
+    messages already received on shell and stdin that settle a request or a comm
+    (replies, comm_close); the others wait, in order, until after;
   * per-peer presence: an unsubscribe names the frontend that left (its peer
     topic); comms that frontend owns are lost: persistent ones detach, default
     ones close; requests only it could answer are invalidated;
@@ -558,10 +559,14 @@ class SystemModel:
         # of each frontend's queue; and in which order the drain reads the frontends'
         # batches: any (the socket fair-queues between connections). Every order, so
         # that no frontend's number decides anything (the checker's symmetry needs it).
+        # The same for stdin replies.
         for received in itertools.product(*(range(len(x.shell) + 1) for x in w.frontends)):
-            batches = [g for g, n in enumerate(received) if n]
-            for order in itertools.permutations(batches) if len(batches) > 1 else (batches,):
-                yield self._kernel_unsubscribe(w, f, fe, received, tuple(order))
+            for stdin in itertools.product(*(range(len(x.stdin_up) + 1) for x in w.frontends)):
+                batches = [g for g, (n, m) in enumerate(zip(received, stdin, strict=True))
+                           if n or m]
+                for order in (itertools.permutations(batches) if len(batches) > 1
+                              else (batches,)):
+                    yield self._kernel_unsubscribe(w, f, fe, received, stdin, tuple(order))
 
     def _kernel_subscribe(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
         d = Draft(w)
@@ -584,17 +589,24 @@ class SystemModel:
         ), (d.freeze())
 
     def _kernel_unsubscribe(
-        self, w: World, f: int, fe: Frontend, received: tuple[int, ...], order: tuple[int, ...]
+        self,
+        w: World,
+        f: int,
+        fe: Frontend,
+        received: tuple[int, ...],
+        stdin: tuple[int, ...],
+        order: tuple[int, ...],
     ) -> tuple[Step, World]:
         d = Draft(w)
         d.set_fe(f, sub_up=fe.sub_up[1:])
         replies = tuple(
             arg
             for g in order
-            for kind, arg in w.frontends[g].shell[: received[g]]
-            if kind is Msg.REPLY and isinstance(arg, int)
+            for kind, arg in (*w.frontends[g].shell[: received[g]],
+                              *w.frontends[g].stdin_up[: stdin[g]])
+            if kind in (Msg.REPLY, Msg.STDIN_REPLY) and isinstance(arg, int)
         )
-        self._policy_drain(d, received, order)
+        self._policy_drain(d, received, stdin, order)
         k = d.kernel
         others = sum(k.peers) > 1
         presence = PRESENCE.step(
@@ -604,25 +616,43 @@ class SystemModel:
         peers[f] = False
         d.kernel = k._replace(presence=presence, peers=tuple(peers))
         self._policy_frontend_lost(d, f)
-        n = sum(received)
-        note = f" (after draining {n} received shell message{'s' * (n != 1)})" if n else ""
+        n = sum(received) + sum(stdin)
+        note = f" (after draining {n} received message{'s' * (n != 1)})" if n else ""
         if len(order) > 1:
             note = note[:-1] + ", frontend " + " then ".join(str(g) for g in order) + ")"
         return Step(
-            KernelUnsubscribe(f, received, order),
+            KernelUnsubscribe(f, received, order, stdin),
             f"kernel's XPUB sees frontend {f} unsubscribe{note}; it applies the "
             "disconnection policy",
             replies,
         ), d.freeze()
 
-    def _policy_drain(self, d: Draft, received: tuple[int, ...], order: tuple[int, ...]) -> None:
-        """The drain rule: process every shell message already received, each frontend's
-        batch in ``order``."""
-        for f in order:
-            for _ in range(received[f]):
-                msg = d.fe[f].shell[0]
-                d.set_fe(f, shell=d.fe[f].shell[1:])
-                self._kernel_shell(d, f, msg)
+    def _policy_drain(
+        self, d: Draft, received: tuple[int, ...], stdin: tuple[int, ...], order: tuple[int, ...]
+    ) -> None:
+        """The drain rule: of the messages already received on shell and stdin, apply
+        those that settle a request or a comm (replies, a comm_close for a comm the
+        kernel holds), each frontend's batch in ``order``; the rest stay queued, in
+        their order, for after the departure (a kernel whose handler is busy never has
+        to run one to act on a departure)."""
+        for g in order:
+            queue = d.fe[g].shell
+            kept = []
+            for msg in queue[: received[g]]:
+                if self._settles(d, msg):
+                    self._kernel_shell(d, g, msg)
+                else:
+                    kept.append(msg)
+            replies = d.fe[g].stdin_up
+            d.set_fe(g, shell=(*kept, *queue[received[g]:]), stdin_up=replies[stdin[g]:])
+            for msg in replies[: stdin[g]]:
+                self._kernel_stdin(d, msg)
+
+    def _settles(self, d: Draft, msg: Message) -> bool:
+        kind, arg = msg
+        return kind is Msg.REPLY or (
+            kind is Msg.CLOSE and isinstance(arg, int) and d.kcomms[arg].state in ALIVE
+        )
 
     def _policy_frontend_lost(self, d: Draft, f: int) -> None:
         for c, kc in enumerate(d.kcomms):
@@ -729,21 +759,26 @@ class SystemModel:
 
     def _kernel_stdin_reply(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
         d = Draft(w)
-        (_, s) = fe.stdin_up[0]
-        assert isinstance(s, int)
+        msg = fe.stdin_up[0]
         d.set_fe(f, stdin_up=fe.stdin_up[1:])
-        req = w.requests[s]
+        late = self._kernel_stdin(d, msg)
+        note = " (late: dropped and counted)" if late else ""
+        return Step(
+            KernelStdinReply(f), f"kernel receives the stdin reply to request {msg[1]}{note}"
+        ), d.freeze()
+
+    def _kernel_stdin(self, d: Draft, msg: Message) -> bool:
+        """Applies a stdin reply; whether it was late."""
+        (_, s) = msg
+        assert isinstance(s, int)
+        req = d.req[s]
         assert req is not None
         if req.state is StdinRequestState.PENDING:
             d.set_req(s, STDIN_REQUEST.step(req.state, StdinRequestEvent.REPLY), delivered=1)
-            note = ""
-        else:
-            d.set_req(s, STDIN_REQUEST.step(req.state, StdinRequestEvent.LATE_REPLY))  # type: ignore[arg-type]
-            d.kernel = d.kernel._replace(late_replies=d.kernel.late_replies + 1)
-            note = " (late: dropped and counted)"
-        return Step(
-            KernelStdinReply(f), f"kernel receives the stdin reply to request {s}{note}"
-        ), d.freeze()
+            return False
+        d.set_req(s, STDIN_REQUEST.step(req.state, StdinRequestEvent.LATE_REPLY))  # type: ignore[arg-type]
+        d.kernel = d.kernel._replace(late_replies=d.kernel.late_replies + 1)
+        return True
 
     def _kernel_answer(self, w: World, r: int) -> tuple[Step, World]:
         d = Draft(w)

@@ -210,10 +210,11 @@ def test_check_command_draws_the_counterexample(
     assert len(messages) == sum(type(s.action) in ARROWS for s in steps)
     assert texts == [f"{n}. {s.text}" for n, s in enumerate(steps, 1)]
     kernel_x = lifelines[0].get("x1")
-    # the frontend's comm_open reaches the kernel: an arrow on shell, pointing at it
-    opened = next(n for n, s in enumerate(steps) if "processes comm_open" in s.text)
-    arrow = messages[sum(type(s.action) in ARROWS for s in steps[:opened])]
-    assert arrow.get("data-channel") == "shell" and arrow.get("x2") == kernel_x
+    # the kernel's stdin request reaches the frontend: an arrow on stdin, from the kernel
+    asked = next(n for n, s in enumerate(steps) if "receives stdin request" in s.text)
+    arrow = messages[sum(type(s.action) in ARROWS for s in steps[:asked])]
+    assert arrow.get("data-channel") == "stdin" and arrow.get("x1") == kernel_x
+    assert arrow.get("x2") != kernel_x
 
 
 def test_nothing_is_charted_when_every_property_holds(

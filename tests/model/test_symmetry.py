@@ -88,7 +88,9 @@ def test_three_frontends_commute_too() -> None:
 
 
 def test_a_drain_in_frontend_order_breaks_the_symmetry() -> None:
-    assert asymmetries(IndexOrderDrain(SMALL)) != []
+    # a reply and a comm_close from two frontends, both received when one leaves: the
+    # order decides whether the reply resolves its request or comes too late
+    assert asymmetries(IndexOrderDrain(TWO)) != []
 
 
 def test_symmetry_keeps_every_property_reachable_state_count_down() -> None:
