@@ -203,6 +203,22 @@ class KernelProtocol(ProtocolCore):
         else:
             self._on_received(item)
 
+    def settles(self, item: Received | Refused) -> bool:
+        """Whether a message of a drain batch settles a request or a comm (SPEC, "The
+        drain rule"): a reply to a request the kernel made, a comm_close for a comm it
+        holds, a stdin reply. Read from the message alone: nothing runs."""
+        if isinstance(item, Refused):
+            return False
+        if item.channel is Channel.STDIN:
+            return item.msg_type in STDIN_KINDS.values()
+        if item.msg_type == "comm_close":
+            return self.comms.get(str(item.content.get("comm_id"))) is not None
+        if item.msg_type == "comm_msg":
+            parent = item.parent_msg_id
+            return (classify(item.content.get("data")) is MessageKind.REPLY
+                    and parent is not None and self.requests.knows(parent))
+        return False
+
     def comm_state(self, comm_id: str) -> KernelCommState:
         record = self.comms.get(comm_id)
         return record.state if record is not None else KernelCommState.CLOSED

@@ -3,8 +3,9 @@
 SPEC.md ("Disconnection") states five rules; each is one method here, named
 after the system model's hook for the same rule (``SystemModel._policy_<name>``):
 
-- ``drain``: before acting on an unsubscribe, handle every shell and stdin
-  message already received;
+- ``drain``: before acting on a departure, handle the shell and stdin messages
+  already received that settle a request or a comm (``KernelProtocol.settles``);
+  the others are handled after, in their order;
 - ``frontend_lost``: a frontend left (or, for ``None``, the last subscriber):
   the comms it owns are lost, the requests only it could answer fail;
 - ``comm_lost``: a comm's owner is gone: persistent comms detach, default ones
@@ -41,10 +42,17 @@ log = logging.getLogger("commspec.kernel")
 class KernelPolicies:
     def drain(self, kernel: KernelProtocol, received: Sequence[Received | Refused],
               act: Callable[[], None]) -> None:
-        """The drain rule: what had already arrived is handled first, then ``act``."""
+        """The drain rule: what had already arrived and settles something is handled
+        first, then ``act``, then the rest of what had arrived, in its order."""
+        later: list[Received | Refused] = []
         for item in received:
-            kernel.take(item)
+            if kernel.settles(item):
+                kernel.take(item)
+            else:
+                later.append(item)
         act()
+        for item in later:
+            kernel.take(item)
 
     def frontend_lost(self, kernel: KernelProtocol, peer: bytes | None) -> None:
         if peer is not None:

@@ -574,3 +574,36 @@ def test_control_and_unknown_senders_bind_nothing() -> None:
     connections.note(Received(Channel.CONTROL, (X,), _msg("m", "kernel_info_request"), 7))
     connections.note(Received(Channel.SHELL, (), _msg("m", "kernel_info_request"), 7))
     assert connections.bound == 0
+
+
+def test_the_drain_handles_what_settles_first_and_the_rest_after_the_departure() -> None:
+    """The drain rule v2: of what had arrived, the stdin reply is applied before the
+    departure acts; the kernel_info_request, which settles nothing, is handled after
+    it, in its order (a kernel whose handler thread is busy need not run it first)."""
+    c = Core()
+    c.feed(PeerConnections((made(7), made(5, Channel.STDIN))))
+    c.feed(c.shell(X, 7))
+    asked = c.ask(X)
+    effects = c.feed(PeerConnections((lost(7), lost(5, Channel.STDIN)),
+                                     (c.shell(X, 7), c.reply(X, asked, 5))))
+    ended = [i for i, e in enumerate(effects) if isinstance(e, RequestEnded)
+             and e.msg_id == asked]
+    answered = [i for i, e in enumerate(effects) if isinstance(e, Send)
+                and e.msg_type == "kernel_info_reply"]
+    assert c.ended[asked].error is None, "the answer that had arrived wins"
+    assert ended and answered and ended[0] < answered[0], (
+        "the message that settles nothing waits until after the departure")
+
+
+@pytest.mark.parametrize(("msg_type", "content", "settles"), [
+    ("comm_close", {"comm_id": "nobody-holds-this"}, False),
+    ("comm_msg", {"comm_id": "c", "data": {"result": 1}}, False),  # no request of ours
+    ("comm_msg", {"comm_id": "c", "data": {"jsonrpc": "2.0", "id": 1, "method": "m"}}, False),
+    ("execute_request", {"code": "1"}, False),
+])
+def test_what_settles_nothing_is_told_from_the_message_alone(
+        msg_type: str, content: dict[str, Any], settles: bool) -> None:
+    c = Core()
+    item = Received(Channel.SHELL, (X,), _msg("m1", msg_type, content=content))
+    assert c.core.settles(item) is settles
+    assert c.core.settles(c.reply(X, "any", 5)), "a stdin reply always settles"
