@@ -95,6 +95,15 @@ class FrontendOpen(EnvironmentAction):
 
 
 @dataclass(frozen=True, slots=True, repr=False)
+class FrontendAdopt(EnvironmentAction):
+    """A ready frontend asks comm_info to adopt the comms it does not hold, as a
+    reloaded page restoring its widgets does."""
+
+    name: ClassVar[str] = "frontend_adopt"
+    frontend: int
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class FrontendRequest(EnvironmentAction):
     """A frontend sends a comm RPC request on a comm it holds open."""
 
@@ -296,6 +305,7 @@ ENVIRONMENT_ACTIONS: tuple[type[EnvironmentAction], ...] = (
     FrontendOpen,
     FrontendRequest,
     FrontendClose,
+    FrontendAdopt,
     Exit,
     Crash,
     Freeze,
@@ -334,6 +344,7 @@ __all__ = [
     "EnvironmentAction",
     "Exit",
     "Freeze",
+    "FrontendAdopt",
     "FrontendClose",
     "FrontendOpen",
     "FrontendRequest",

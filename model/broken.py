@@ -25,7 +25,9 @@ from .machines import (
 from .system import Bounds, Draft, Step, SystemModel
 from .world import CloseCause, Frontend, KernelComm, Kind, Target, World
 
-__all__ = ["KERNEL_BROKEN", "RACES", "RECONCILE_BROKEN", "SESSION_BROKEN", "Race"]
+__all__ = [
+    "DETACHED_BROKEN", "KERNEL_BROKEN", "RACES", "RECONCILE_BROKEN", "SESSION_BROKEN", "Race",
+]
 
 
 class PersistentClosedOnLoss(SystemModel):
@@ -155,6 +157,21 @@ class WaitsForHandlerOfUnseenComm(SystemModel):
         return super()._frontend_shell_reply(w, f, fe)
 
 
+class IgnoresAdoption(SystemModel):
+    """Reads commspec/adopt and does nothing: the comm stays detached, owned by the
+    frontend that left (the reference kernel before SPEC v2)."""
+
+    def _policy_adopt(self, d: Draft, f: int, c: int) -> None:
+        return None
+
+
+class KeepsEveryDetachedComm(SystemModel):
+    """No bound on detached comms."""
+
+    def _policy_keep_detached(self, d: Draft) -> int:
+        return len(d.kcomms)
+
+
 #: the kernel's broken rules, with the property each breaks at the two-frontend bound
 KERNEL_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
     (PersistentClosedOnLoss, "persistent_comm_survives"),
@@ -181,6 +198,12 @@ RECONCILE_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
 NO_REQUESTS_RECONNECT = Bounds(frontends=1, comms=1, requests=0, reconnects=1, faults=1)
 SESSION_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
     (WaitsForHandlerOfUnseenComm, "reconciling_finishes"),
+)
+
+#: the detached comms' rules, each broken, with the ladder rung that catches it
+DETACHED_BROKEN: tuple[tuple[type[SystemModel], str, str], ...] = (
+    (IgnoresAdoption, "adopted_comm_answerable", "adoption"),
+    (KeepsEveryDetachedComm, "detached_bounded", "two comms"),
 )
 
 

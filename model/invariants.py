@@ -143,6 +143,21 @@ def state_violations(w: World) -> list[Violation]:
                         f"every frontend has gone for good and {_comm(w, c)} is still open",
                     )
                 )
+    detached = [c for c, kc in enumerate(k.comms) if kc.state is KernelCommState.DETACHED]
+    if len(detached) > w.keep_detached:
+        out.append(("detached_bounded", f"{len(detached)} comms are detached, more than the "
+                    f"{w.keep_detached} the kernel keeps"))
+    for f, fe in enumerate(w.frontends):
+        for c in fe.adopted:
+            kc = k.comms[c]
+            if k.peers[f] and kc.state in ALIVE and (
+                kc.state is not KernelCommState.OPEN or kc.owner != f
+            ):
+                out.append((
+                    "adopted_comm_answerable",
+                    f"frontend {f} adopted {_comm(w, c)} and is still here, but the kernel "
+                    f"has it {kc.state.value}, owned by frontend {kc.owner}",
+                ))
     for f, fe in enumerate(w.frontends):
         if fe.session is not SessionState.READY or not fe.linked or fe.proc is Proc.DEAD:
             continue

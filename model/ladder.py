@@ -29,9 +29,13 @@ LADDER: tuple[Rung, ...] = (
          "reconciling: stale comms, comm_info_reply against comm_close, held kernel "
          "requests"),
     Rung("two comms", Bounds(frontends=1, comms=2, requests=1, reconnects=0, faults=1),
-         "a persistent and a default comm side by side, each under its policy"),
+         "a persistent and a default comm side by side, each under its policy; two "
+         "persistent ones past the bound of one detached comm"),
     Rung("two frontends", Bounds(frontends=2, comms=1, requests=1, reconnects=0, faults=1),
          "per-peer presence: one frontend leaves, the other stays"),
+    Rung("adoption",
+         Bounds(frontends=2, comms=1, requests=0, reconnects=0, faults=1, adoptions=1),
+         "a new session adopts the comm a departed one left detached"),
     Rung("two requests, reconnect",
          Bounds(frontends=1, comms=1, requests=2, reconnects=1, faults=1),
          "requests in both directions across a reconnect, stdin beside comm RPCs"),

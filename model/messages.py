@@ -20,13 +20,17 @@ from typing import NamedTuple
 
 from .machines import RequestState, StdinRequestState
 
-__all__ = ["ERROR_CODES", "FAILURE_CODES", "FEATURE", "INTERNAL_ERROR", "INVALID_PARAMS",
-           "INVALID_REQUEST", "METHOD_NOT_FOUND", "SPEC_VERSION", "ErrorCode", "advertises"]
+__all__ = ["ADOPT_METHOD", "ERROR_CODES", "FAILURE_CODES", "FEATURE", "INTERNAL_ERROR",
+           "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND", "SPEC_VERSION", "ErrorCode",
+           "advertises"]
 
 #: what a kernel that keeps this specification lists in ``supported_features``
 FEATURE = "commspec"
 #: the version of the specification it keeps, in ``kernel_info_reply.commspec.version``
 SPEC_VERSION = "2.0"
+#: the JSON-RPC notification a frontend sends on a comm it adopted through comm_info,
+#: so that the kernel makes it the comm's owner (a detached comm re-attaches to it)
+ADOPT_METHOD = "commspec/adopt"
 
 
 def advertises(kernel_info: object) -> bool:

@@ -56,7 +56,8 @@ PROPERTIES: tuple[Property, ...] = (
         "persistent_comm_survives",
         PropertyKind.STATE,
         "A persistent comm is never closed by a disconnection: only by a close from "
-        "either side or by shutdown.",
+        "either side, by shutdown, or by eviction past the kernel's bound on detached "
+        "comms.",
         "Persistent comms (plots) hold state the frontend re-attaches to after it "
         "comes back; closing them on a disconnect loses that state for good.",
     ),
@@ -96,6 +97,24 @@ PROPERTIES: tuple[Property, ...] = (
         "An open comm tells the kernel's code that someone is listening: a plot keeps "
         "rendering, a variables pane keeps being refreshed, for a session with nobody "
         "in it.",
+    ),
+    Property(
+        "adopted_comm_answerable",
+        PropertyKind.STATE,
+        "A comm whose adoption by a frontend the kernel has read (while it was "
+        "detached, and nobody adopted it since) is open and owned by that frontend "
+        "for as long as the frontend is counted: the kernel's requests on it reach it.",
+        "A new session (a reloaded page) that adopts a plot left by a dead one talks to "
+        "it; if the kernel still took it for detached, every request the kernel made "
+        "on it would fail as undeliverable while someone is there to answer.",
+    ),
+    Property(
+        "detached_bounded",
+        PropertyKind.STATE,
+        "The kernel never holds more detached comms than its bound: past it, the comm "
+        "detached longest is closed (evicted).",
+        "Detached comms wait for a frontend that may never come: 200 dead frontends "
+        "would otherwise leave 200 plots' state in the kernel for good.",
     ),
     Property(
         "nothing_waits_forever",

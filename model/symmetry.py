@@ -75,7 +75,7 @@ class FrontendSymmetry:
         if order == list(range(n)):
             if not late:
                 return w
-            return World(Kernel(k.up, k.presence, k.peers, k.comms, k.owed, 0),
+            return World(Kernel(k.up, k.presence, k.peers, k.comms, k.owed, 0, k.detached),
                          tuple(entry[1] for entry in ranked), *w[2:])
         new = [0] * n
         for i, f in enumerate(order):
@@ -88,6 +88,7 @@ class FrontendSymmetry:
                   for kc in k.comms),
             k.owed,
             0,
+            k.detached,
         )
         requests = tuple(
             req if req is None or req.party < 0

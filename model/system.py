@@ -41,6 +41,7 @@ from .actions import (
     DeliverStdin,
     Exit,
     Freeze,
+    FrontendAdopt,
     FrontendClose,
     FrontendOpen,
     FrontendRequest,
@@ -116,9 +117,14 @@ class Bounds:
     requests: int = 1
     reconnects: int = 0
     faults: int = 1
+    #: restores (a ready frontend asks comm_info to adopt what it does not hold)
+    adoptions: int = 0
+    #: how many detached comms the kernel keeps before it evicts the longest detached
+    detached: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("frontends", "comms", "requests", "reconnects", "faults"):
+        for name in ("frontends", "comms", "requests", "reconnects", "faults", "adoptions",
+                     "detached"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"--{name} must be a whole number >= 0, got {value!r}")
@@ -144,7 +150,8 @@ _FRONTEND_FIELD = {name: i for i, name in enumerate(Frontend._fields)}
 class Draft:
     """A mutable copy of a World for the duration of one action."""
 
-    __slots__ = ("faults_left", "fe", "kcomms", "kernel", "reconnects_left", "req", "targets")
+    __slots__ = ("adoptions_left", "faults_left", "fe", "kcomms", "keep_detached", "kernel",
+                 "reconnects_left", "req", "targets")
 
     def __init__(self, w: World) -> None:
         self.kernel = w.kernel
@@ -154,10 +161,17 @@ class Draft:
         self.targets = list(w.targets)
         self.reconnects_left = w.reconnects_left
         self.faults_left = w.faults_left
+        self.adoptions_left = w.adoptions_left
+        self.keep_detached = w.keep_detached
 
     def freeze(self) -> World:
         k = self.kernel
-        kernel = Kernel(k.up, k.presence, k.peers, tuple(self.kcomms), k.owed, k.late_replies)
+        comms = tuple(self.kcomms)
+        # the detached list forgets comms that re-attached or closed since
+        detached = k.detached and tuple(
+            c for c in k.detached if comms[c].state is KernelCommState.DETACHED
+        )
+        kernel = Kernel(k.up, k.presence, k.peers, comms, k.owed, k.late_replies, detached)
         return World(
             kernel,
             tuple(self.fe),
@@ -165,6 +179,8 @@ class Draft:
             tuple(self.targets),
             self.reconnects_left,
             self.faults_left,
+            self.adoptions_left,
+            self.keep_detached,
         )
 
     # -- small mutators ----------------------------------------------------
@@ -200,7 +216,8 @@ class SystemModel:
 
     def initial(self) -> World:
         b = self.bounds
-        return initial_world(b.frontends, b.comms, b.requests, b.reconnects, b.faults)
+        return initial_world(b.frontends, b.comms, b.requests, b.reconnects, b.faults,
+                             b.adoptions, b.detached)
 
     # =====================================================================
     # enumeration
@@ -240,6 +257,10 @@ class SystemModel:
         if fe.session is SessionState.LOST and w.reconnects_left > 0:
             yield self._frontend_reconnect(w, f, fe)
         if fe.session is SessionState.READY and fe.linked:
+            # A restore is what a page does as it loads: before it holds any comm.
+            if (w.adoptions_left > 0 and not fe.adopting
+                    and all(c is FrontendCommState.NEW for c in fe.comms)):
+                yield self._frontend_adopt(w, f, fe)
             for c, state in enumerate(fe.comms):
                 if state is FrontendCommState.NEW and w.targets[c] is Target.UNUSED:
                     for target in OPENABLE:
@@ -373,27 +394,44 @@ class SystemModel:
         (_, alive) = fe.shell_down[0]
         assert isinstance(alive, tuple)
         d.set_fe(f, shell_down=fe.shell_down[1:])
-        if fe.session is not SessionState.RECONCILING:
+        reconciling = fe.session is SessionState.RECONCILING
+        if not reconciling and not fe.adopting:
             return Step(
                 DeliverShellReply(f), f"frontend {f} drops an outdated comm_info_reply"
             ), d.freeze()
         comms = list(fe.comms)
+        adopted = []
         for c, state in enumerate(comms):
-            if state is FrontendCommState.STALE or (state is FrontendCommState.NEW and c in alive):
+            if state is FrontendCommState.NEW and c in alive:
+                adopted.append(c)
+            if (state is FrontendCommState.STALE and reconciling) or (
+                state is FrontendCommState.NEW and c in alive
+            ):
                 event = FrontendCommEvent.CONFIRMED if c in alive else FrontendCommEvent.NOT_FOUND
                 comms[c] = FRONTEND_COMM.step(state, event)
         owes = tuple(r for r in fe.owes if _answerable(d.req[r], comms))
-        d.set_fe(
-            f,
-            comms=tuple(comms),
-            owes=owes,
-            session=SESSION.step(fe.session, SessionEvent.RECONCILED),
-        )
+        # An adopted comm is announced, so the kernel makes this frontend its owner.
+        shell = (*fe.shell, *((Msg.ADOPT, c) for c in adopted))
+        d.set_fe(f, comms=tuple(comms), owes=owes, shell=shell, adopting=False)
         listed = ", ".join(str(c) for c in alive) or "none"
+        if not reconciling:
+            return Step(
+                DeliverShellReply(f),
+                f"frontend {f} adopts from comm_info_reply (comms: {listed})",
+            ), d.freeze()
+        d.set_fe(f, session=SESSION.step(fe.session, SessionEvent.RECONCILED))
         return Step(
             DeliverShellReply(f),
             f"frontend {f} reconciles against comm_info_reply (comms: {listed})",
-        ), (d.freeze())
+        ), d.freeze()
+
+    def _frontend_adopt(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
+        d = Draft(w)
+        d.adoptions_left -= 1
+        d.set_fe(f, adopting=True, shell=(*fe.shell, (Msg.INFO, NO_ARG)))
+        return Step(
+            FrontendAdopt(f), f"frontend {f} asks comm_info to adopt the comms it does not hold"
+        ), d.freeze()
 
     def _frontend_answer(self, w: World, f: int, fe: Frontend, r: int) -> tuple[Step, World]:
         d = Draft(w)
@@ -419,6 +457,7 @@ class SystemModel:
             f,
             session=SESSION.step(fe.session, SessionEvent.LINK_LOST),
             comms=comms,
+            adopting=False,
             owes=(),
             iopub=(),
             shell_down=(),
@@ -682,8 +721,22 @@ class SystemModel:
         )
         if state is KernelCommState.CLOSED:
             self._kernel_comm_closed(d, c, CloseCause.LOST, RequestEvent.PEER_LOST, state)
-        else:
-            d.kcomms[c] = kc._replace(state=state)
+            return
+        d.kcomms[c] = kc._replace(state=state)
+        detached = [x for x in d.kernel.detached if d.kcomms[x].state is KernelCommState.DETACHED]
+        detached.append(c)
+        while len(detached) > self._policy_keep_detached(d):
+            self._evict(d, detached.pop(0))
+        d.kernel = d.kernel._replace(detached=tuple(detached))
+
+    def _policy_keep_detached(self, d: Draft) -> int:
+        """How many detached comms the kernel keeps: past that, the longest detached is
+        evicted."""
+        return d.keep_detached
+
+    def _evict(self, d: Draft, c: int) -> None:
+        state = KERNEL_COMM.step(d.kcomms[c].state, KernelCommEvent.EVICTED)
+        self._kernel_comm_closed(d, c, CloseCause.EVICTED, RequestEvent.COMM_CLOSED, state)
 
     def _kernel_comm_closed(
         self,
@@ -732,12 +785,28 @@ class SystemModel:
         elif kind is Msg.REPLY:
             assert isinstance(arg, int)
             self._caller_gets_reply(d, arg, frontend=None)
+        elif kind is Msg.ADOPT:
+            assert isinstance(arg, int)
+            if d.kcomms[arg].state is KernelCommState.DETACHED and k.peers[f]:
+                # ghost state for adopted_comm_answerable: f is now the adopter
+                for g, x in enumerate(d.fe):
+                    if arg in x.adopted:
+                        d.set_fe(g, adopted=_without(x.adopted, arg))
+                d.set_fe(f, adopted=(*d.fe[f].adopted, arg))
+                self._policy_adopt(d, f, arg)
         elif kind is Msg.INFO:
             if d.fe[f].linked:
                 alive = tuple(c for c, kc in enumerate(d.kcomms) if kc.state in ALIVE)
                 d.set_fe(f, shell_down=(*d.fe[f].shell_down, (Msg.INFO_REPLY, alive)))
         else:  # pragma: no cover
             raise AssertionError(msg)
+
+    def _policy_adopt(self, d: Draft, f: int, c: int) -> None:
+        """A frontend adopted a detached comm: it becomes the owner, the comm re-attaches."""
+        kc = d.kcomms[c]
+        d.kcomms[c] = kc._replace(
+            state=KERNEL_COMM.step(kc.state, KernelCommEvent.ADOPTED), owner=f
+        )
 
     def _caller_gets_reply(self, d: Draft, r: int, frontend: int | None) -> None:
         req = d.req[r]
@@ -911,7 +980,7 @@ def _comm(c: int, targets: tuple[Target, ...] | list[Target]) -> str:
 
 def _show(msg: Message, w: World) -> str:
     kind, arg = msg
-    if kind in (Msg.OPEN, Msg.CLOSE):
+    if kind in (Msg.OPEN, Msg.CLOSE, Msg.ADOPT):
         assert isinstance(arg, int)
         return f"{kind.value} of {_comm(arg, w.targets)}"
     if kind in (Msg.REQUEST, Msg.REPLY):

@@ -54,6 +54,7 @@ class Msg(Name):
     INFO_REPLY = "comm_info_reply"
     STDIN_REQUEST = "stdin_request"
     STDIN_REPLY = "stdin_reply"
+    ADOPT = "commspec/adopt"  # a frontend adopted a comm through comm_info
 
 
 # A message is (kind, argument): a comm slot, a request slot, or the comm slots
@@ -77,6 +78,7 @@ class CloseCause(Name):
     REJECTED = "rejected"
     LOST = "closed by a disconnection"
     SHUTDOWN = "closed by shutdown"
+    EVICTED = "evicted: more comms detached than the kernel keeps"
 
 
 class Target(Name):
@@ -115,6 +117,10 @@ class Frontend(NamedTuple):
     stdin_up: tuple[Message, ...]
     sub_up: tuple[Message, ...]
     late_replies: int
+    adopting: bool  # it asked comm_info to adopt what it does not hold (a restore)
+    #: ghost state, for a property only: the comms whose adoption by this frontend the
+    #: kernel read while they were detached, and nobody adopted since
+    adopted: tuple[int, ...]
 
 
 class Kernel(NamedTuple):
@@ -124,6 +130,7 @@ class Kernel(NamedTuple):
     comms: tuple[KernelComm, ...]
     owed: tuple[int, ...]  # frontend requests it has accepted and must answer
     late_replies: int
+    detached: tuple[int, ...]  # the detached comms, longest detached first
 
 
 class World(NamedTuple):
@@ -133,9 +140,19 @@ class World(NamedTuple):
     targets: tuple[Target, ...]  # per comm slot, fixed when it is opened
     reconnects_left: int
     faults_left: int  # crashes, clean exits and freezes still allowed
+    adoptions_left: int  # restores (comm_info to adopt) still allowed
+    keep_detached: int  # how many detached comms the kernel keeps (a constant)
 
 
-def initial_world(frontends: int, comms: int, requests: int, reconnects: int, faults: int) -> World:
+def initial_world(
+    frontends: int,
+    comms: int,
+    requests: int,
+    reconnects: int,
+    faults: int,
+    adoptions: int = 0,
+    detached: int = 1,
+) -> World:
     fe = Frontend(
         proc=Proc.IDLE,
         session=None,
@@ -150,6 +167,8 @@ def initial_world(frontends: int, comms: int, requests: int, reconnects: int, fa
         stdin_up=(),
         sub_up=(),
         late_replies=0,
+        adopting=False,
+        adopted=(),
     )
     kernel = Kernel(
         up=True,
@@ -158,7 +177,9 @@ def initial_world(frontends: int, comms: int, requests: int, reconnects: int, fa
         comms=(KernelComm(KernelCommState.NEW, -1, CloseCause.NONE),) * comms,
         owed=(),
         late_replies=0,
+        detached=(),
     )
     return World(
-        kernel, (fe,) * frontends, (None,) * requests, (Target.UNUSED,) * comms, reconnects, faults
+        kernel, (fe,) * frontends, (None,) * requests, (Target.UNUSED,) * comms, reconnects,
+        faults, adoptions, detached,
     )

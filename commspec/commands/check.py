@@ -29,7 +29,7 @@ from commspec.model.properties import BY_NAME, PROPERTIES
 from commspec.model.system import Bounds, SystemModel
 
 DEFAULTS = Bounds()
-BOUND_NAMES = ("frontends", "comms", "requests", "reconnects", "faults")
+BOUND_NAMES = ("frontends", "comms", "requests", "reconnects", "faults", "adoptions", "detached")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "request slots (comm RPCs either way, stdin requests)",
         "reconnects, in all",
         "crashes, clean exits and freezes, in all",
+        "restores (a ready frontend asks comm_info to adopt what it does not hold), in all",
+        "detached comms the kernel keeps before it evicts the longest detached",
     ), strict=True):
         p.add_argument(
             f"--{name}",
@@ -82,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
             b = rung.bounds
             where = f"rung {n}/{len(rungs)} {rung.name}: " if not given else ""
             print(f"commspec check: {where}{b.frontends} frontends, {b.comms} comms, "
-                  f"{b.requests} requests, {b.reconnects} reconnects, {b.faults} faults",
-                  flush=True)
+                  f"{b.requests} requests, {b.reconnects} reconnects, {b.faults} faults, "
+                  f"{b.adoptions} adoptions, keeps {b.detached} detached", flush=True)
             progress.watch(n - 1)
             result = next(results)
             done.append((rung, result))

@@ -12,6 +12,10 @@ Rules:
   *persistent* comms (plots) keep their state, fail their pending requests and
   wait *detached* for a frontend to return; *default* comms close and run their
   cleanup handler, since no frontend will ever close them.
+- A detached comm re-attaches when its owner subscribes again, or when another
+  frontend adopts it (``commspec/adopt`` after comm_info): the adopter becomes the
+  owner. The kernel keeps a bounded number of detached comms; past the bound the
+  one detached longest is *evicted*: closed, comm_close published.
 - Kernel shutdown closes every comm.
 """
 
@@ -35,6 +39,8 @@ class KernelCommEvent(Name):
     CLOSED_BY_KERNEL = "closed_by_kernel"
     FRONTEND_LOST = "frontend_lost"
     FRONTEND_BACK = "frontend_back"
+    ADOPTED = "adopted"
+    EVICTED = "evicted"
     KERNEL_SHUTDOWN = "kernel_shutdown"
 
 
@@ -74,6 +80,11 @@ KERNEL_COMM = MachineSpec(
                    "shutdown closes every comm"),
         Transition(S.DETACHED, E.FRONTEND_BACK, S.OPEN,
                    "its owner subscribed again and re-attaches to the persistent comm"),
+        Transition(S.DETACHED, E.ADOPTED, S.OPEN,
+                   "a frontend adopted it (commspec/adopt): it becomes the owner"),
+        Transition(S.DETACHED, E.EVICTED, S.CLOSED,
+                   "more comms are detached than the kernel keeps: the longest detached "
+                   "closes"),
         Transition(S.DETACHED, E.CLOSED_BY_KERNEL, S.CLOSED,
                    "the kernel may still close a detached comm"),
         Transition(S.DETACHED, E.CLOSED_BY_FRONTEND, S.CLOSED,

@@ -18,6 +18,7 @@ import pytest
 from commspec.chart import ARROWS
 from commspec.commands import check as check_command
 from commspec.model.broken import (
+    DETACHED_BROKEN,
     KERNEL_BROKEN,
     NO_REQUESTS_RECONNECT,
     RECONCILE_BROKEN,
@@ -84,6 +85,16 @@ def test_a_reconcile_that_never_finishes_is_caught_with_nothing_else_waiting(
     result = check(variant(NO_REQUESTS_RECONNECT))
     assert result.violation is not None and result.violation.property == prop, result.violation
     assert len(result.violation.steps) <= 12, [s.text for s in result.violation.steps]
+
+
+@pytest.mark.parametrize(("variant", "prop", "rung"), list(DETACHED_BROKEN),
+                         ids=[b[0].__name__ for b in DETACHED_BROKEN])
+def test_a_broken_rule_for_detached_comms_is_caught_at_its_rung(
+        variant: type[SystemModel], prop: str, rung: str) -> None:
+    bounds = next(r.bounds for r in LADDER if r.name == rung)
+    result = check(variant(bounds))
+    assert result.violation is not None and result.violation.property == prop, result.violation
+    assert len(result.violation.steps) <= 14, [s.text for s in result.violation.steps]
 
 
 BROKEN = list(KERNEL_BROKEN)
