@@ -419,7 +419,7 @@ class SystemModel:
                 DeliverShellReply(f),
                 f"frontend {f} adopts from comm_info_reply (comms: {listed})",
             ), d.freeze()
-        d.set_fe(f, session=SESSION.step(fe.session, SessionEvent.RECONCILED))
+        d.set_fe(f, session=SESSION.step(SessionState.RECONCILING, SessionEvent.RECONCILED))
         return Step(
             DeliverShellReply(f),
             f"frontend {f} reconciles against comm_info_reply (comms: {listed})",
