@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,26 +62,56 @@ class Violation:
 
 
 @dataclass
+class TooLarge:
+    """The exploration stopped before the end: the bound does not fit in memory."""
+
+    memory_mib: float
+    limit_mib: float
+    #: the memory the process held before the exploration began
+    baseline_mib: float
+
+    def describe(self, stats: Stats) -> str:
+        per_state = max(self.memory_mib - self.baseline_mib, 0.0) / max(stats.states, 1)
+        return (
+            f"stopped at {stats.states:,} states found ({self.memory_mib:,.0f} MiB; the "
+            f"limit is {self.limit_mib:,.0f} MiB), {stats.frontier:,} of them not yet "
+            f"expanded, at depth {stats.depth}: the whole space is larger, and each "
+            f"further million states needs about {per_state * 1e6 / 1024:,.1f} GiB "
+            f"({per_state * 1024:,.1f} KiB a state); nothing is proven for it"
+        )
+
+
+@dataclass
 class Result:
     stats: Stats
     violation: Violation | None = None
     held: list[str] = field(default_factory=list)
+    #: set when the exploration stopped for want of memory (then nothing is proven)
+    too_large: TooLarge | None = None
 
     @property
     def ok(self) -> bool:
-        return self.violation is None
+        return self.violation is None and self.too_large is None
 
 
 #: the checker's search: world states, labelled by the steps between them
 _Graph = Search[World, Step]
 
 
+#: how many states are expanded between two looks at the memory used
+MEMORY_EVERY = 4096
+
+
 def check(
     model: SystemModel,
     progress: Progress | None = None,
     progress_every: float = 0.5,
+    memory_limit_mib: float | None = None,
 ) -> Result:
+    """Explores ``model``; with ``memory_limit_mib``, stops (``Result.too_large``) once
+    the process's peak memory passes it."""
     start = time.monotonic()
+    baseline = peak_memory_mib()
     symmetry = FrontendSymmetry()
     graph: _Graph = Search([symmetry.canonical(model.initial())], symmetry.edges(model))
     states = graph.states
@@ -129,6 +160,13 @@ def check(
                     )
             if step.kind is StepKind.PROTOCOL:
                 protocol_preds[j].append(i)
+        if memory_limit_mib is not None and i % MEMORY_EVERY == MEMORY_EVERY - 1:
+            used = peak_memory_mib()
+            if used > memory_limit_mib:
+                result = _finish(_count(stats, graph), start, None)
+                result.stats.frontier = len(states) - i - 1
+                result.too_large = TooLarge(used, memory_limit_mib, baseline)
+                return result
         if progress is not None and time.monotonic() >= next_report:
             stats.states, stats.frontier = len(states), len(states) - i - 1
             stats.depth, stats.seconds = graph.depth[i], time.monotonic() - start
@@ -163,6 +201,11 @@ def check(
     result = _finish(stats, start, None)
     result.held = [p.name for p in PROPERTIES]
     return result
+
+
+def peak_memory_mib() -> float:
+    """This process's peak resident memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _count(stats: Stats, graph: _Graph) -> Stats:

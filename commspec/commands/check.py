@@ -3,8 +3,9 @@
 With no bound given, every rung of the ladder of bounds (``commspec.model.ladder``),
 cheapest first; with any ``--frontends``/``--comms``/... given, that one bound (the
 others at their defaults). Exit 0 if every property holds, 1 with the shortest
-counterexample of the first bound that breaks one, 2 for bad arguments, 130 when
-interrupted (after a summary of what was explored).
+counterexample of the first bound that breaks one, 2 for bad arguments, 3 when a
+bound does not fit in memory (``--max-memory``: what was explored and a lower bound of
+what it would take), 130 when interrupted (after a summary of what was explored).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import dataclasses
 import multiprocessing
 import os
 import queue as queue_module
-import resource
 import signal
 import sys
 import time
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from commspec.chart import render_chart
-from commspec.model.checker import Result, Stats, Violation, check
+from commspec.model.checker import Result, Stats, Violation, check, peak_memory_mib
 from commspec.model.ladder import LADDER, Rung
 from commspec.model.properties import BY_NAME, PROPERTIES
 from commspec.model.system import Bounds, SystemModel
@@ -56,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
                    metavar="N", help="explore up to N rungs of the ladder at once, each in "
                    "a process of its own (default: %(default)s, the CPUs here, at most 2)")
+    p.add_argument("--max-memory", type=float, default=None, metavar="MIB",
+                   help="stop a rung whose exploration passes MIB of memory (default: "
+                   "three quarters of this machine's memory, shared by the --jobs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--chart", metavar="FILE", type=Path, default=None,
                    help="on a violation, draw its counterexample as a message sequence "
@@ -74,11 +77,15 @@ def run(args: argparse.Namespace) -> int:
     if jobs < 1:
         print(f"commspec check: --jobs must be at least 1, got {jobs}", file=sys.stderr)
         return 2
+    parallel = jobs > 1 and len(rungs) > 1
+    limit = getattr(args, "max_memory", None)
+    if limit is None:
+        limit = _memory_mib() * 0.75 / (min(jobs, len(rungs)) if parallel else 1)
     done: list[tuple[Rung, Result]] = []
     start = time.monotonic()
     progress = _Progress(show=not args.quiet)
-    results = (_in_parallel(rungs, jobs, progress) if jobs > 1 and len(rungs) > 1
-               else _in_order(rungs, progress))
+    results = (_in_parallel(rungs, jobs, progress, limit) if parallel
+               else _in_order(rungs, progress, limit))
     try:
         for n, rung in enumerate(rungs, 1):
             b = rung.bounds
@@ -90,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             result = next(results)
             done.append((rung, result))
             report(result)
+            if result.too_large is not None:
+                break
             if result.violation is not None:
                 chart = getattr(args, "chart", None)
                 if chart is not None:
@@ -102,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         results.close()  # a parallel run's workers end here, finished or not
     if not given:
         _summary(done, wall=time.monotonic() - start, jobs=min(jobs, len(rungs)))
+    if any(r.too_large is not None for _, r in done):
+        return 3
     return 0 if all(r.ok for _, r in done) else 1
 
 
@@ -119,7 +130,7 @@ class _Progress:
 
     def latest(self) -> tuple[Stats, float]:
         """The watched rung's figures and the memory of the process exploring it."""
-        return self._latest.get(self.watched, (Stats(), _rss_mib()))
+        return self._latest.get(self.watched, (Stats(), peak_memory_mib()))
 
     def record(self, rung: int, s: Stats, rss_mib: float) -> None:
         self._latest[rung] = (Stats(s.states, s.transitions, s.frontier, s.depth, s.seconds),
@@ -133,12 +144,14 @@ class _Progress:
             )
 
     def of(self, rung: int) -> Callable[[Stats], None]:
-        return lambda s: self.record(rung, s, _rss_mib())
+        return lambda s: self.record(rung, s, peak_memory_mib())
 
 
-def _in_order(rungs: list[Rung], progress: _Progress) -> Generator[Result, None, None]:
+def _in_order(
+    rungs: list[Rung], progress: _Progress, limit: float
+) -> Generator[Result, None, None]:
     for n, rung in enumerate(rungs):
-        yield check(SystemModel(rung.bounds), progress=progress.of(n))
+        yield check(SystemModel(rung.bounds), progress=progress.of(n), memory_limit_mib=limit)
 
 
 # -- the ladder on several processes ------------------------------------------------
@@ -150,11 +163,11 @@ def _in_order(rungs: list[Rung], progress: _Progress) -> Generator[Result, None,
 # parent's, which then ends them. A worker that dies without a result is an error.
 
 
-def _worker(n: int, bounds: Bounds, out: Any) -> None:
+def _worker(n: int, bounds: Bounds, limit: float, out: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        result = check(SystemModel(bounds),
-                       progress=lambda s: out.put(("progress", n, s, _rss_mib())))
+        result = check(SystemModel(bounds), memory_limit_mib=limit,
+                       progress=lambda s: out.put(("progress", n, s, peak_memory_mib())))
     except Exception as e:  # reported by the parent, which owns the terminal
         out.put(("failed", n, f"{type(e).__name__}: {e}"))
         return
@@ -162,7 +175,7 @@ def _worker(n: int, bounds: Bounds, out: Any) -> None:
 
 
 def _in_parallel(
-    rungs: list[Rung], jobs: int, progress: _Progress
+    rungs: list[Rung], jobs: int, progress: _Progress, limit: float
 ) -> Generator[Result, None, None]:
     context = multiprocessing.get_context("fork")
     out = context.Queue()
@@ -173,7 +186,7 @@ def _in_parallel(
     def start_more() -> None:
         while waiting and len(running) < jobs:
             n = waiting.pop()
-            running[n] = context.Process(target=_worker, args=(n, rungs[n].bounds, out),
+            running[n] = context.Process(target=_worker, args=(n, rungs[n].bounds, limit, out),
                                          name=f"commspec check: {rungs[n].name}", daemon=True)
             running[n].start()
 
@@ -219,8 +232,9 @@ def _draw(path: Path, violation: Violation, bounds: Bounds, rung: str) -> None:
     print(f"chart of the counterexample: {path}")
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def _memory_mib() -> float:
+    """This machine's memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _summary(
@@ -233,7 +247,8 @@ def _summary(
     for rung, result in done:
         s = result.stats
         v = result.violation
-        verdict = "held" if v is None else f"VIOLATED {v.property}"
+        verdict = ("too large" if result.too_large is not None
+                   else "held" if v is None else f"VIOLATED {v.property}")
         print(f"{rung.name:<24} {s.states:>9,} {s.transitions:>13,} {s.seconds:>8.1f}  {verdict}")
     if interrupted is not None:
         s, mib = interrupted
@@ -256,6 +271,9 @@ def report(result: Result) -> None:
         f"explored {s.states:,} states, {s.transitions:,} transitions, depth {s.depth}, "
         f"in {s.seconds:.1f} s ({s.rate:,.0f} states/s)"
     )
+    if result.too_large is not None:
+        print(f"TOO LARGE for this machine: {result.too_large.describe(s)}")
+        return
     v = result.violation
     if v is None:
         for p in PROPERTIES:

@@ -26,7 +26,7 @@ from commspec.model.broken import (
     DropsRequestsOnUnseenComms,
     NoDrain,
 )
-from commspec.model.checker import Result, check
+from commspec.model.checker import MEMORY_EVERY, Result, check
 from commspec.model.ladder import LADDER, Rung
 from commspec.model.machines import (
     RequestState,
@@ -157,11 +157,11 @@ def test_an_interrupted_check_prints_what_it_explored(
     real = check_command.check
     calls: list[int] = []
 
-    def interrupted(model: SystemModel, progress: object = None) -> Result:
+    def interrupted(model: SystemModel, progress: object = None, **limits: float) -> Result:
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(model)
+        return real(model, **limits)
 
     monkeypatch.setattr(check_command, "LADDER", (Rung("tiny", TINY, ""),
                                                   Rung("tiny, reconnect", TINY_RECONNECT, "")))
@@ -281,10 +281,26 @@ def test_a_parallel_ladder_says_when_a_worker_dies(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(check_command, "LADDER", (Rung("tiny", TINY, ""),
                                                   Rung("dies", TINY_RECONNECT, "")))
 
-    def dies(model: SystemModel, progress: object = None) -> Result:
+    def dies(model: SystemModel, progress: object = None, **limits: float) -> Result:
         os._exit(3)
 
     monkeypatch.setattr(check_command, "check", dies)
     with pytest.raises(RuntimeError, match=r"ended without a result.*exit code 3"):
         check_command.run(PARALLEL)
     assert multiprocessing.active_children() == []
+
+
+def test_a_bound_too_large_for_the_memory_stops_and_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # a limit this process is already past: the check stops at its first look
+    args = argparse.Namespace(frontends=2, comms=1, requests=1, reconnects=0, faults=1,
+                              quiet=True, max_memory=1.0)
+    assert check_command.run(args) == 3
+    out = capsys.readouterr().out
+    assert "TOO LARGE for this machine: stopped at" in out
+    assert "the whole space is larger" in out and "nothing is proven" in out
+    result = check(SystemModel(Bounds()), memory_limit_mib=1.0)
+    assert not result.ok and result.violation is None and result.too_large is not None
+    assert result.stats.states > MEMORY_EVERY, "it explored before it looked"
+    assert result.stats.frontier > 0
