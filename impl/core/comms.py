@@ -12,6 +12,13 @@ Rules (the ``kernel_comm`` machine, plus ownership):
   Comms owned by every subscriber are lost only when the last subscription goes.
 - A detached comm fires FRONTEND_BACK when its owner subscribes again (for
   comms owned by every subscriber: when anyone subscribes).
+- A detached comm fires ADOPTED when a commspec peer that is present adopts it
+  (``commspec/adopt``): from then on that peer is its owner, whoever opened it,
+  so the kernel's requests reach it and its departure detaches the comm again.
+- The kernel keeps a bounded number of detached comms (``max_detached``): when
+  one more detaches, the one detached longest (by its latest detach) fires
+  EVICTED and closes (``evict_beyond``), so frontends that never come back cannot
+  make the kernel hold their comms forever.
 - Closed comms are removed, and their ids remembered (bounded), so traffic for
   a comm that just closed is told apart from traffic for a comm that never
   existed, and an id is never reused for a second comm.
@@ -36,7 +43,22 @@ from commspec.model.tracked import Tracked
 
 from .bounded import BoundedSet
 
-__all__ = ["CommRecord", "KernelComms"]
+__all__ = ["DEFAULT_MAX_DETACHED", "CommRecord", "KernelComms", "check_max_detached"]
+
+#: how many detached comms a kernel keeps unless told otherwise (SPEC.md)
+DEFAULT_MAX_DETACHED = 64
+
+
+def check_max_detached(value: object) -> int:
+    """``value`` if it is a valid bound on detached comms (an int >= 0), else raise."""
+    # bool is an int to Python, but True as a count is a mistake, not a 1
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"max_detached (how many detached comms the kernel keeps) must be an "
+                        f"int >= 0, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"max_detached (how many detached comms the kernel keeps) must be "
+                         f"an int >= 0, got {value}")
+    return value
 
 KernelCommTracked = Tracked[KernelCommState, KernelCommEvent]
 
@@ -50,6 +72,9 @@ class CommRecord:
     #: the frontend it belongs to: the one that opened it, or for whose request the
     #: kernel opened it; None when the kernel opened it on its own
     opener: bytes | None
+    #: the frontend that adopted it (``commspec/adopt``) while it was detached: its
+    #: owner from then on, in place of the opener
+    adopter: bytes | None = None
 
     @property
     def state(self) -> KernelCommState:
@@ -68,6 +93,8 @@ class KernelComms:
         self.clock = clock
         self._alive: dict[str, CommRecord] = {}
         self._closed: BoundedSet[str] = BoundedSet(remember_closed)
+        #: the detached comms, the one detached longest first (insertion order is age)
+        self._detached: dict[str, CommRecord] = {}
 
     # -- reading ------------------------------------------------------------
 
@@ -87,9 +114,19 @@ class KernelComms:
     def __len__(self) -> int:
         return len(self._alive)
 
+    @property
+    def detached(self) -> list[CommRecord]:
+        """The detached comms, the one detached longest first."""
+        return list(self._detached.values())
+
     @staticmethod
     def owner(record: CommRecord, is_known_peer: Callable[[bytes], bool]) -> bytes | None:
         """The one frontend that owns the comm, or None when every subscriber does."""
+        if record.adopter is not None:
+            # Only a peer that was present can adopt, and a known peer stays known, so
+            # the adopter is always a peer: it owns the comm, not the opener (who may come
+            # back under its session id and no longer re-attaches it).
+            return record.adopter
         if record.opener is not None and is_known_peer(record.opener):
             return record.opener
         return None
@@ -133,6 +170,26 @@ class KernelComms:
         )
         if record.closed:
             self._forget(record)
+        else:
+            self._detached[record.comm_id] = record
+
+    def adopt(self, record: CommRecord, adopter: bytes, msg_id: str | None = None) -> None:
+        """A detached comm adopted by ``adopter`` (a peer that is present): ADOPTED, and
+        ``adopter`` owns it from now on."""
+        record.tracked.fire(KernelCommEvent.ADOPTED, msg_id=msg_id)
+        record.adopter = adopter
+        self._detached.pop(record.comm_id, None)
+
+    def evict_beyond(self, keep: int) -> list[CommRecord]:
+        """While more than ``keep`` comms are detached, the one detached longest fires
+        EVICTED (closed); the evicted ones, oldest first."""
+        evicted: list[CommRecord] = []
+        while len(self._detached) > keep:
+            record = next(iter(self._detached.values()))
+            record.tracked.fire(KernelCommEvent.EVICTED)
+            self._forget(record)
+            evicted.append(record)
+        return evicted
 
     def owned_by(self, peer: bytes | None,
                  is_known_peer: Callable[[bytes], bool]) -> list[CommRecord]:
@@ -156,9 +213,11 @@ class KernelComms:
             owner = self.owner(r, is_known_peer)
             if owner is None or (peer is not None and owner == peer):
                 r.tracked.fire(KernelCommEvent.FRONTEND_BACK)
+                self._detached.pop(r.comm_id, None)
                 back.append(r)
         return back
 
     def _forget(self, record: CommRecord) -> None:
         self._alive.pop(record.comm_id, None)
+        self._detached.pop(record.comm_id, None)
         self._closed.add(record.comm_id)

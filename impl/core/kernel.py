@@ -11,8 +11,11 @@ Rules:
   comm closes first.
 - Disconnection is an input like any other: unsubscribes (``SubscriptionFrames``)
   carry the messages received before them, and the policies (``policies.py``:
-  drain, frontend_lost, comm_lost, receiver_present, late_reply) decide what it
-  does.
+  drain, frontend_lost, comm_lost, keep_detached, receiver_present, late_reply)
+  decide what it does.
+- The notification ``commspec/adopt`` on a comm is the kernel's own, never the
+  target's: a detached comm becomes the sender's (``policies.adopt``) if the
+  sender is a commspec peer that is present; otherwise nothing changes.
 - A peer's bad input raises :class:`RemoteProtocolError` before any state
   moves; the input boundary counts it and carries on. An event a machine does
   not allow, caused by a peer's message, is counted the same way. An application
@@ -35,11 +38,11 @@ from commspec.model.machines import (
     RequestEvent,
     StdinRequestEvent,
 )
-from commspec.model.messages import FEATURE, SPEC_VERSION
+from commspec.model.messages import ADOPT_METHOD, FEATURE, SPEC_VERSION
 
 from ..errors import NoFrontend
 from .badinput import BadInput, RemoteProtocolError
-from .comms import CommRecord, KernelComms
+from .comms import DEFAULT_MAX_DETACHED, CommRecord, KernelComms, check_max_detached
 from .connections import ConnectionGone, PeerConnectionMap
 from .events import (
     Answer,
@@ -141,9 +144,13 @@ class KernelProtocol(ProtocolCore):
         policies: KernelPolicies | None = None,
         tracing: bool = False,
         remember: int = 10_000,
+        max_detached: int = DEFAULT_MAX_DETACHED,
     ) -> None:
         super().__init__(tracing=tracing)
         self.session_id = session_id
+        #: how many detached comms are kept (``policies.keep_detached``); past that the
+        #: one detached longest is evicted
+        self.max_detached = check_max_detached(max_detached)
         self.policies = policies if policies is not None else KernelPolicies()
         self._targets = targets
         self._new_msg_id = new_msg_id
@@ -225,12 +232,30 @@ class KernelProtocol(ProtocolCore):
 
     def lose_comm(self, record: CommRecord, *, persistent: bool) -> None:
         """Its owner left: FRONTEND_LOST with the fact ``persistent``; its requests fail;
-        the application hears of the loss, and of the close if it closed."""
+        the application hears of the loss, and of the close if it closed. A comm that
+        detached may push the longest detached one past the bound: that one is evicted."""
         self.comms.lose(record, persistent=persistent)
         self.requests.fail_comm(record.comm_id, RequestEvent.PEER_LOST, "its frontend left")
         self._out.append(CommLost(record.comm_id))
         if record.closed:
             self._closed(record, {}, None)
+            return
+        keep = self.policies.keep_detached(self)
+        for evicted in self.comms.evict_beyond(keep):
+            log.info("kernel: comm %s evicted: more than %d comms are detached",
+                     evicted.comm_id, keep)
+            # Its requests failed when it detached; any sent since was undeliverable.
+            self.requests.fail_comm(evicted.comm_id, RequestEvent.COMM_CLOSED,
+                                    "it was evicted: too many comms are detached")
+            self._closed(evicted, {}, None)
+
+    def comm_owner(self, comm_id: str) -> bytes | None:
+        """The frontend that owns an open or detached comm; None when every subscriber
+        does, or the kernel does not hold it."""
+        record = self.comms.get(comm_id)
+        if record is None:
+            return None
+        return self.comms.owner(record, self.presence.is_known_peer)
 
     def owner_gone(self, identity: bytes) -> bool:
         """The frontend has left, or nobody at all is subscribed."""
@@ -468,6 +493,10 @@ class KernelProtocol(ProtocolCore):
                                                 f"comm {comm_id} is not open"), header)
         record = self._existing(comm_id, received)
         if kind is MessageKind.NOTIFICATION:
+            assert isinstance(data, dict)  # a notification, classify says
+            if data.get("method") == ADOPT_METHOD:
+                self._on_adopt(record, received)  # the kernel's, not the target's
+                return True
             self._out.append(CommData(comm_id, data, tuple(received.msg["buffers"]), None,
                                       received.msg, received.identity))
             return True
@@ -487,6 +516,22 @@ class KernelProtocol(ProtocolCore):
         self._out.append(CommData(comm_id, data, tuple(received.msg["buffers"]), exchange,
                                   received.msg, received.identity))
         return False  # the idle follows the answer
+
+    def _on_adopt(self, record: CommRecord, received: Received) -> None:
+        """``commspec/adopt``: a frontend adopted the comm through comm_info. A detached
+        comm becomes the sender's if the sender is a commspec peer that is present (only
+        then can its departure be seen, and the comm detach again); an open comm keeps its
+        owner, who is still there (the adopter only receives its traffic)."""
+        adopter = received.identity
+        # A live peer is a known one; presence is what makes it a receiver now.
+        if record.state is KernelCommState.DETACHED and adopter is not None \
+                and self.presence.is_live_peer(adopter):
+            self.policies.adopt(self, record, adopter, received.msg_id)
+            return
+        why = ("it is not detached" if record.state is not KernelCommState.DETACHED
+               else "its sender is not a commspec peer that is present")
+        log.info("kernel: comm %s: %s from %s ignored: %s", record.comm_id, ADOPT_METHOD,
+                 (adopter or b"?").decode("utf-8", "replace"), why)
 
     def _on_comm_reply(self, received: Received, data: dict[str, Any]) -> None:
         parent = received.parent_msg_id

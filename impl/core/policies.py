@@ -1,6 +1,6 @@
 """The kernel's disconnection rules as named, replaceable pieces.
 
-SPEC.md ("Disconnection") states five rules; each is one method here, named
+SPEC.md ("Disconnection") states these rules; each is one method here, named
 after the system model's hook for the same rule (``SystemModel._policy_<name>``):
 
 - ``drain``: before acting on a departure, handle the shell and stdin messages
@@ -10,6 +10,10 @@ after the system model's hook for the same rule (``SystemModel._policy_<name>``)
   the comms it owns are lost, the requests only it could answer fail;
 - ``comm_lost``: a comm's owner is gone: persistent comms detach, default ones
   close (comm_close published, cleanup handlers run);
+- ``keep_detached``: how many detached comms the kernel keeps; past that, the
+  one detached longest is evicted (closed as if the kernel closed it);
+- ``adopt``: a present commspec peer adopted a detached comm (``commspec/adopt``):
+  it becomes the owner and the comm re-attaches;
 - ``receiver_present``: whether a kernel request on a comm can reach anyone;
   if not, it is undeliverable at once;
 - ``late_reply``: a reply for a request that already ended is dropped and
@@ -69,6 +73,15 @@ class KernelPolicies:
 
     def comm_lost(self, kernel: KernelProtocol, record: CommRecord) -> None:
         kernel.lose_comm(record, persistent=record.persistent)
+
+    def keep_detached(self, kernel: KernelProtocol) -> int:
+        return kernel.max_detached
+
+    def adopt(self, kernel: KernelProtocol, record: CommRecord, adopter: bytes,
+              msg_id: str | None) -> None:
+        kernel.comms.adopt(record, adopter, msg_id)
+        log.info("kernel: comm %s adopted by frontend %s", record.comm_id,
+                 adopter.decode("utf-8", "replace"))
 
     def receiver_present(self, kernel: KernelProtocol, record: CommRecord) -> bool:
         if record.state is not KernelCommState.OPEN:

@@ -44,6 +44,7 @@ from commspec.model.trace import TraceSink, discard
 
 from ..comm import Comm
 from ..connection import CHANNELS, ConnectionInfo, read_connection_file, write_connection_file
+from ..core.comms import DEFAULT_MAX_DETACHED, check_max_detached
 from ..core.events import (
     Channel,
     Input,
@@ -99,10 +100,17 @@ class KernelConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     #: how many ended requests and closed comm ids are remembered (late replies)
     remember: int = 10_000
+    #: how many detached comms (persistent, their frontend gone) are kept; when one more
+    #: detaches, the one detached longest is evicted (closed, comm_close published)
+    max_detached: int = DEFAULT_MAX_DETACHED
     #: refuse an empty key unless this is set
     insecure: bool = False
     #: how long stop() lets already-queued messages (replies, comm_close) flush
     stop_linger: float = 1.0
+
+    def __post_init__(self) -> None:
+        # Refused here, not when the kernel starts: the mistake is in the config.
+        check_max_detached(self.max_detached)
 
 
 class KernelEndpoint(LoopRunner):
@@ -158,6 +166,7 @@ class KernelEndpoint(LoopRunner):
             policies=policies,
             tracing=sink is not discard,
             remember=self.config.remember,
+            max_detached=self.config.max_detached,
         )
         self.app = KernelApplication(self.core, self, self.targets, self)
         LoopRunner.__init__(self)
@@ -303,6 +312,11 @@ class KernelEndpoint(LoopRunner):
     def comm_states(self) -> dict[str, str]:
         """Open and detached comms, by id, with their state's value."""
         return self._read(lambda: {r.comm_id: r.state.value for r in self.core.comms})
+
+    def comm_owner(self, comm_id: str) -> bytes | None:
+        """The identity of the frontend that owns an open or detached comm (None: every
+        subscriber does, or there is no such comm)."""
+        return self._read(lambda: self.core.comm_owner(comm_id))
 
     def comms(self) -> list[Comm]:
         return self._read(lambda: [self.app.comms[r.comm_id] for r in self.core.comms

@@ -44,6 +44,7 @@ def _observed_registry(observed: Observed) -> TargetRegistry:
         comm.on_request("echo", lambda params: params)
         comm.on_disconnect(lambda: observed.disconnected.append(comm.comm_id))
         comm.on_close(lambda data: observed.closed.append(comm.comm_id))
+        comm.on_notification(lambda data: observed.notifications.append((comm.comm_id, data)))
 
     registry.register(OBSERVED, factory)
     registry.register(OBSERVED_PERSISTENT, factory, persistent=True)

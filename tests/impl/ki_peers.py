@@ -112,6 +112,13 @@ class RawFrontend:
             data["params"] = params
         return self.send(self.shell, "comm_msg", {"comm_id": comm_id, "data": data})
 
+    def notify(self, comm_id: str, method: str, params: Any = None) -> Message:
+        """A JSON-RPC notification on the comm (no ``id``: nothing answers it)."""
+        data: Message = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            data["params"] = params
+        return self.send(self.shell, "comm_msg", {"comm_id": comm_id, "data": data})
+
     def answer(self, request: Message, result: Any) -> Message:
         """Answer a kernel request (a comm_msg seen on IOPub) on shell."""
         data = request["content"]["data"]
@@ -237,6 +244,8 @@ class Observed:
     comms: dict[str, Comm] = field(default_factory=dict)
     disconnected: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
+    #: the notifications the targets' handlers were given: (comm id, data)
+    notifications: list[tuple[str, Message]] = field(default_factory=list)
 
 
 @dataclass
