@@ -23,7 +23,7 @@ from .machines import (
     SessionState,
 )
 from .system import Bounds, Draft, Step, SystemModel
-from .world import CloseCause, Frontend, KernelComm, Kind, Target, World
+from .world import OWNER_ALL, CloseCause, Frontend, KernelComm, Kind, Target, World
 
 __all__ = [
     "DETACHED_BROKEN", "KERNEL_BROKEN", "RACES", "RECONCILE_BROKEN", "SESSION_BROKEN", "Race",
@@ -124,8 +124,8 @@ class InvalidatesEveryonesRequests(SystemModel):
     """Fails every pending kernel request when any frontend leaves, not only those on
     the comms of the frontend that left (presence counted, not per peer)."""
 
-    def _policy_frontend_lost(self, d: Draft, f: int) -> None:
-        super()._policy_frontend_lost(d, f)
+    def _policy_frontend_lost(self, d: Draft, f: int, stdin_only: bool = False) -> None:
+        super()._policy_frontend_lost(d, f, stdin_only)
         for r, req in enumerate(d.req):
             if (req is not None and req.kind is Kind.KERNEL_TO_FRONTEND
                     and req.state is RequestState.PENDING):
@@ -200,10 +200,22 @@ SESSION_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
     (WaitsForHandlerOfUnseenComm, "reconciling_finishes"),
 )
 
-#: the detached comms' rules, each broken, with the ladder rung that catches it
+class KeepsRequestsOnEveryonesComms(SystemModel):
+    """When the last subscriber leaves, loses the comms every subscriber owns but leaves
+    the requests on a detached one pending (a kernel that fails requests only per peer)."""
+
+    def _policy_everyone_lost(self, d: Draft) -> None:
+        for c, kc in enumerate(d.kcomms):
+            if kc.owner == OWNER_ALL and kc.state is KernelCommState.OPEN:
+                self._policy_comm_lost(d, c)
+
+
+#: rules of the rungs beyond the first ones, each broken, with the rung that catches it
 DETACHED_BROKEN: tuple[tuple[type[SystemModel], str, str], ...] = (
     (IgnoresAdoption, "adopted_comm_answerable", "adoption"),
     (KeepsEveryDetachedComm, "detached_bounded", "two comms"),
+    (KeepsRequestsOnEveryonesComms, "stock_requests_end_with_the_last",
+     "two stock frontends"),
 )
 
 

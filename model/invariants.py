@@ -18,7 +18,7 @@ from .machines import (
     StdinRequestEvent,
     StdinRequestState,
 )
-from .world import CloseCause, Kind, Msg, Proc, Request, Target, World
+from .world import OWNER_ALL, CloseCause, Kind, Msg, Proc, Request, Target, World
 
 Violation = tuple[str, str]
 
@@ -98,7 +98,13 @@ def _answerer_gone(w: World, req: Request) -> bool:
         return not w.frontends[req.party].linked
     if req.kind is Kind.STDIN:
         return not k.peers[req.party]
-    return not k.peers[k.comms[req.comm].owner]
+    return _owner_gone(w, k.comms[req.comm].owner)
+
+
+def _owner_gone(w: World, owner: int) -> bool:
+    """The kernel knows the comm's owner is gone: for a comm every subscriber owns, once
+    nobody is subscribed."""
+    return not any(w.kernel.peers) if owner == OWNER_ALL else not w.kernel.peers[owner]
 
 
 def state_violations(w: World) -> list[Violation]:
@@ -125,7 +131,7 @@ def state_violations(w: World) -> list[Violation]:
                         f"persistent comm {c} was closed by a disconnection",
                     )
                 )
-        elif kc.state is KernelCommState.OPEN and not k.peers[kc.owner]:
+        elif kc.state is KernelCommState.OPEN and _owner_gone(w, kc.owner):
             out.append(
                 (
                     "no_unobserved_default_comm",
@@ -143,6 +149,13 @@ def state_violations(w: World) -> list[Violation]:
                         f"every frontend has gone for good and {_comm(w, c)} is still open",
                     )
                 )
+    if k.up and not any(k.peers):
+        for r, req in enumerate(w.requests):
+            if (req is not None and req.kind is Kind.KERNEL_TO_FRONTEND
+                    and req.state is RequestState.PENDING and k.comms[req.comm].owner == OWNER_ALL):
+                out.append(("stock_requests_end_with_the_last", f"{req.kind.value} {r} on "
+                            f"{_comm(w, req.comm)}, which every subscriber owns, is pending "
+                            "and nobody is subscribed"))
     detached = [c for c, kc in enumerate(k.comms) if kc.state is KernelCommState.DETACHED]
     if len(detached) > w.keep_detached:
         out.append(("detached_bounded", f"{len(detached)} comms are detached, more than the "
@@ -211,6 +224,12 @@ def pending_requests(w: World) -> list[int]:
             # A caller that is dead or frozen is not waiting on anyone else.
             if w.frontends[req.party].proc in (Proc.DEAD, Proc.FROZEN):
                 continue
+        elif (req.kind is Kind.KERNEL_TO_FRONTEND and w.kernel.comms[req.comm].owner == OWNER_ALL
+              and any(w.kernel.peers)):
+            # What stock frontends get: the kernel cannot tell which of them left, so a
+            # request on a comm they own ends when the last subscriber goes, which takes
+            # more than protocol steps (stock_requests_end_with_the_last checks that it then does).
+            continue
         elif not w.kernel.up:
             continue
         out.append(r)

@@ -33,6 +33,10 @@ LADDER: tuple[Rung, ...] = (
          "persistent ones past the bound of one detached comm"),
     Rung("two frontends", Bounds(frontends=2, comms=1, requests=1, reconnects=0, faults=1),
          "per-peer presence: one frontend leaves, the other stays"),
+    Rung("two stock frontends",
+         Bounds(frontends=2, comms=1, requests=1, reconnects=0, faults=1, stock=2),
+         "frontends with no peer topic (jupyter_client): what they get, stdin per "
+         "connection, everything else when the last leaves"),
     Rung("adoption",
          Bounds(frontends=2, comms=1, requests=0, reconnects=0, faults=1, adoptions=1),
          "a new session adopts the comm a departed one left detached"),

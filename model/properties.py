@@ -117,11 +117,22 @@ PROPERTIES: tuple[Property, ...] = (
         "would otherwise leave 200 plots' state in the kernel for good.",
     ),
     Property(
+        "stock_requests_end_with_the_last",
+        PropertyKind.STATE,
+        "A kernel request on a comm that every subscriber owns (a stock frontend's, "
+        "which never names itself) is never pending once nobody is subscribed: it ends, "
+        "at the latest, when the last subscriber leaves.",
+        "This is what stock frontends get, and all they can get: the kernel cannot tell "
+        "which of them left, so nothing_waits_forever exempts such a request while "
+        "anyone is still subscribed, and this property says when it does end.",
+    ),
+    Property(
         "nothing_waits_forever",
         PropertyKind.LIVENESS,
         "From every reachable state, every pending request can still end through "
         "protocol steps alone (deliveries, replies, heartbeat timeouts, reconnects), "
-        "with no further crash, close, freeze or shutdown.",
+        "with no further crash, close, freeze or shutdown; except a request on a comm "
+        "every subscriber owns (a stock frontend's) while anyone is subscribed.",
         "Timeouts are not a fix: an RPC may legitimately take minutes. A request whose "
         "only possible answerer has departed must be failed by the protocol itself.",
     ),

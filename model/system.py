@@ -87,6 +87,7 @@ from .machines import (
 )
 from .world import (
     NO_ARG,
+    OWNER_ALL,
     CloseCause,
     Frontend,
     Kernel,
@@ -121,15 +122,20 @@ class Bounds:
     adoptions: int = 0
     #: how many detached comms the kernel keeps before it evicts the longest detached
     detached: int = 1
+    #: how many of the frontends are stock ones (no peer topic, no reconnect)
+    stock: int = 0
 
     def __post_init__(self) -> None:
         for name in ("frontends", "comms", "requests", "reconnects", "faults", "adoptions",
-                     "detached"):
+                     "detached", "stock"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"--{name} must be a whole number >= 0, got {value!r}")
         if self.frontends < 1:
             raise ValueError("--frontends must be at least 1")
+        if self.stock > self.frontends:
+            raise ValueError(f"--stock must be at most --frontends ({self.frontends}), "
+                             f"got {self.stock}")
 
 
 class Step(NamedTuple):
@@ -217,7 +223,7 @@ class SystemModel:
     def initial(self) -> World:
         b = self.bounds
         return initial_world(b.frontends, b.comms, b.requests, b.reconnects, b.faults,
-                             b.adoptions, b.detached)
+                             b.adoptions, b.detached, b.stock)
 
     # =====================================================================
     # enumeration
@@ -254,11 +260,11 @@ class SystemModel:
                     yield self._frontend_answer(w, f, fe, r)
         elif fe.session in LINKED:
             yield self._frontend_link_lost(w, f, fe)
-        if fe.session is SessionState.LOST and w.reconnects_left > 0:
+        if fe.session is SessionState.LOST and w.reconnects_left > 0 and not fe.stock:
             yield self._frontend_reconnect(w, f, fe)
         if fe.session is SessionState.READY and fe.linked:
             # A restore is what a page does as it loads: before it holds any comm.
-            if (w.adoptions_left > 0 and not fe.adopting
+            if (w.adoptions_left > 0 and not fe.adopting and not fe.stock
                     and all(c is FrontendCommState.NEW for c in fe.comms)):
                 yield self._frontend_adopt(w, f, fe)
             for c, state in enumerate(fe.comms):
@@ -618,7 +624,7 @@ class SystemModel:
         d.set_fe(f, sub_live=fe.linked)
         d.publish((Msg.WELCOME, NO_ARG), only=f)
         for c, kc in enumerate(d.kcomms):
-            if kc.state is KernelCommState.DETACHED and kc.owner == f:
+            if kc.state is KernelCommState.DETACHED and kc.owner in (f, OWNER_ALL):
                 d.kcomms[c] = kc._replace(
                     state=KERNEL_COMM.step(kc.state, KernelCommEvent.FRONTEND_BACK)
                 )
@@ -654,7 +660,11 @@ class SystemModel:
         peers = list(k.peers)
         peers[f] = False
         d.kernel = k._replace(presence=presence, peers=tuple(peers))
-        self._policy_frontend_lost(d, f)
+        # A stock frontend never named itself: the kernel cannot tell who left, only
+        # (per connection) whose stdin requests can no longer be answered.
+        self._policy_frontend_lost(d, f, stdin_only=w.frontends[f].stock)
+        if not others:
+            self._policy_everyone_lost(d)
         n = sum(received) + sum(stdin)
         note = f" (after draining {n} received message{'s' * (n != 1)})" if n else ""
         if len(order) > 1:
@@ -693,15 +703,16 @@ class SystemModel:
             kind is Msg.CLOSE and isinstance(arg, int) and d.kcomms[arg].state in ALIVE
         )
 
-    def _policy_frontend_lost(self, d: Draft, f: int) -> None:
+    def _policy_frontend_lost(self, d: Draft, f: int, stdin_only: bool = False) -> None:
         for c, kc in enumerate(d.kcomms):
-            if kc.owner == f and kc.state is KernelCommState.OPEN:
+            if kc.owner == f and kc.state is KernelCommState.OPEN and not stdin_only:
                 self._policy_comm_lost(d, c)
         for r, req in enumerate(d.req):
             if (
                 _pending(req)
                 and req.kind is Kind.KERNEL_TO_FRONTEND
                 and (d.kcomms[req.comm].owner == f)
+                and not stdin_only
             ):
                 d.set_req(r, REQUEST.step(RequestState.PENDING, RequestEvent.PEER_LOST))
             elif (
@@ -711,6 +722,17 @@ class SystemModel:
                 and (req.state is StdinRequestState.PENDING)
             ):
                 d.set_req(r, STDIN_REQUEST.step(req.state, StdinRequestEvent.PEER_LOST))
+
+    def _policy_everyone_lost(self, d: Draft) -> None:
+        """The last subscriber left: the comms every subscriber owns (stock frontends')
+        are lost, with their requests. (Stdin requests go by connection, not here.)"""
+        for c, kc in enumerate(d.kcomms):
+            if kc.owner == OWNER_ALL and kc.state is KernelCommState.OPEN:
+                self._policy_comm_lost(d, c)
+        for r, req in enumerate(d.req):
+            if (_pending(req) and req.kind is Kind.KERNEL_TO_FRONTEND
+                    and d.kcomms[req.comm].owner == OWNER_ALL):
+                d.set_req(r, REQUEST.step(RequestState.PENDING, RequestEvent.PEER_LOST))
 
     def _policy_comm_lost(self, d: Draft, c: int) -> None:
         """A comm's owner is gone: persistent comms detach, default comms close."""
@@ -763,9 +785,10 @@ class SystemModel:
             assert isinstance(arg, int)
             kc = d.kcomms[arg]
             d.kcomms[arg] = kc._replace(
-                state=KERNEL_COMM.step(kc.state, KernelCommEvent.OPENED_BY_FRONTEND), owner=f
+                state=KERNEL_COMM.step(kc.state, KernelCommEvent.OPENED_BY_FRONTEND),
+                owner=OWNER_ALL if d.fe[f].stock else f,
             )
-            if not k.peers[f]:
+            if not (any(k.peers) if d.fe[f].stock else k.peers[f]):
                 # The owner left before its comm_open was read: lost at once.
                 self._policy_comm_lost(d, arg)
         elif kind is Msg.CLOSE:
@@ -864,7 +887,8 @@ class SystemModel:
         d.targets[c] = target
         kc = w.kernel.comms[c]
         d.kcomms[c] = kc._replace(
-            state=KERNEL_COMM.step(kc.state, KernelCommEvent.OPENED_BY_KERNEL), owner=owner
+            state=KERNEL_COMM.step(kc.state, KernelCommEvent.OPENED_BY_KERNEL),
+            owner=OWNER_ALL if w.frontends[owner].stock else owner,
         )
         d.publish((Msg.OPEN, c))
         return Step(
@@ -908,6 +932,8 @@ class SystemModel:
         return UNDECIDED
 
     def _policy_receiver_present(self, w: World, kc: KernelComm) -> bool:
+        if kc.owner == OWNER_ALL:
+            return kc.state is KernelCommState.OPEN and any(w.kernel.peers)
         return kc.state is KernelCommState.OPEN and w.kernel.peers[kc.owner]
 
     def _kernel_stdin_request(self, w: World, f: int, s: int) -> tuple[Step, World]:

@@ -89,9 +89,16 @@ class Target(Name):
     PERSISTENT = "persistent"
 
 
+#: the owner of a comm that no frontend can be told apart for (a stock frontend's, which
+#: never names itself): every subscriber, lost only when the last one goes
+OWNER_ALL = -2
+
+
 class KernelComm(NamedTuple):
     state: KernelCommState
-    owner: int  # the frontend that opened it, or for whose request the kernel did
+    #: the frontend that opened it, or for whose request the kernel did, or that adopted
+    #: it; OWNER_ALL for a stock frontend's; -1 before it opens
+    owner: int
     cause: CloseCause
 
 
@@ -104,6 +111,8 @@ class Request(NamedTuple):
 
 
 class Frontend(NamedTuple):
+    #: a stock frontend (jupyter_client, JupyterLab): no peer topic, no reconnect rules
+    stock: bool
     proc: Proc
     session: SessionState | None
     linked: bool  # its current connection is alive
@@ -152,8 +161,10 @@ def initial_world(
     faults: int,
     adoptions: int = 0,
     detached: int = 1,
+    stock: int = 0,
 ) -> World:
     fe = Frontend(
+        stock=False,
         proc=Proc.IDLE,
         session=None,
         linked=False,
@@ -179,7 +190,9 @@ def initial_world(
         late_replies=0,
         detached=(),
     )
+    # the stock frontends first (any order is the same world, up to renumbering)
+    fes = (fe._replace(stock=True),) * stock + (fe,) * (frontends - stock)
     return World(
-        kernel, (fe,) * frontends, (None,) * requests, (Target.UNUSED,) * comms, reconnects,
+        kernel, fes, (None,) * requests, (Target.UNUSED,) * comms, reconnects,
         faults, adoptions, detached,
     )

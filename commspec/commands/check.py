@@ -29,7 +29,8 @@ from commspec.model.properties import BY_NAME, PROPERTIES
 from commspec.model.system import Bounds, SystemModel
 
 DEFAULTS = Bounds()
-BOUND_NAMES = ("frontends", "comms", "requests", "reconnects", "faults", "adoptions", "detached")
+BOUND_NAMES = ("frontends", "comms", "requests", "reconnects", "faults", "adoptions", "detached",
+               "stock")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "crashes, clean exits and freezes, in all",
         "restores (a ready frontend asks comm_info to adopt what it does not hold), in all",
         "detached comms the kernel keeps before it evicts the longest detached",
+        "of the frontends, how many are stock ones (no peer topic, no reconnect rules)",
     ), strict=True):
         p.add_argument(
             f"--{name}",
@@ -92,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             where = f"rung {n}/{len(rungs)} {rung.name}: " if not given else ""
             print(f"commspec check: {where}{b.frontends} frontends, {b.comms} comms, "
                   f"{b.requests} requests, {b.reconnects} reconnects, {b.faults} faults, "
-                  f"{b.adoptions} adoptions, keeps {b.detached} detached", flush=True)
+                  f"{b.adoptions} adoptions, keeps {b.detached} detached, {b.stock} stock",
+                  flush=True)
             progress.watch(n - 1)
             result = next(results)
             done.append((rung, result))

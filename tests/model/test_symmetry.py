@@ -54,7 +54,7 @@ def asymmetries(model: SystemModel, limit: int | None = None) -> list[str]:
     where it is not is a canonical one (its predecessors were symmetric)."""
     symmetry = FrontendSymmetry()
     canonical = symmetry.canonical
-    search = Search([model.initial()], symmetry.edges(model), limit=limit)
+    search = Search([canonical(model.initial())], symmetry.edges(model), limit=limit)
     n = model.bounds.frontends
     expansions = search.expansions()
     while True:
