@@ -25,7 +25,10 @@ Rules:
   a reconciling frontend first).
 - ``connect`` may name a broken variant of the frontend's protocol core (``core``:
   its module, class name and the folder to import it from), for the tests that show
-  the model-based test catches it; the endpoint around it is the reference one.
+  the model-based test catches it. A variant differs from the reference core only in
+  its reconcile rules (``default_policies``, a
+  :class:`~commspec.impl.core.frontend_policies.FrontendPolicies`): the frontend is
+  the reference endpoint and core, built with ``policies=`` those rules.
 - A frontend can ``close`` (its session, cleanly) and ``connect`` again in the same
   process; ``sub`` / ``close_sub`` add a bare SUB socket beside it (the benchmarks
   compare the kernel's view of a departure with a raw XPUB's). ``close`` and
@@ -41,7 +44,6 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
@@ -50,7 +52,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TextIO
 
@@ -59,8 +61,7 @@ import zmq
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.core.events import Channel, Input, Message, Received
 from commspec.impl.core.frontend import FrontendProtocol
-from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
-from commspec.impl.frontend import endpoint as endpoint_module
+from commspec.impl.frontend import FrontendEndpoint, FrontendOptions, FrontendPolicies
 from commspec.model.trace import TraceEvent
 
 __all__ = ["Agent", "main", "serve", "zygote"]
@@ -68,31 +69,22 @@ __all__ = ["Agent", "main", "serve", "zygote"]
 JsonDict = dict[str, Any]
 
 
-def _import_core(spec: JsonDict) -> type[FrontendProtocol]:
-    """The core ``connect`` names (see ``processes.core_spec``)."""
+def _policies_of(spec: JsonDict) -> FrontendPolicies:
+    """The rules of the core ``connect`` names (see ``processes.core_spec``). Only its
+    rules are taken, so a variant that changes anything else of the core is refused:
+    it would run here as the reference core without saying so."""
     path = str(spec["path"])
     if path not in sys.path:
         sys.path.append(path)
     core = getattr(importlib.import_module(str(spec["module"])), str(spec["name"]))
     if not (isinstance(core, type) and issubclass(core, FrontendProtocol)):
         raise TypeError(f"{spec} is not a FrontendProtocol")
-    return core
-
-
-@contextlib.contextmanager
-def _building_with(core: type[FrontendProtocol] | None) -> Iterator[None]:
-    """While an endpoint is built, its core is ``core`` (this process runs one frontend;
-    FrontendEndpoint builds the reference core itself and offers no other way)."""
-    if core is None:
-        yield
-        return
-    names = vars(endpoint_module)
-    reference = names["FrontendProtocol"]
-    names["FrontendProtocol"] = core
-    try:
-        yield
-    finally:
-        names["FrontendProtocol"] = reference
+    for cls in core.__mro__[:core.__mro__.index(FrontendProtocol)]:
+        changed = [name for name, value in vars(cls).items()
+                   if callable(value) and name != "default_policies"]
+        if changed:
+            raise TypeError(f"{cls.__qualname__} changes more than its policies: {changed}")
+    return core.default_policies()
 
 
 class _Endpoint(FrontendEndpoint):
@@ -183,14 +175,14 @@ class Agent:
         if self.endpoint is not None:
             raise RuntimeError("already connected")
         core = command.get("core")
-        with _building_with(_import_core(core) if core else None):
-            endpoint = _Endpoint(
-                command["connection"],
-                sink=self._trace,
-                options=FrontendOptions(**command["options"]),
-                session_id=command["session_id"],
-                on_held=lambda: self.write({"reply_held": True}),
-            )
+        endpoint = _Endpoint(
+            command["connection"],
+            sink=self._trace,
+            options=FrontendOptions(**command["options"]),
+            session_id=command["session_id"],
+            policies=_policies_of(core) if core else None,
+            on_held=lambda: self.write({"reply_held": True}),
+        )
         self.endpoint = endpoint
         for target in command["targets"]:
             endpoint.register_target(target, lambda comm, data: self._serve(comm))

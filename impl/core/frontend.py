@@ -18,8 +18,15 @@ Rules (SPEC.md, "Requirements on a frontend"):
   call, and turns every comm stale. After a reconnect's welcome, one
   comm_info_request settles the stale comms (confirmed / not found) and adopts
   listed comms of registered targets never seen; then held work goes out.
+- After a reconnect, until comm_info_reply decides, the kernel's comm_msgs on a
+  comm whose fate it decides (stale, or not seen yet) are held, in order, and
+  handled once it has: on a confirmed or adopted comm as usual, on one it does
+  not list as on any comm not held here (dropped and counted). Nothing is
+  answered on a comm the kernel may no longer have.
 - A comm_close for a comm never held is remembered (bounded), so an outdated
   comm_info_reply cannot revive it.
+- Both of those rules are pieces of :class:`FrontendPolicies`
+  (``frontend_policies.py``), which a broken variant in the tests replaces.
 - A request whose ``idle`` arrived without its reply fails after a grace
   (no_reply); a caller's deadline fails it as timed out.
 - Requests from the kernel on a comm are handed to the application; its answer
@@ -34,7 +41,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from commspec.model.errors import InvalidTransition
 from commspec.model.machines import (
@@ -97,6 +104,7 @@ from .events import (
     TimerKind,
     WatchHeartbeat,
 )
+from .frontend_policies import FrontendPolicies
 from .jsonrpc import INVALID_REQUEST, MessageKind, classify, rpc_error, rpc_request
 from .protocol import ProtocolCore
 from .requests import PendingRequests, ReplyOutcome
@@ -107,8 +115,11 @@ log = logging.getLogger("commspec.frontend")
 
 #: how many closed comm ids are remembered against out-of-date comm_info replies
 REMEMBER_CLOSED = 10_000
-#: how many kernel messages on comms not seen yet are held while reconciling
+#: how many kernel messages on undecided comms are held while reconciling
 HOLD_WHILE_RECONCILING = 10_000
+#: the session states after a reconnect in which comm_info_reply has not decided yet
+DECIDING: frozenset[SessionState] = frozenset({SessionState.RECONNECTING,
+                                               SessionState.RECONCILING})
 
 S, CS = SessionState, FrontendCommState
 FrontendCommTracked = Tracked[FrontendCommState, FrontendCommEvent]
@@ -239,6 +250,11 @@ class FrontendProtocol(ProtocolCore):
     """One frontend session's protocol state. Drive it from one thread at a time."""
 
     role = "frontend"
+    #: the rules a core is built with when it is given none: a variant of the core that
+    #: differs only in its rules names them here, so it can be passed where a core class
+    #: is asked for (the model-based test's ``frontend_core``) and, in a frontend
+    #: process, be rebuilt as the reference endpoint with ``policies=`` those
+    default_policies: ClassVar[type[FrontendPolicies]] = FrontendPolicies
 
     def __init__(
         self,
@@ -246,12 +262,14 @@ class FrontendProtocol(ProtocolCore):
         session_id: str,
         new_msg_id: Callable[[], str],
         options: FrontendOptions | None = None,
+        policies: FrontendPolicies | None = None,
         tracing: bool = False,
     ) -> None:
         super().__init__(tracing=tracing)
         self.session_id = session_id
         self.name = f"frontend:{session_id}"
         self.options = options or FrontendOptions()
+        self.policies = policies if policies is not None else self.default_policies()
         self._new_msg_id = new_msg_id
         sink = self.sink
         self.session: Tracked[SessionState, SessionEvent] = Tracked(
@@ -263,9 +281,10 @@ class FrontendProtocol(ProtocolCore):
         self._closed_ids: BoundedSet[str] = BoundedSet(REMEMBER_CLOSED)
         self._targets: set[str] = set()
         self._held: list[_Held] = []
-        #: while reconciling, the kernel's comm_msgs on comms not seen yet, in order, until
-        #: comm_info_reply decides whether this frontend holds them (SPEC.md, frontend 5)
-        self._unseen: list[Message] = []
+        #: after a reconnect, the kernel's comm_msgs on undecided comms (stale, not seen
+        #: yet), in order, until comm_info_reply decides whether this frontend holds them
+        #: (SPEC.md, frontend 5)
+        self._held_from_kernel: list[Message] = []
         self._no_reply: set[str] = set()
         #: whether the kernel keeps this specification (its kernel_info_reply says):
         #: None until a probe is answered. Only such a kernel promises that a reply
@@ -390,7 +409,7 @@ class FrontendProtocol(ProtocolCore):
             self.link_open = False
             self._out.append(CloseLink())
         self._reconcile_id = None
-        self._unseen.clear()  # what the dead link carried is answered by nobody now
+        self._held_from_kernel.clear()  # what the dead link carried is answered by nobody now
 
     def _on_welcomed(self, msg_id: str) -> None:
         state = self.session.state
@@ -427,7 +446,7 @@ class FrontendProtocol(ProtocolCore):
             if isinstance(item, (_HeldOpen, _HeldClose)):
                 self._held.append(item)
             else:
-                self._release(item, deliver=False)
+                self._release(item, deliver=False, why="the link was lost before it could go out")
         for record in list(self.comms.values()):
             was = record.state
             if was in HELD:
@@ -472,7 +491,7 @@ class FrontendProtocol(ProtocolCore):
             self._out.append(StopTimer(Timer(TimerKind.DEADLINE)))
         held, self._held = self._held, []
         for item in held:
-            self._release(item, deliver=False)
+            self._release(item, deliver=False, why="the session closed before it could go out")
         for record in list(self.comms.values()):
             if record.state in HELD:
                 record.tracked.fire(FrontendCommEvent.SESSION_CLOSED)
@@ -589,7 +608,8 @@ class FrontendProtocol(ProtocolCore):
                 if isinstance(item, _HeldRequest) and item.msg_id == timer.key:
                     # Its deadline passed before it could go out: nobody received it in time.
                     self._held.remove(item)
-                    self._release(item, deliver=False)
+                    self._release(item, deliver=False,
+                                  why="its deadline passed before it could go out")
                     break
 
     # -- comms ---------------------------------------------------------------------
@@ -617,7 +637,8 @@ class FrontendProtocol(ProtocolCore):
         if not isinstance(comm_id, str):
             raise RemoteProtocolError("malformed_content", f"comm_close: {msg['content']!r:.200}")
         record = self.comms.get(comm_id)
-        if record is None and comm_id not in self._closed_ids:
+        if record is None and comm_id not in self._closed_ids \
+                and self.policies.remember_unseen_close(self):
             # A comm we never saw (opened while we could not hear): remember it closed,
             # so an out-of-date comm_info_reply cannot make us adopt it.
             record = self._new_record(comm_id, "", persistent=False)
@@ -645,14 +666,19 @@ class FrontendProtocol(ProtocolCore):
             return
         comm_id = content.get("comm_id")
         record = self.comms.get(comm_id) if isinstance(comm_id, str) else None
-        if record is None and self.session.state is S.RECONCILING and \
-                comm_id not in self._closed_ids:
-            # Maybe a comm opened while our subscription was dead: comm_info_reply decides.
-            if len(self._unseen) < HOLD_WHILE_RECONCILING:
-                self._unseen.append(msg)
-            else:
-                self.bad.note("comm_msg_for_unknown_comm", f"{comm_id} (too many held)")
-            return
+        if self.session.state in DECIDING and isinstance(comm_id, str):
+            here = self._state_here(comm_id, record)
+            if here in self.policies.held_while_reconciling(self):
+                # A stale comm the kernel may have closed meanwhile, or one opened while
+                # our subscription was dead: only comm_info_reply says whether we hold
+                # it, so nothing is handled (or answered) on it before.
+                if len(self._held_from_kernel) < HOLD_WHILE_RECONCILING:
+                    self._held_from_kernel.append(msg)
+                else:
+                    self.bad.note("comm_msg_for_unknown_comm", f"{comm_id} (too many held)")
+                return
+            if here is not CS.OPEN:
+                record = None  # not held and not decided: as on a comm we do not hold
         if record is None or record.state not in HELD:
             if not others:
                 self.bad.note("comm_msg_for_unknown_comm", str(comm_id))
@@ -674,6 +700,12 @@ class FrontendProtocol(ProtocolCore):
         self._exchanges[self._next_exchange] = _Exchange(record.comm_id, data["id"], header,
                                                          self.link)
         self._out.append(CommData(record.comm_id, data, buffers, self._next_exchange, msg))
+
+    def _state_here(self, comm_id: str, record: _CommRecord | None) -> FrontendCommState:
+        """The comm's state here; one never seen (nor remembered closed) is ``new``."""
+        if record is not None:
+            return record.state
+        return CS.CLOSED if comm_id in self._closed_ids else CS.NEW
 
     def _on_rpc_reply(self, msg: Message, data: dict[str, Any]) -> None:
         parent = msg["parent_header"].get("msg_id")
@@ -731,9 +763,9 @@ class FrontendProtocol(ProtocolCore):
         self._adopt(listed, msg["msg_id"], None)
         self._fire(SessionEvent.RECONCILED, msg["msg_id"])
         self._flush_held()
-        unseen, self._unseen = self._unseen, []
-        for held in unseen:
-            self._on_comm_msg(held)  # adopted now, or unknown for good
+        held, self._held_from_kernel = self._held_from_kernel, []
+        for msg in held:
+            self._on_comm_msg(msg)  # confirmed or adopted now, or not held here for good
 
     def _adopt(self, listed: dict[str, Any], msg_id: str, target: str | None) -> list[str]:
         """Adopt listed comms we never saw (their comm_open was lost to us).
@@ -768,7 +800,7 @@ class FrontendProtocol(ProtocolCore):
             if item.record is not record or isinstance(item, _HeldClose):
                 keep.append(item)
             else:
-                self._release(item, deliver=False)
+                self._release(item, deliver=False, why="its comm closed before it could go out")
         self._held = keep
         for number, exchange in list(self._exchanges.items()):
             if exchange.comm_id == comm_id:
@@ -868,7 +900,10 @@ class FrontendProtocol(ProtocolCore):
             else:
                 self._held.append(item)
 
-    def _release(self, item: _Held, *, deliver: bool) -> None:
+    def _release(self, item: _Held, *, deliver: bool,
+                 why: str = "its comm closed before it could go out") -> None:
+        """Send what was held (``deliver``), or end it: a held request ends
+        undeliverable, saying ``why`` (it never went out, so nothing else could end it)."""
         record = item.record
         if isinstance(item, _HeldOpen):
             if deliver and record.state is CS.NEW:
@@ -887,7 +922,7 @@ class FrontendProtocol(ProtocolCore):
                 self._send_request(record, item.msg_id, item.method, item.params, item.deadline)
             else:
                 self.requests.start(item.msg_id, record.comm_id, item.method,
-                                    receiver_present=False)
+                                    receiver_present=False, detail=why)
 
     # -- answering the kernel --------------------------------------------------------
 

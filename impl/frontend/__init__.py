@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from commspec.impl.core.frontend import FrontendOptions
+from commspec.impl.core.frontend_policies import FrontendPolicies
 
 from .endpoint import FrontendEndpoint
 
-__all__ = ["FrontendEndpoint", "FrontendOptions"]
+__all__ = ["FrontendEndpoint", "FrontendOptions", "FrontendPolicies"]

@@ -55,6 +55,7 @@ from commspec.impl.core.events import (
     WatchHeartbeat,
 )
 from commspec.impl.core.frontend import FrontendOptions, FrontendProtocol
+from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.impl.errors import BadMessage, EndpointClosed
 from commspec.impl.loop import IoLoop
 from commspec.impl.runner import LoopRunner
@@ -73,11 +74,14 @@ Connection = str | os.PathLike[str] | Mapping[str, Any] | ConnectionInfo
 
 
 class FrontendEndpoint(LoopRunner):
-    """A frontend session with one kernel; starts connecting on construction."""
+    """A frontend session with one kernel; starts connecting on construction.
+
+    ``policies``: the reconcile rules its protocol core follows (the reference ones by
+    default); the tests give a broken variant to show the model-based test catches it.
+    """
 
     core: FrontendProtocol
     app: FrontendApplication
-
 
     def __init__(
         self,
@@ -88,6 +92,7 @@ class FrontendEndpoint(LoopRunner):
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         session_id: str | None = None,
         insecure: bool = False,
+        policies: FrontendPolicies | None = None,
     ) -> None:
         if isinstance(connection, ConnectionInfo):
             self.connection = connection
@@ -102,7 +107,8 @@ class FrontendEndpoint(LoopRunner):
         self.session_id = self.codec.session_id
         self.core = FrontendProtocol(session_id=self.session_id,
                                       new_msg_id=self.codec.new_msg_id,
-                                      options=self.options, tracing=sink is not discard)
+                                      options=self.options, policies=policies,
+                                      tracing=sink is not discard)
         self.name = self.core.name
         self.app = FrontendApplication(self.core, self)
         self.sink = sink

@@ -9,10 +9,13 @@ system model (``SystemModel._policy_<name>``), which the checker's broken
 variants replace (tests/model/test_checker.py).
 
 Each frontend variant breaks one reconcile rule (SPEC.md, frontend requirement 5),
-as the model's ``RECONCILE_BROKEN`` do. The frontend core has no policy seam, so a
-variant subclasses :class:`~commspec.impl.core.frontend.FrontendProtocol` and
-wraps the one method that takes a kernel comm_msg; the model-based test runs it in
-the simulation and, live, in the reference endpoint of each frontend process.
+as the model's ``RECONCILE_BROKEN`` do, by replacing one piece of
+:class:`~commspec.impl.core.frontend_policies.FrontendPolicies` the way its model
+twin replaces one hook. The model-based test takes a frontend as a core class
+(``frontend_core``), so each variant is the reference core that names other
+policies (``default_policies``) and changes nothing else; the model-based test runs
+it in the simulation and, live, as the reference endpoint of each frontend process
+built with ``policies=`` those.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from commspec.impl.core.comms import CommRecord
-from commspec.impl.core.events import Message, Received, Refused
+from commspec.impl.core.events import Received, Refused
 from commspec.impl.core.frontend import FrontendProtocol
-from commspec.impl.core.jsonrpc import MessageKind, classify
+from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.impl.core.kernel import KernelProtocol
 from commspec.impl.core.policies import KernelPolicies
 from commspec.mbt.adapter import ReferenceKernel
-from commspec.model.machines import FrontendCommState, RequestEvent, SessionState
+from commspec.model.machines import FrontendCommState, RequestEvent
 
 
 class ClosesPersistent(KernelPolicies):
@@ -102,41 +105,35 @@ CAUGHT_AT: dict[str, frozenset[tuple[str, ...]]] = {
 }
 
 
-class _DropsWhileReconciling(FrontendProtocol):
-    """While reconciling, a kernel request on a comm in one of ``dropped`` (``NEW``: not
-    seen yet) is dropped as if the comm were unknown, instead of held until
-    comm_info_reply decides whether this frontend holds it."""
+class HoldsOnStaleOnly(FrontendPolicies):
+    """held_while_reconciling: a kernel request on a comm not seen yet is dropped, as on a
+    comm not held, instead of held until comm_info_reply decides (the reference
+    frontend's first bug; the model's ``DropsRequestsOnUnseenComms``)."""
 
-    dropped: frozenset[FrontendCommState] = frozenset()
-
-    def _on_comm_msg(self, msg: Message) -> None:
-        content = msg["content"]
-        comm_id = content.get("comm_id")
-        if (self.state is SessionState.RECONCILING
-                and classify(content.get("data")) is MessageKind.REQUEST
-                and isinstance(comm_id, str) and self._state_here(comm_id)
-                in self.dropped):
-            self.bad.note("comm_msg_for_unknown_comm", comm_id)
-            return
-        super()._on_comm_msg(msg)
-
-    def _state_here(self, comm_id: str) -> FrontendCommState:
-        record = self.comms.get(comm_id)
-        return FrontendCommState.NEW if record is None else record.state
+    def held_while_reconciling(self, frontend: FrontendProtocol
+                               ) -> frozenset[FrontendCommState]:
+        return frozenset({FrontendCommState.STALE})
 
 
-class DropsUnseenWhileReconciling(_DropsWhileReconciling):
-    """While reconciling, a kernel request on a comm not seen yet is dropped (the
-    reference frontend's old bug; the model's ``DropsRequestsOnUnseenComms``)."""
+class HoldsNothing(FrontendPolicies):
+    """held_while_reconciling: a kernel request on a comm not seen yet or held stale is
+    dropped (the model's ``HoldsNothingWhileReconciling``)."""
 
-    dropped = frozenset({FrontendCommState.NEW})
+    def held_while_reconciling(self, frontend: FrontendProtocol
+                               ) -> frozenset[FrontendCommState]:
+        return frozenset()
 
 
-class DropsUndecidedWhileReconciling(_DropsWhileReconciling):
-    """While reconciling, a kernel request on a comm not seen yet or held stale is dropped
-    (the model's ``HoldsNothingWhileReconciling``)."""
+class DropsUnseenWhileReconciling(FrontendProtocol):
+    """The reference frontend core with :class:`HoldsOnStaleOnly`."""
 
-    dropped = frozenset({FrontendCommState.NEW, FrontendCommState.STALE})
+    default_policies = HoldsOnStaleOnly
+
+
+class DropsUndecidedWhileReconciling(FrontendProtocol):
+    """The reference frontend core with :class:`HoldsNothing`."""
+
+    default_policies = HoldsNothing
 
 
 FRONTEND_VARIANTS: dict[str, type[FrontendProtocol]] = {

@@ -5,9 +5,9 @@ comm_info_reply (``commspec.mbt.reconcile``).
   separate the model's reconcile rule from its broken twins (``model/broken.py``):
   the outcome the reference frontend must reach is one no broken rule reaches.
 - Broken frontends (``mbt_variants.FRONTEND_VARIANTS``: the request dropped instead of
-  held) fail a fixed program, in-process and live, that the reference frontend
-  passes; and the random model-based test finds them, failing at the race that
-  makes the interleaving.
+  held, by the reference core with other ``FrontendPolicies``) fail a fixed program,
+  in-process and live, that the reference frontend passes; and the random
+  model-based test finds them, failing at the race that makes the interleaving.
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mbt_variants import FRONTEND_CAUGHT_AT, FRONTEND_VARIANTS
+from mbt_variants import FRONTEND_CAUGHT_AT, FRONTEND_VARIANTS, HoldsNothing
 
+from commspec.impl.core.events import Message
 from commspec.impl.core.frontend import FrontendProtocol
 from commspec.mbt.adapter import ReferenceKernel
+from commspec.mbt.agent import _policies_of
 from commspec.mbt.harness import MBT_BOUNDS, Harness, MbtFailure, System
 from commspec.mbt.inprocess import InProcessSystem
 from commspec.mbt.live import LiveSystem
 from commspec.mbt.machine import program_as_test, run
+from commspec.mbt.processes import core_spec
 from commspec.mbt.projection import project
 from commspec.mbt.reconcile import RECONCILE_RACES, StaleRequest, UnseenRequest, outcomes
 from commspec.model.actions import Action, FrontendOpen, Start
@@ -161,3 +164,17 @@ def test_two_reconcile_races_on_one_frontend(system: str) -> None:
         for action in program:
             assert action in harness.enabled()
             harness.apply(action)
+
+
+class ChangesMoreThanItsPolicies(FrontendProtocol):
+    def _on_comm_msg(self, msg: Message) -> None:
+        return None
+
+
+def test_a_frontend_process_builds_a_variant_as_the_reference_endpoint_with_its_policies(
+) -> None:
+    assert isinstance(_policies_of(core_spec(FRONTEND_VARIANTS[
+        "drops_undecided_while_reconciling"])), HoldsNothing)
+    # a variant that changed the core itself would run there as the reference one
+    with pytest.raises(TypeError, match="changes more than its policies"):
+        _policies_of(core_spec(ChangesMoreThanItsPolicies))
