@@ -23,6 +23,9 @@ writing one adapter. An adapter is a :class:`KernelAdapter`:
   ``close_comm(comm_id)``;
   ``comm_request(comm_id, method, params)`` and ``stdin_request(identity)``
   return a ``concurrent.futures.Future`` that ends in exactly one outcome.
+- ``keep_detached(n)``: optional, called before ``start``: keep at most ``n``
+  detached comms (SPEC.md, *the detached bound*), the bound the model assumes. An
+  adapter without it is tested only with bounds whose comms never exceed its own.
 - ``hold_inbound()``: optional (not part of the protocol), for the drain rule's
   race. Hold the kernel's I/O until both an IOPub subscription change and a
   shell message are queued, so the kernel finds both when it looks. Return only
@@ -107,11 +110,16 @@ class ReferenceKernel:
     def __init__(self, heartbeat: HeartbeatSettings = MBT_HEARTBEAT) -> None:
         self.heartbeat = heartbeat
         self.kernel: KernelEndpoint | None = None
+        self.max_detached = KernelConfig.max_detached
+
+    def keep_detached(self, n: int) -> None:
+        self.max_detached = n
 
     def make(self, sink: TraceSink) -> KernelEndpoint:
         """The endpoint to start."""
         return KernelEndpoint(
-            sink=sink, config=KernelConfig(heartbeat=self.heartbeat, stop_linger=0.2),
+            sink=sink, config=KernelConfig(heartbeat=self.heartbeat, stop_linger=0.2,
+                                           max_detached=self.max_detached),
             policies=self.policies(),
         )
 

@@ -202,6 +202,11 @@ class Agent:
         future = self._comm(command["comm_id"]).request(command["method"], command["params"])
         future.add_done_callback(lambda f: self._report(n, f))
 
+    def op_adopt(self, command: JsonDict, n: Any) -> None:
+        # The adopted comms are served as the targets' comms are (their handler runs);
+        # the harness waits for the system to settle, not for this future.
+        self._ep().adopt_comms()
+
     def op_close_comm(self, command: JsonDict, n: Any) -> None:
         self._comm(command["comm_id"]).close()
 

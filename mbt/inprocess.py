@@ -38,6 +38,7 @@ from commspec.model.actions import (
     Crash,
     Exit,
     Freeze,
+    FrontendAdopt,
     FrontendClose,
     FrontendOpen,
     FrontendRequest,
@@ -90,7 +91,8 @@ class InProcessSystem:
     def start(self, bounds: Bounds) -> None:
         self.sim = Simulation(bounds.frontends, policies=self.policies(),
                               options=self.options, sink=self.recorder,
-                              frontend_core=self.frontend_core)
+                              frontend_core=self.frontend_core,
+                              max_detached=bounds.detached)
         self.slots.start(bounds)
         self._fes = [None] * bounds.frontends
 
@@ -130,6 +132,8 @@ class InProcessSystem:
                 slots.bind(r, Kind.FRONTEND_TO_KERNEL, f, future, fe.core.name, "request", mark)
             case FrontendClose(frontend=f, comm=c):
                 self._fe(f).app.comms[slots.cid(c)].close()
+            case FrontendAdopt(frontend=f):
+                self._fe(f).app.adopt_comms(None)  # settles with the comm_info_reply
             case Exit(frontend=f):
                 slots.gone(f)
                 sim.exit(f)

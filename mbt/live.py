@@ -41,6 +41,7 @@ from commspec.model.actions import (
     Crash,
     Exit,
     Freeze,
+    FrontendAdopt,
     FrontendClose,
     FrontendOpen,
     FrontendRequest,
@@ -117,6 +118,9 @@ class LiveSystem:
         self.processes = [None] * bounds.frontends
         if self._pool is None:
             self._pool = FrontendPool()
+        keep_detached = getattr(self.adapter, "keep_detached", None)
+        if callable(keep_detached):
+            keep_detached(bounds.detached)
         self.adapter.start(self.recorder)
         # read once: the file may go when the kernel shuts down, frontends may start later
         self.connection = read_connection_file(self.adapter.connection_file)
@@ -177,6 +181,8 @@ class LiveSystem:
                            mark)
             case FrontendClose(frontend=f, comm=c):
                 self._proc(f).call("close_comm", comm_id=slots.cid(c))
+            case FrontendAdopt(frontend=f):
+                self._proc(f).call("adopt")
             case Exit(frontend=f):
                 proc = self._proc(f)
                 slots.gone(f)

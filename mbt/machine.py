@@ -403,7 +403,8 @@ def program_as_test(
     return (f"{imports}\n\n\ndef {name}() -> None:\n    program = [\n{body}    ]\n{made}"
             f"    bounds = Bounds(frontends={b.frontends}, comms={b.comms}, "
             f"requests={b.requests},\n"
-            f"                    reconnects={b.reconnects}, faults={b.faults})\n{replay}")
+            f"                    reconnects={b.reconnects}, faults={b.faults}, "
+            f"adoptions={b.adoptions}, detached={b.detached})\n{replay}")
 
 
 def _imports(actions: list[Action], always: list[tuple[str, str]]) -> str:

@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 
 from commspec.impl.comm import Comm, Deferred
+from commspec.impl.core.comms import DEFAULT_MAX_DETACHED
 from commspec.impl.core.events import (
     Channel,
     CloseLink,
@@ -221,11 +222,11 @@ class SimKernel(_Party):
     """The kernel core and its application, reached through the simulated network."""
 
     def __init__(self, net: Simulation, policies: KernelPolicies,
-                 targets: TargetRegistry) -> None:
+                 targets: TargetRegistry, max_detached: int) -> None:
         super().__init__(net, "kernel")
         self.core: KernelProtocol = KernelProtocol(
             session_id="sim-kernel", key=KEY, targets=targets.kind, new_msg_id=self.new_msg_id,
-            policies=policies, tracing=net.sink is not discard,
+            policies=policies, tracing=net.sink is not discard, max_detached=max_detached,
         )
         self.app: KernelApplication = KernelApplication(self.core, self, targets, self)
         self.effects[ShutdownRequested] = self._shutdown_requested
@@ -407,6 +408,7 @@ class Simulation:
         targets: TargetRegistry | None = None,
         horizon: float = HORIZON,
         frontend_core: type[FrontendProtocol] = FrontendProtocol,
+        max_detached: int = DEFAULT_MAX_DETACHED,
     ) -> None:
         self.clock = 0.0
         #: the frontends' protocol core: the reference one, or a broken variant of it
@@ -415,7 +417,7 @@ class Simulation:
         self.options = options or FrontendOptions()
         self.horizon = horizon
         self.kernel = SimKernel(self, policies or KernelPolicies(),
-                                targets or TargetRegistry(DEFAULT_TARGETS))
+                                targets or TargetRegistry(DEFAULT_TARGETS), max_detached)
         self.frontends: list[SimFrontend | None] = [None] * frontends
         self.pending_shutdown = False
         self.deliveries = 0

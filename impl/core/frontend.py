@@ -57,7 +57,7 @@ from commspec.model.machines import (
     SessionEvent,
     SessionState,
 )
-from commspec.model.messages import advertises
+from commspec.model.messages import ADOPT_METHOD, advertises
 from commspec.model.tracked import Tracked
 
 from ..errors import CannotSend, EndpointClosed
@@ -105,7 +105,14 @@ from .events import (
     WatchHeartbeat,
 )
 from .frontend_policies import FrontendPolicies
-from .jsonrpc import INVALID_REQUEST, MessageKind, classify, rpc_error, rpc_request
+from .jsonrpc import (
+    INVALID_REQUEST,
+    MessageKind,
+    classify,
+    rpc_error,
+    rpc_notification,
+    rpc_request,
+)
 from .protocol import ProtocolCore
 from .requests import PendingRequests, ReplyOutcome
 
@@ -773,7 +780,9 @@ class FrontendProtocol(ProtocolCore):
         Only for targets registered here: comm_info lists every comm of the kernel,
         other frontends' too, and a frontend adopts what it knows how to drive (as
         a widget manager restores only widget comms). A comm remembered as closed is
-        never revived by a reply that was already out of date.
+        never revived by a reply that was already out of date. Each adopted comm is
+        announced (``commspec/adopt``), so a kernel holding it detached makes this
+        frontend its owner and its requests reach us.
         """
         adopted: list[str] = []
         for comm_id, info in listed.items():
@@ -785,6 +794,8 @@ class FrontendProtocol(ProtocolCore):
             record = self._new_record(comm_id, target_name, persistent=False)
             record.tracked.fire(FrontendCommEvent.CONFIRMED, msg_id=msg_id)
             self._out.append(CommOpened(comm_id, target_name, None, False))
+            self._send(Channel.SHELL, "comm_msg",
+                       {"comm_id": comm_id, "data": rpc_notification(ADOPT_METHOD)})
             adopted.append(comm_id)
         return adopted
 

@@ -59,6 +59,10 @@ def test_a_kernel_request_on_a_comm_not_seen_yet_waits_for_comm_info_reply(
     fake_kernel.reply("shell", identities, info, "comm_info_reply",
                       {"status": "ok", "comms": {"c-new": {"target_name": "plots"}}})
 
+    # the adoption is announced first (SPEC: Adoption), then the held request answered
+    _, adopt = fake_kernel.expect("shell", "comm_msg", skip=PROBE)
+    assert adopt["content"] == {"comm_id": "c-new",
+                                "data": {"jsonrpc": "2.0", "method": "commspec/adopt"}}
     _, answer = fake_kernel.expect("shell", "comm_msg", skip=PROBE)
     assert answer["parent_header"]["msg_id"] == asked["msg_id"]
     assert answer["content"] == {"comm_id": "c-new",
