@@ -52,6 +52,8 @@ def _terminal(req: Request) -> bool:
 def step_violations(before: World, after: World, drained: tuple[int, ...] = ()) -> list[Violation]:
     """``drained``: requests whose replies the kernel received and drained in this step."""
     out: list[Violation] = []
+    if before.requests is after.requests:  # the step changed no request (Draft.freeze)
+        return out
     for r, (old, new) in enumerate(zip(before.requests, after.requests, strict=True)):
         if old is not None and _terminal(old) and (new is None or new.state != old.state):
             now = "gone" if new is None else new.state.value

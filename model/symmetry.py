@@ -48,18 +48,32 @@ class FrontendSymmetry:
         entry = self._seen[fe] = (rank, plain, plain is fe)
         return entry
 
-    def canonical(self, w: World) -> World:
+    def canonical(self, w: World, parent: World | None = None,
+                  parent_ranked: list[tuple[int, Frontend, bool]] | None = None) -> World:
+        """The canonical form of ``w``. ``parent`` and its ``ranked`` frontends, when
+        given, spare looking up the frontends a step left as they were."""
         # The hottest call of the checker (once per step), so the common cases
         # (nothing to renumber; frontends told apart by their own states) are short,
         # and tuples are built directly rather than through _replace.
         k = w.kernel
         seen = self._seen
-        ranked = [seen.get(fe) or self._learn(fe) for fe in w.frontends]
-        n = len(ranked)
-        if n == 2:  # the ladder's case, worth its own lines
-            a, b = ranked
+        fes = w.frontends
+        if parent is None or parent_ranked is None:
+            ranked = [seen.get(fe) or self._learn(fe) for fe in fes]
+        elif len(fes) == 2:  # the ladder's case, worth its own lines
+            f0, f1 = fes
+            p0, p1 = parent.frontends
+            a = parent_ranked[0] if f0 is p0 else (seen.get(f0) or self._learn(f0))
+            b = parent_ranked[1] if f1 is p1 else (seen.get(f1) or self._learn(f1))
             if a[0] < b[0] and a[2] and b[2] and not k.late_replies:
                 return w
+            ranked = [a, b]
+        else:
+            ranked = [
+                mine if fe is theirs else (seen.get(fe) or self._learn(fe))
+                for fe, theirs, mine in zip(fes, parent.frontends, parent_ranked, strict=True)
+            ]
+        n = len(ranked)
         late = k.late_replies != 0 or not all(entry[2] for entry in ranked)
         keys: list[Any] = [entry[0] for entry in ranked]
         if len(set(keys)) < n:
@@ -102,8 +116,10 @@ class FrontendSymmetry:
         canonical = self.canonical
 
         def steps(w: World) -> Iterator[tuple[Step, World]]:
+            seen = self._seen
+            ranked = [seen.get(fe) or self._learn(fe) for fe in w.frontends]
             for step, succ in model.successors(w):
-                yield step, canonical(succ)
+                yield step, canonical(succ, w, ranked)
 
         return steps
 

@@ -157,9 +157,10 @@ class Draft:
     """A mutable copy of a World for the duration of one action."""
 
     __slots__ = ("adoptions_left", "faults_left", "fe", "kcomms", "keep_detached", "kernel",
-                 "reconnects_left", "req", "targets")
+                 "reconnects_left", "req", "targets", "world")
 
     def __init__(self, w: World) -> None:
+        self.world = w
         self.kernel = w.kernel
         self.kcomms = list(w.kernel.comms)
         self.fe = list(w.frontends)
@@ -171,8 +172,19 @@ class Draft:
         self.keep_detached = w.keep_detached
 
     def freeze(self) -> World:
+        # Parts a step left as they were are the parent's own tuples (equal element by
+        # element, which is identity here): less memory, and step_violations can tell.
+        w = self.world
         k = self.kernel
         comms = tuple(self.kcomms)
+        if comms == k.comms:
+            comms = k.comms
+        fe = tuple(self.fe)
+        if fe == w.frontends:
+            fe = w.frontends
+        req = tuple(self.req)
+        if req == w.requests:
+            req = w.requests
         # the detached list forgets comms that re-attached or closed since
         detached = k.detached and tuple(
             c for c in k.detached if comms[c].state is KernelCommState.DETACHED
@@ -180,8 +192,8 @@ class Draft:
         kernel = Kernel(k.up, k.presence, k.peers, comms, k.owed, k.late_replies, detached)
         return World(
             kernel,
-            tuple(self.fe),
-            tuple(self.req),
+            fe,
+            req,
             tuple(self.targets),
             self.reconnects_left,
             self.faults_left,
