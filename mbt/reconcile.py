@@ -123,8 +123,8 @@ def reconcile_races(model: SystemModel, w: World,
     out: list[ReconcileRace] = []
     for f in ready:
         if UnseenRequest in kinds:
-            free = [c for c, kc in enumerate(k.comms)
-                    if kc.state is KernelCommState.NEW and w.targets[c] is Target.UNUSED]
+            # the comm the kernel opens takes the first unused slot, as every open does
+            free = [c for c, target in enumerate(w.targets) if target is Target.UNUSED][:1]
             out.extend(UnseenRequest(f, c, r, g, target)
                        for c in free for g in ready if g != f for target in _OPENABLE)
         if StaleRequest in kinds:

@@ -42,6 +42,8 @@ __all__ = ["DIRECTED", "ONE_FRONTEND", "run_directed"]
 ONE_FRONTEND = Bounds(frontends=1, comms=2, requests=2, reconnects=0, faults=1)
 #: room for two freezes and an exit, one reconnect
 FREEZES = Bounds(frontends=1, comms=2, requests=2, reconnects=1, faults=3)
+#: one detached comm kept: the second to detach evicts the first
+EVICTS = Bounds(frontends=1, comms=2, requests=2, reconnects=0, faults=1, detached=1)
 
 #: (name, bounds, program)
 DIRECTED: tuple[tuple[str, Bounds, tuple[Action, ...]], ...] = (
@@ -50,7 +52,7 @@ DIRECTED: tuple[tuple[str, Bounds, tuple[Action, ...]], ...] = (
      (Start(0), FrontendOpen(0, 0, Target.PERSISTENT), FrontendOpen(0, 1, Target.DEFAULT),
       FrontendRequest(0, 0, 0), Crash(0), KernelClose(0))),
     ("two persistent comms detach past the bound of one: the longest detached is evicted",
-     MBT_BOUNDS,
+     EVICTS,
      (Start(0), FrontendOpen(0, 0, Target.PERSISTENT), FrontendOpen(0, 1, Target.PERSISTENT),
       Crash(0))),
     ("a new session adopts the comm a departed one left detached, and answers on it",

@@ -279,8 +279,9 @@ class SystemModel:
             if (w.adoptions_left > 0 and not fe.adopting and not fe.stock
                     and all(c is FrontendCommState.NEW for c in fe.comms)):
                 yield self._frontend_adopt(w, f, fe)
+            unused = _unused_comm(w)
             for c, state in enumerate(fe.comms):
-                if state is FrontendCommState.NEW and w.targets[c] is Target.UNUSED:
+                if c == unused:
                     for target in OPENABLE:
                         yield self._frontend_open(w, f, fe, c, target)
                 elif state is FrontendCommState.OPEN:
@@ -316,8 +317,9 @@ class SystemModel:
                 yield self._kernel_stdin_reply(w, f, fe)
         for r in k.owed:
             yield self._kernel_answer(w, r)
+        unused = _unused_comm(w)
         for c, kc in enumerate(k.comms):
-            if kc.state is KernelCommState.NEW and w.targets[c] is Target.UNUSED:
+            if c == unused:
                 for f in range(len(w.frontends)):
                     if k.peers[f]:
                         for target in OPENABLE:
@@ -987,6 +989,16 @@ class SystemModel:
 # =========================================================================
 # helpers
 # =========================================================================
+
+
+def _unused_comm(w: World) -> int | None:
+    """The comm slot the next comm opened takes: slots are used in order, so slot order
+    is the order comms were opened in (the kernel's tie-break when several detach at
+    once), and unused slots, which are all alike, are not told apart for nothing."""
+    for c, target in enumerate(w.targets):
+        if target is Target.UNUSED:
+            return c
+    return None
 
 
 def _free_slot(w: World) -> int | None:

@@ -64,13 +64,13 @@ def test_the_races_are_offered_where_their_phases_can_happen() -> None:
         harness.apply(Start(0))
         assert not [a for a in harness.enabled() if isinstance(a, UnseenRequest)]
         harness.apply(Start(1))
-        harness.apply(FrontendOpen(0, 1, Target.PERSISTENT))
+        harness.apply(FrontendOpen(0, 0, Target.PERSISTENT))
         enabled = harness.enabled()
-    assert UNSEEN in enabled and UnseenRequest(1, 0, 0, 0, Target.PERSISTENT) in enabled
+    assert UnseenRequest(1, 1, 0, 0, Target.PERSISTENT) in enabled
     # the comm slot in use is not free for an unseen open; a persistent comm of its own
     # comes back stale
-    assert UnseenRequest(0, 1, 0, 1, Target.DEFAULT) not in enabled
-    assert StaleRequest(0, 1, 0) in enabled and StaleRequest(1, 1, 0) not in enabled
+    assert UnseenRequest(0, 0, 0, 1, Target.DEFAULT) not in enabled
+    assert StaleRequest(0, 0, 0) in enabled and StaleRequest(1, 0, 0) not in enabled
 
 
 @pytest.mark.parametrize(("program", "broken"), [
