@@ -23,12 +23,11 @@ Rules:
   held back before the frontend sees it (``{"reply_held": true}``); turning it off
   hands the held ones on, in order (the reconcile races: a kernel request must reach
   a reconciling frontend first).
-- ``connect`` may name a broken variant of the frontend's protocol core (``core``:
-  its module, class name and the folder to import it from), for the tests that show
-  the model-based test catches it. A variant differs from the reference core only in
-  its reconcile rules (``default_policies``, a
-  :class:`~commspec.impl.core.frontend_policies.FrontendPolicies`): the frontend is
-  the reference endpoint and core, built with ``policies=`` those rules.
+- ``connect`` may name a broken variant of the frontend's reconcile rules
+  (``policies``: the module, class name and folder of a
+  :class:`~commspec.impl.core.frontend_policies.FrontendPolicies`), for the tests that
+  show the model-based test catches it: the frontend is the reference endpoint, built
+  with ``policies=`` those rules.
 - A frontend can ``close`` (its session, cleanly) and ``connect`` again in the same
   process; ``sub`` / ``close_sub`` add a bare SUB socket beside it (the benchmarks
   compare the kernel's view of a departure with a raw XPUB's). ``close`` and
@@ -60,7 +59,6 @@ import zmq
 
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.core.events import Channel, Input, Message, Received
-from commspec.impl.core.frontend import FrontendProtocol
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions, FrontendPolicies
 from commspec.model.trace import TraceEvent
 
@@ -70,21 +68,14 @@ JsonDict = dict[str, Any]
 
 
 def _policies_of(spec: JsonDict) -> FrontendPolicies:
-    """The rules of the core ``connect`` names (see ``processes.core_spec``). Only its
-    rules are taken, so a variant that changes anything else of the core is refused:
-    it would run here as the reference core without saying so."""
+    """The rules ``connect`` names (see ``processes.policies_spec``)."""
     path = str(spec["path"])
     if path not in sys.path:
         sys.path.append(path)
-    core = getattr(importlib.import_module(str(spec["module"])), str(spec["name"]))
-    if not (isinstance(core, type) and issubclass(core, FrontendProtocol)):
-        raise TypeError(f"{spec} is not a FrontendProtocol")
-    for cls in core.__mro__[:core.__mro__.index(FrontendProtocol)]:
-        changed = [name for name, value in vars(cls).items()
-                   if callable(value) and name != "default_policies"]
-        if changed:
-            raise TypeError(f"{cls.__qualname__} changes more than its policies: {changed}")
-    return core.default_policies()
+    policies = getattr(importlib.import_module(str(spec["module"])), str(spec["name"]))
+    if not (isinstance(policies, type) and issubclass(policies, FrontendPolicies)):
+        raise TypeError(f"{spec} is not a FrontendPolicies")
+    return policies()
 
 
 class _Endpoint(FrontendEndpoint):
@@ -174,13 +165,13 @@ class Agent:
     def op_connect(self, command: JsonDict, n: Any) -> str:
         if self.endpoint is not None:
             raise RuntimeError("already connected")
-        core = command.get("core")
+        policies = command.get("policies")
         endpoint = _Endpoint(
             command["connection"],
             sink=self._trace,
             options=FrontendOptions(**command["options"]),
             session_id=command["session_id"],
-            policies=_policies_of(core) if core else None,
+            policies=_policies_of(policies) if policies else None,
             on_held=lambda: self.write({"reply_held": True}),
         )
         self.endpoint = endpoint

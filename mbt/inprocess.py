@@ -21,8 +21,8 @@ Rules:
   delivered to its end: the reconnect waits until the frontend has noticed its loss
   (and the kernel opened the unseen comm), and the frontend's shell replies are
   withheld from the reconnect until the kernel request has reached it.
-- The frontends' core is the reference one, or a broken variant of it
-  (``frontend_core``).
+- The frontends' reconcile rules are the reference ones, or a broken variant's
+  (``frontend_policies``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from commspec.impl.core.frontend import FrontendProtocol
+from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.impl.core.policies import KernelPolicies
 from commspec.impl.frontend import FrontendOptions
 from commspec.model.actions import (
@@ -76,10 +76,10 @@ class InProcessSystem:
         *,
         options: FrontendOptions = MBT_OPTIONS,
         coverage: Coverage | None = None,
-        frontend_core: type[FrontendProtocol] = FrontendProtocol,
+        frontend_policies: type[FrontendPolicies] = FrontendPolicies,
     ) -> None:
         self.policies = policies
-        self.frontend_core = frontend_core
+        self.frontend_policies = frontend_policies
         self.options = options
         self.recorder = Recorder(coverage)
         self.slots = Slots(self.recorder)
@@ -91,7 +91,7 @@ class InProcessSystem:
     def start(self, bounds: Bounds) -> None:
         self.sim = Simulation(bounds.frontends, policies=self.policies(),
                               options=self.options, sink=self.recorder,
-                              frontend_core=self.frontend_core,
+                              frontend_policies=self.frontend_policies,
                               max_detached=bounds.detached)
         self.slots.start(bounds)
         self._fes = [None] * bounds.frontends

@@ -20,8 +20,8 @@ Rules:
   frozen frontend and it noticed its loss; the unseen comm open at its owner; the
   reconnected frontend's comm_info_reply held back in its process
   (``hold_replies``); the kernel request handled there; then the reply let through.
-- The frontends run the reference protocol core, or a broken variant of it
-  (``frontend_core``), in the reference endpoint.
+- The frontends are the reference endpoint, with the reference reconcile rules or a
+  broken variant's (``frontend_policies``).
 - ``close`` always releases everything (frontend processes, frozen ones included,
   the kernel, files), even after a failed step, and is safe to call twice.
 """
@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from commspec.impl.connection import ConnectionInfo, read_connection_file
-from commspec.impl.core.frontend import FrontendProtocol
+from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.impl.frontend import FrontendOptions
 from commspec.model.actions import (
     Action,
@@ -94,10 +94,10 @@ class LiveSystem:
         step_timeout: float = STEP_TIMEOUT,
         quiet: float = QUIET,
         pool: FrontendPool | None = None,
-        frontend_core: type[FrontendProtocol] = FrontendProtocol,
+        frontend_policies: type[FrontendPolicies] = FrontendPolicies,
     ) -> None:
         self.adapter = adapter
-        self.frontend_core = frontend_core
+        self.frontend_policies = frontend_policies
         self.options = options
         self.step_timeout = step_timeout
         self.quiet = quiet
@@ -267,7 +267,7 @@ class LiveSystem:
         # recorded before connecting: close() must end the process whatever happens next
         self.processes[f] = process
         name = process.connect(self.connection, session_id, self.options,
-                               sorted(TARGETS.values()), core=self.frontend_core)
+                               sorted(TARGETS.values()), policies=self.frontend_policies)
         self.slots.started_frontend(f, name, session_id)
 
     def _freeze(self, f: int) -> None:

@@ -44,7 +44,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from commspec.impl.core.frontend import FrontendProtocol
+from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.impl.core.policies import KernelPolicies
 from commspec.model.actions import ENVIRONMENT_ACTIONS, Action, Freeze
 from commspec.model.system import Bounds
@@ -269,7 +269,7 @@ def run(
     progress: Callable[[RunResult], None] | None = None,
     derandomize: bool = False,
     quiet: float = QUIET,
-    frontend_core: type[FrontendProtocol] = FrontendProtocol,
+    frontend_policies: type[FrontendPolicies] = FrontendPolicies,
     shrink: bool = True,
 ) -> RunResult:
     """Run the model-based test; a failure is caught and returned, not raised.
@@ -278,7 +278,7 @@ def run(
     processes. ``in_process``: the reference kernel's protocol core, with the
     policies of ``adapter_factory`` (a :class:`ReferenceKernel` or a broken variant
     of it), and frontend cores on the simulated network. Either way the frontends'
-    protocol core is ``frontend_core``: the reference one, or a broken variant.
+    reconcile rules are ``frontend_policies``: the reference ones, or a broken variant's.
     Without ``shrink``, a failure is reported as first found (shrinking a program whose
     steps draw many delivery orders can take thousands of examples).
     """
@@ -298,13 +298,14 @@ def run(
         policies = _policies(adapter_factory)
 
         def factory() -> System:
-            return InProcessSystem(policies, coverage=coverage, frontend_core=frontend_core)
+            return InProcessSystem(policies, coverage=coverage,
+                                   frontend_policies=frontend_policies)
     else:
         live_pool = pool = FrontendPool()  # one zygote for every example: forks are cheap
 
         def factory() -> System:
             return LiveSystem(adapter_factory(), coverage=coverage, quiet=quiet,
-                              pool=live_pool, frontend_core=frontend_core)
+                              pool=live_pool, frontend_policies=frontend_policies)
 
     machine = make_machine(factory, bounds, supported=supported, on_program=record)
     if seed is not None:
@@ -397,7 +398,7 @@ def program_as_test(
                                  ("commspec.mbt.harness", "Harness"), *system,
                                  ("commspec.model.system", "Bounds")])
     made = "" if choices is None else f"    choices = {choices!r}\n"
-    core = "" if frontend is None else f", frontend_core={frontend}"
+    core = "" if frontend is None else f", frontend_policies={frontend}"
     replay = (_LIVE_REPLAY if choices is None else _IN_PROCESS_REPLAY).format(
         kernel=kernel, only=only, core=core)
     return (f"{imports}\n\n\ndef {name}() -> None:\n    program = [\n{body}    ]\n{made}"

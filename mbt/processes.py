@@ -30,21 +30,22 @@ from dataclasses import asdict
 from typing import Any
 
 from commspec.impl.connection import ConnectionInfo
-from commspec.impl.core.frontend import FrontendOptions, FrontendProtocol
+from commspec.impl.core.frontend import FrontendOptions
+from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.model.trace import TraceEvent, TraceSink, discard
 
-__all__ = ["AgentError", "FrontendPool", "FrontendProcess", "RequestEnded", "core_spec"]
+__all__ = ["AgentError", "FrontendPool", "FrontendProcess", "RequestEnded", "policies_spec"]
 
 #: how long one command may take to be answered (each takes milliseconds)
 ANSWER_TIMEOUT = 10.0
 
 
-def core_spec(core: type[FrontendProtocol]) -> dict[str, str]:
-    """How a frontend process imports ``core`` (module, class, and the folder the module
-    is in: a test's own module is not on the process's path)."""
-    module = sys.modules[core.__module__]
+def policies_spec(policies: type[FrontendPolicies]) -> dict[str, str]:
+    """How a frontend process imports ``policies`` (module, class, and the folder the
+    module is in: a test's own module is not on the process's path)."""
+    module = sys.modules[policies.__module__]
     folder = os.path.dirname(os.path.abspath(module.__file__ or os.curdir))
-    return {"module": core.__module__, "name": core.__qualname__, "path": folder}
+    return {"module": policies.__module__, "name": policies.__qualname__, "path": folder}
 
 
 class AgentError(RuntimeError):
@@ -98,11 +99,12 @@ class FrontendProcess:
     def connect(self, connection: ConnectionInfo, session_id: str,
                 options: FrontendOptions | None = None,
                 targets: Sequence[str] = (),
-                core: type[FrontendProtocol] | None = None) -> str:
+                policies: type[FrontendPolicies] = FrontendPolicies) -> str:
         """Make the process's FrontendEndpoint (its trace name is returned); comms the
-        kernel opens for ``targets`` are accepted and served. ``core``: a broken
-        variant of the protocol core instead of the reference one."""
-        extra = {} if core is None or core is FrontendProtocol else {"core": core_spec(core)}
+        kernel opens for ``targets`` are accepted and served. ``policies``: the
+        frontend's reconcile rules, a broken variant's or the reference ones."""
+        extra = ({} if policies is FrontendPolicies
+                 else {"policies": policies_spec(policies)})
         name: str = self.call("connect", connection=connection.to_dict(),
                               session_id=session_id,
                               options=asdict(options or FrontendOptions()),

@@ -66,6 +66,7 @@ from commspec.impl.core.events import (
     WatchHeartbeat,
 )
 from commspec.impl.core.frontend import FrontendOptions, FrontendProtocol
+from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.impl.core.kernel import KernelProtocol
 from commspec.impl.core.policies import KernelPolicies
 from commspec.impl.core.presence import peer_topic
@@ -267,14 +268,14 @@ class SimFrontend(_Party):
 
     def __init__(self, net: Simulation, index: int, session_id: str,
                  options: FrontendOptions, targets: list[str],
-                 core: type[FrontendProtocol] = FrontendProtocol) -> None:
+                 policies: type[FrontendPolicies] = FrontendPolicies) -> None:
         super().__init__(net, f"fe{index}")
         self.index = index
         self.session_id = session_id
         self.options = options
-        self.core: FrontendProtocol = core(
+        self.core: FrontendProtocol = FrontendProtocol(
             session_id=session_id, new_msg_id=self.new_msg_id, options=options,
-            tracing=net.sink is not discard,
+            policies=policies(), tracing=net.sink is not discard,
         )
         self.app: FrontendApplication = FrontendApplication(self.core, self)
         self.effects.update({
@@ -407,12 +408,12 @@ class Simulation:
         sink: TraceSink = discard,
         targets: TargetRegistry | None = None,
         horizon: float = HORIZON,
-        frontend_core: type[FrontendProtocol] = FrontendProtocol,
+        frontend_policies: type[FrontendPolicies] = FrontendPolicies,
         max_detached: int = DEFAULT_MAX_DETACHED,
     ) -> None:
         self.clock = 0.0
-        #: the frontends' protocol core: the reference one, or a broken variant of it
-        self.frontend_core = frontend_core
+        #: the frontends' reconcile rules: the reference ones, or a broken variant
+        self.frontend_policies = frontend_policies
         self.sink = sink
         self.options = options or FrontendOptions()
         self.horizon = horizon
@@ -447,7 +448,7 @@ class Simulation:
     def start(self, f: int, session_id: str, targets: list[str]) -> SimFrontend:
         if self.frontends[f] is not None and self.frontends[f].proc is not Proc.DEAD:  # type: ignore[union-attr]
             raise RuntimeError(f"frontend {f} is running already")
-        fe = SimFrontend(self, f, session_id, self.options, targets, self.frontend_core)
+        fe = SimFrontend(self, f, session_id, self.options, targets, self.frontend_policies)
         self.frontends[f] = fe
         return fe
 

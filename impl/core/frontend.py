@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from commspec.model.errors import InvalidTransition
 from commspec.model.machines import (
@@ -257,11 +257,6 @@ class FrontendProtocol(ProtocolCore):
     """One frontend session's protocol state. Drive it from one thread at a time."""
 
     role = "frontend"
-    #: the rules a core is built with when it is given none: a variant of the core that
-    #: differs only in its rules names them here, so it can be passed where a core class
-    #: is asked for (the model-based test's ``frontend_core``) and, in a frontend
-    #: process, be rebuilt as the reference endpoint with ``policies=`` those
-    default_policies: ClassVar[type[FrontendPolicies]] = FrontendPolicies
 
     def __init__(
         self,
@@ -276,7 +271,7 @@ class FrontendProtocol(ProtocolCore):
         self.session_id = session_id
         self.name = f"frontend:{session_id}"
         self.options = options or FrontendOptions()
-        self.policies = policies if policies is not None else self.default_policies()
+        self.policies = policies if policies is not None else FrontendPolicies()
         self._new_msg_id = new_msg_id
         sink = self.sink
         self.session: Tracked[SessionState, SessionEvent] = Tracked(

@@ -11,11 +11,9 @@ variants replace (tests/model/test_checker.py).
 Each frontend variant breaks one reconcile rule (SPEC.md, frontend requirement 5),
 as the model's ``RECONCILE_BROKEN`` do, by replacing one piece of
 :class:`~commspec.impl.core.frontend_policies.FrontendPolicies` the way its model
-twin replaces one hook. The model-based test takes a frontend as a core class
-(``frontend_core``), so each variant is the reference core that names other
-policies (``default_policies``) and changes nothing else; the model-based test runs
-it in the simulation and, live, as the reference endpoint of each frontend process
-built with ``policies=`` those.
+twin replaces one hook. The model-based test takes them as ``frontend_policies``: the
+reference core in the simulation and, live, the reference endpoint of each frontend
+process, built with ``policies=`` those.
 """
 
 from __future__ import annotations
@@ -124,21 +122,9 @@ class HoldsNothing(FrontendPolicies):
         return frozenset()
 
 
-class DropsUnseenWhileReconciling(FrontendProtocol):
-    """The reference frontend core with :class:`HoldsOnStaleOnly`."""
-
-    default_policies = HoldsOnStaleOnly
-
-
-class DropsUndecidedWhileReconciling(FrontendProtocol):
-    """The reference frontend core with :class:`HoldsNothing`."""
-
-    default_policies = HoldsNothing
-
-
-FRONTEND_VARIANTS: dict[str, type[FrontendProtocol]] = {
-    "drops_unseen_while_reconciling": DropsUnseenWhileReconciling,
-    "drops_undecided_while_reconciling": DropsUndecidedWhileReconciling,
+FRONTEND_VARIANTS: dict[str, type[FrontendPolicies]] = {
+    "drops_unseen_while_reconciling": HoldsOnStaleOnly,
+    "drops_undecided_while_reconciling": HoldsNothing,
 }
 
 #: where each frontend variant is caught: the reconcile race that makes its interleaving

@@ -17,15 +17,14 @@ from pathlib import Path
 import pytest
 from mbt_variants import FRONTEND_CAUGHT_AT, FRONTEND_VARIANTS, HoldsNothing
 
-from commspec.impl.core.events import Message
-from commspec.impl.core.frontend import FrontendProtocol
+from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.mbt.adapter import ReferenceKernel
 from commspec.mbt.agent import _policies_of
 from commspec.mbt.harness import MBT_BOUNDS, Harness, MbtFailure, System
 from commspec.mbt.inprocess import InProcessSystem
 from commspec.mbt.live import LiveSystem
 from commspec.mbt.machine import program_as_test, run
-from commspec.mbt.processes import core_spec
+from commspec.mbt.processes import policies_spec
 from commspec.mbt.projection import project
 from commspec.mbt.reconcile import RECONCILE_RACES, StaleRequest, UnseenRequest, outcomes
 from commspec.model.actions import Action, FrontendOpen, Start
@@ -92,10 +91,10 @@ def test_the_phases_tell_the_reconcile_rule_from_its_broken_twin(
     assert not right & ends[broken]
 
 
-def _system(system: str, core: type[FrontendProtocol]) -> System:
+def _system(system: str, policies: type[FrontendPolicies]) -> System:
     if system == "in-process":
-        return InProcessSystem(frontend_core=core)
-    return LiveSystem(ReferenceKernel(), frontend_core=core, quiet=0.3)
+        return InProcessSystem(frontend_policies=policies)
+    return LiveSystem(ReferenceKernel(), frontend_policies=policies, quiet=0.3)
 
 
 @pytest.mark.parametrize("system", ["in-process", "live"])
@@ -103,8 +102,8 @@ def _system(system: str, core: type[FrontendProtocol]) -> System:
 def test_a_broken_frontend_fails_the_fixed_program_the_reference_passes(
         variant: str, system: str) -> None:
     *before, race = FIXED[variant]
-    for core, fails in ((FrontendProtocol, False), (FRONTEND_VARIANTS[variant], True)):
-        with Harness(_system(system, core), MBT_BOUNDS) as harness:
+    for policies, fails in ((FrontendPolicies, False), (FRONTEND_VARIANTS[variant], True)):
+        with Harness(_system(system, policies), MBT_BOUNDS) as harness:
             for action in before:
                 harness.apply(action)
             assert race in harness.enabled()
@@ -123,7 +122,8 @@ def test_the_random_mbt_catches_a_broken_frontend(variant: str, tmp_path: Path) 
     # Not shrunk: each race step draws dozens of delivery orders, and shrinking them
     # took thousands of examples (40 s) for a program already short when found.
     result = run(ReferenceKernel, HUNT_BOUNDS, in_process=True, examples=100, steps=5,
-                 derandomize=True, supported=HUNT, frontend_core=FRONTEND_VARIANTS[variant],
+                 derandomize=True, supported=HUNT,
+                 frontend_policies=FRONTEND_VARIANTS[variant],
                  shrink=False)
     assert not result.ok, f"{variant} was not caught"
     assert isinstance(result.failure, MbtFailure), repr(result.failure)
@@ -160,21 +160,16 @@ def test_two_reconcile_races_on_one_frontend(system: str) -> None:
     bounds = Bounds(frontends=2, comms=2, requests=2, reconnects=2, faults=2)
     program: list[Action] = [Start(0), Start(1), UnseenRequest(0, 0, 0, 1, Target.PERSISTENT),
                              StaleRequest(0, 0, 1)]
-    with Harness(_system(system, FrontendProtocol), bounds) as harness:
+    with Harness(_system(system, FrontendPolicies), bounds) as harness:
         for action in program:
             assert action in harness.enabled()
             harness.apply(action)
 
 
-class ChangesMoreThanItsPolicies(FrontendProtocol):
-    def _on_comm_msg(self, msg: Message) -> None:
-        return None
-
-
-def test_a_frontend_process_builds_a_variant_as_the_reference_endpoint_with_its_policies(
+def test_a_frontend_process_builds_the_reference_endpoint_with_the_policies_named(
 ) -> None:
-    assert isinstance(_policies_of(core_spec(FRONTEND_VARIANTS[
-        "drops_undecided_while_reconciling"])), HoldsNothing)
-    # a variant that changed the core itself would run there as the reference one
-    with pytest.raises(TypeError, match="changes more than its policies"):
-        _policies_of(core_spec(ChangesMoreThanItsPolicies))
+    assert isinstance(_policies_of(policies_spec(HoldsNothing)), HoldsNothing)
+    # anything else named is refused, not run as something it is not
+    with pytest.raises(TypeError, match="is not a FrontendPolicies"):
+        _policies_of({"module": "commspec.impl.core.frontend", "name": "FrontendProtocol",
+                      "path": "."})
