@@ -246,10 +246,13 @@ class Reconnect(ProtocolAction):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class HeartbeatTimeout(ProtocolAction):
-    """The kernel's ZMTP heartbeat to a frozen frontend times out; it later resumes."""
+    """The kernel's ZMTP heartbeat to a frozen frontend times out; it later resumes.
+    ``lost``: how many of its shell messages were in flight on the connection that
+    ended (written, never read by the kernel), and are gone with it."""
 
     name: ClassVar[str] = "heartbeat_timeout"
     frontend: int
+    lost: int = 0
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -113,6 +113,14 @@ class DropsRequestsOnUnseenComms(SystemModel):
         return frozenset({FrontendCommState.STALE})
 
 
+class ForgetsItsLostClose(SystemModel):
+    """Does not send comm_close again for a comm it closed that comm_info_reply still
+    lists: a close lost with the link leaves the kernel holding the comm."""
+
+    def _policy_resend_close(self) -> bool:
+        return False
+
+
 class HoldsNothingWhileReconciling(SystemModel):
     """While reconciling, drops every kernel request on a comm not yet confirmed."""
 
@@ -191,6 +199,7 @@ RECONCILE_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
     (ForgetsUnseenClose, "reconciled_view"),
     (DropsRequestsOnUnseenComms, "nothing_waits_forever"),
     (HoldsNothingWhileReconciling, "nothing_waits_forever"),
+    (ForgetsItsLostClose, "reconciled_view"),
 )
 
 #: a broken rule that only a liveness property about sessions catches: with no request

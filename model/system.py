@@ -248,7 +248,7 @@ class SystemModel:
             elif fe.proc is Proc.RUNNING:
                 yield from self._frontend(w, f, fe)
             elif fe.proc is Proc.FROZEN:
-                yield self._heartbeat_timeout(w, f)
+                yield from self._heartbeat_timeout(w, f)
         if w.kernel.up:
             yield from self._kernel(w)
 
@@ -432,6 +432,11 @@ class SystemModel:
         owes = tuple(r for r in fe.owes if _answerable(d.req[r], comms))
         # An adopted comm is announced, so the kernel makes this frontend its owner.
         shell = (*fe.shell, *((Msg.ADOPT, c) for c in adopted))
+        if reconciling and self._policy_resend_close():
+            # A comm it holds closed that the kernel still lists: its comm_close may
+            # have been lost with the link, so it goes again.
+            shell = (*shell, *((Msg.CLOSE, c) for c in alive
+                               if comms[c] is FrontendCommState.CLOSED))
         d.set_fe(f, comms=tuple(comms), owes=owes, shell=shell, adopting=False)
         listed = ", ".join(str(c) for c in alive) or "none"
         if not reconciling:
@@ -586,24 +591,30 @@ class SystemModel:
         what = "closes its session and exits" if clean else "crashes (SIGKILL)"
         return Step(Exit(f) if clean else Crash(f), f"frontend {f} {what}"), d.freeze()
 
-    def _heartbeat_timeout(self, w: World, f: int) -> tuple[Step, World]:
-        d = Draft(w)
+    def _heartbeat_timeout(self, w: World, f: int) -> Iterator[tuple[Step, World]]:
         fe = w.frontends[f]
-        d.set_fe(
-            f,
-            proc=Proc.RUNNING,
-            linked=False,
-            sub_live=False,
-            sub_up=(*fe.sub_up, (Msg.UNSUB, NO_ARG)),
-            iopub=(),
-            shell_down=(),
-            stdin_down=(),
-        )
-        return Step(
-            HeartbeatTimeout(f),
-            f"the kernel's ZMTP heartbeat to frozen frontend {f} times out; "
-            "libzmq drops the connection, and the frontend later resumes",
-        ), d.freeze()
+        # What the frontend had written into the connection and the kernel had not read
+        # is lost with it: any prefix of its shell queue (the rest was still queued in
+        # its socket, and goes out on the next connection).
+        for lost in range(len(fe.shell) + 1):
+            d = Draft(w)
+            d.set_fe(
+                f,
+                proc=Proc.RUNNING,
+                linked=False,
+                sub_live=False,
+                sub_up=(*fe.sub_up, (Msg.UNSUB, NO_ARG)),
+                shell=fe.shell[lost:],
+                iopub=(),
+                shell_down=(),
+                stdin_down=(),
+            )
+            note = f"; {lost} shell message{'s' * (lost != 1)} in flight lost" if lost else ""
+            yield Step(
+                HeartbeatTimeout(f, lost),
+                f"the kernel's ZMTP heartbeat to frozen frontend {f} times out; libzmq "
+                f"drops the connection{note}, and the frontend later resumes",
+            ), d.freeze()
 
     # =====================================================================
     # kernel actions
@@ -938,6 +949,11 @@ class SystemModel:
     def _policy_remember_unseen_close(self) -> bool:
         """A comm_close for a comm never seen is remembered (the comm is closed here), so
         an outdated comm_info_reply, which travels on shell, cannot make it adopted."""
+        return True
+
+    def _policy_resend_close(self) -> bool:
+        """While reconciling, a comm the frontend holds closed that comm_info_reply lists
+        gets its comm_close again: the first may have been lost with the link."""
         return True
 
     def _policy_held_while_reconciling(self) -> frozenset[FrontendCommState]:

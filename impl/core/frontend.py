@@ -281,6 +281,11 @@ class FrontendProtocol(ProtocolCore):
         self.bad = BadInput(self.name, log)
         self.comms: dict[str, _CommRecord] = {}
         self._closed_ids: BoundedSet[str] = BoundedSet(REMEMBER_CLOSED)
+        #: the comms this frontend closed itself: a comm_info_reply that still lists one
+        #: gets its comm_close again, unless it went on the current link (the first may
+        #: have been lost with the link that ended)
+        self._closed_here: BoundedSet[str] = BoundedSet(REMEMBER_CLOSED)
+        self._closes_on_this_link: set[str] = set()
         self._targets: set[str] = set()
         self._held: list[_Held] = []
         #: after a reconnect, the kernel's comm_msgs on undecided comms (stale, not seen
@@ -436,6 +441,7 @@ class FrontendProtocol(ProtocolCore):
         if self.session.state not in LINKED:
             return
         log.info("%s: link lost: %s", self.name, why)
+        self._closes_on_this_link.clear()
         self._fire(SessionEvent.LINK_LOST)
         self._close_link()
         self._forget_idles()
@@ -763,6 +769,14 @@ class FrontendProtocol(ProtocolCore):
                 record.tracked.fire(FrontendCommEvent.NOT_FOUND, msg_id=msg["msg_id"])
                 self._forget_comm(record, None)
         self._adopt(listed, msg["msg_id"], None)
+        # A comm we closed that the kernel still lists: our comm_close may have been in
+        # flight on the connection that ended, so it goes again (unless it already went
+        # on this one, or is still held to go).
+        held_closes = {h.record.comm_id for h in self._held if isinstance(h, _HeldClose)}
+        for comm_id in listed:
+            if (comm_id in self._closed_here and comm_id not in self.comms
+                    and comm_id not in held_closes and comm_id not in self._closes_on_this_link):
+                self._send_close(comm_id, None)
         self._fire(SessionEvent.RECONCILED, msg["msg_id"])
         self._flush_held()
         held, self._held_from_kernel = self._held_from_kernel, []
@@ -845,6 +859,7 @@ class FrontendProtocol(ProtocolCore):
             del self.comms[event.comm_id]
             return
         record.tracked.fire(FrontendCommEvent.CLOSED_BY_FRONTEND)
+        self._closed_here.add(record.comm_id)
         if self.session.state in PROVEN:
             self._send_close(record.comm_id, event.data)
         else:
@@ -853,6 +868,7 @@ class FrontendProtocol(ProtocolCore):
         self._forget_comm(record, event.data)
 
     def _send_close(self, comm_id: str, data: Any) -> None:
+        self._closes_on_this_link.add(comm_id)
         self._send(Channel.SHELL, "comm_close", {"comm_id": comm_id, "data": data or {}})
 
     def _send_comm_data(self, event: SendCommData) -> None:

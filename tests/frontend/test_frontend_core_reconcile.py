@@ -16,6 +16,7 @@ import pytest
 from commspec.impl.core.events import (
     Answer,
     Channel,
+    CloseComm,
     CommClosed,
     CommData,
     Connect,
@@ -303,3 +304,40 @@ def test_a_core_follows_the_policies_it_is_given() -> None:
     core.comm_info_reply(COMM, "c-new")  # outdated: it still lists c-new
     assert core.core.comm_state("c-new") is CS.OPEN, "adopted, the close forgotten"
     assert Core().core.policies.remember_unseen_close(Core().core)
+
+
+# -- a comm_close lost with the link (SPEC frontend 5) ---------------------------------
+
+
+def test_a_close_the_kernel_still_lists_after_a_reconnect_is_sent_again() -> None:
+    """The frontend closed the comm and sent comm_close; the link then broke with the
+    message still in flight, so the kernel kept the comm (the model's checker finds
+    it, ForgetsItsLostClose). The reply that lists the comm makes the close go again;
+    a comm the frontend did not close itself is left alone."""
+    core = Core()
+    core.ready_with_comm()
+    core.feed(OpenComm("c2", "t", None, False))
+    [first] = sends(core.feed(CloseComm("c2", None)), "comm_close")
+    assert first.content["comm_id"] == "c2"
+    core.iopub("comm_close", {"comm_id": "c-kernel", "data": {}})  # closed by the kernel
+    core.lose_and_reconnect()
+    core.welcome_again()
+    out = core.comm_info_reply(COMM, "c2", "c-kernel")
+    assert [s.content["comm_id"] for s in sends(out, "comm_close")] == ["c2"]
+    assert core.core.comm_state("c2") is CS.CLOSED
+    assert core.core.comm_state(COMM) is CS.OPEN
+
+
+def test_a_close_made_while_the_link_was_down_goes_once() -> None:
+    """Held until the welcome, it goes then, on the new link: the reply that lists the
+    comm (outdated: it was read before the close) sends nothing more."""
+    core = Core()
+    core.ready_with_comm()
+    core.lose_and_reconnect()
+    out = core.feed(CloseComm(COMM, None))
+    assert sends(out, "comm_close") == [], "held: no link"
+    msg = core.message("iopub_welcome", {"subscription": ""})
+    out = core.feed(Received(Channel.IOPUB, (), msg))
+    [core.reconcile] = sends(out, "comm_info_request")
+    out += core.comm_info_reply(COMM)
+    assert [s.content["comm_id"] for s in sends(out, "comm_close")] == [COMM]
