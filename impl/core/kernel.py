@@ -569,6 +569,13 @@ class KernelProtocol(ProtocolCore):
         if received.msg_type not in STDIN_KINDS.values():
             raise RemoteProtocolError("unknown_msg_type", f"{received.msg_type!r} on stdin")
         parent = received.parent_msg_id
+        asked = self.stdin.get(parent) if parent and self.stdin.is_pending(parent) else None
+        if asked is not None and received.identity != asked.identity:
+            # Only the frontend asked may answer: another's reply is dropped and counted,
+            # and the request waits on (SPEC, Stdin messages).
+            self.bad.note("stdin_reply_from_another_frontend",
+                          f"{received.msg_type} to {parent}, asked of another frontend")
+            return
         outcome = (self.stdin.reply(parent, received.msg_type, received.content)
                    if parent else ReplyOutcome.UNKNOWN)
         if outcome is ReplyOutcome.LATE:

@@ -607,3 +607,16 @@ def test_what_settles_nothing_is_told_from_the_message_alone(
     item = Received(Channel.SHELL, (X,), _msg("m1", msg_type, content=content))
     assert c.core.settles(item) is settles
     assert c.core.settles(c.reply(X, "any", 5)), "a stdin reply always settles"
+
+
+def test_a_stdin_reply_from_another_frontend_is_refused_and_the_request_waits() -> None:
+    """Only the frontend asked may answer: Y's input_reply to X's request is dropped and
+    counted (it would be Y typing into X's prompt); X's own reply then resolves it."""
+    c = Core()
+    c.feed(PeerConnections((made(7), made(8))))
+    asked = c.ask(X)
+    c.feed(c.reply(Y, asked, None))
+    assert c.pending(asked)
+    assert c.core.bad.counts().get("stdin_reply_from_another_frontend") == 1
+    c.feed(c.reply(X, asked, None))
+    assert not c.pending(asked) and c.ended[asked].error is None
