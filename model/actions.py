@@ -237,6 +237,15 @@ class NoticeLinkLost(ProtocolAction):
 
 
 @dataclass(frozen=True, slots=True, repr=False)
+class LibzmqRelink(ProtocolAction):
+    """libzmq re-establishes a frontend's dropped connection by itself and subscribes
+    again: the kernel welcomes it, yet it dropped the frontend (SPEC frontend 4)."""
+
+    name: ClassVar[str] = "libzmq_relink"
+    frontend: int
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Reconnect(ProtocolAction):
     """A frontend whose session is lost reconnects and subscribes again."""
 
@@ -324,6 +333,7 @@ PROTOCOL_ACTIONS: tuple[type[ProtocolAction], ...] = (
     DeliverStdin,
     Answer,
     NoticeLinkLost,
+    LibzmqRelink,
     Reconnect,
     HeartbeatTimeout,
     KernelSubscribe,
@@ -361,6 +371,7 @@ __all__ = [
     "KernelStdinRequest",
     "KernelSubscribe",
     "KernelUnsubscribe",
+    "LibzmqRelink",
     "NoticeLinkLost",
     "ProtocolAction",
     "Reconnect",

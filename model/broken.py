@@ -121,6 +121,14 @@ class ForgetsItsLostClose(SystemModel):
         return False
 
 
+class TrustsLibzmqRelink(SystemModel):
+    """Takes a connection libzmq re-established by itself for the old one and never acts
+    on the drop (a frontend without a socket monitor, or one that ignores it)."""
+
+    def _policy_acts_on_relinked_drop(self) -> bool:
+        return False
+
+
 class HoldsNothingWhileReconciling(SystemModel):
     """While reconciling, drops every kernel request on a comm not yet confirmed."""
 
@@ -204,9 +212,11 @@ RECONCILE_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
 
 #: a broken rule that only a liveness property about sessions catches: with no request
 #: slot, nothing waits forever, yet the frontend never finishes reconciling
-NO_REQUESTS_RECONNECT = Bounds(frontends=1, comms=1, requests=0, reconnects=1, faults=1)
+NO_REQUESTS_RECONNECT = Bounds(frontends=1, comms=1, requests=0, reconnects=1, faults=1,
+                               relinks=1)
 SESSION_BROKEN: tuple[tuple[type[SystemModel], str], ...] = (
     (WaitsForHandlerOfUnseenComm, "reconciling_finishes"),
+    (TrustsLibzmqRelink, "drops_acted_on"),
 )
 
 class KeepsRequestsOnEveryonesComms(SystemModel):

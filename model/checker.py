@@ -30,6 +30,7 @@ from .explore import Search
 from .invariants import (
     pending_requests,
     reconciling_frontends,
+    relinked_frontends,
     state_violations,
     step_violations,
 )
@@ -183,6 +184,19 @@ def check(
             Violation(
                 "nothing_waits_forever",
                 f"request {pending} is pending and no protocol step can ever end it",
+                run_to(stuck),
+            ),
+        )
+    stuck = _stuck(graph, protocol_preds, relinked_frontends)
+    if stuck is not None:
+        which = ", ".join(str(f) for f in relinked_frontends(states[stuck]))
+        return _finish(
+            stats,
+            start,
+            Violation(
+                "drops_acted_on",
+                f"frontend {which} was dropped and relinked by libzmq, and no protocol "
+                "step makes it act on the drop",
                 run_to(stuck),
             ),
         )

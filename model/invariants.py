@@ -174,7 +174,9 @@ def state_violations(w: World) -> list[Violation]:
                     f"has it {kc.state.value}, owned by frontend {kc.owner}",
                 ))
     for f, fe in enumerate(w.frontends):
-        if fe.session is not SessionState.READY or not fe.linked or fe.proc is Proc.DEAD:
+        # (a frontend libzmq relinked has yet to act on the drop: drops_acted_on)
+        if (fe.session is not SessionState.READY or not fe.linked or fe.relinked
+                or fe.proc is Proc.DEAD):
             continue
         outgoing = fe.shell
         for c, state in enumerate(fe.comms):
@@ -206,6 +208,11 @@ def state_violations(w: World) -> list[Violation]:
 
 def _comm(w: World, c: int) -> str:
     return f"{w.targets[c].value} comm {c}"
+
+
+def relinked_frontends(w: World) -> list[int]:
+    """Frontends whose dropped connection libzmq re-established: each must act on it."""
+    return [f for f, fe in enumerate(w.frontends) if fe.relinked and fe.proc is Proc.RUNNING]
 
 
 def reconciling_frontends(w: World) -> list[int]:

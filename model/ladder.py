@@ -25,9 +25,10 @@ class Rung(NamedTuple):
 
 
 LADDER: tuple[Rung, ...] = (
-    Rung("reconnect", Bounds(frontends=1, comms=1, requests=1, reconnects=1, faults=1),
+    Rung("reconnect",
+         Bounds(frontends=1, comms=1, requests=1, reconnects=1, faults=1, relinks=1),
          "reconciling: stale comms, comm_info_reply against comm_close, held kernel "
-         "requests"),
+         "requests; a dropped connection libzmq re-establishes by itself"),
     Rung("two comms", Bounds(frontends=1, comms=2, requests=1, reconnects=0, faults=1),
          "a persistent and a default comm side by side, each under its policy; two "
          "persistent ones past the bound of one detached comm"),

@@ -137,6 +137,16 @@ PROPERTIES: tuple[Property, ...] = (
         "only possible answerer has departed must be failed by the protocol itself.",
     ),
     Property(
+        "drops_acted_on",
+        PropertyKind.LIVENESS,
+        "From every reachable state, a frontend whose connection the kernel dropped, "
+        "and libzmq re-established by itself, can still act on the drop (treat it as a "
+        "lost link, then reconnect and reconcile) through protocol steps alone.",
+        "libzmq re-subscribes a dropped SUB within about 150 ms and a fresh welcome "
+        "arrives, but the kernel has already applied its departure: a frontend that "
+        "trusts the new link keeps comms and requests the kernel has closed or failed.",
+    ),
+    Property(
         "reconciling_finishes",
         PropertyKind.LIVENESS,
         "From every reachable state, a frontend that is reconciling can finish (be "

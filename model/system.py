@@ -55,6 +55,7 @@ from .actions import (
     KernelStdinRequest,
     KernelSubscribe,
     KernelUnsubscribe,
+    LibzmqRelink,
     NoticeLinkLost,
     Reconnect,
     Shutdown,
@@ -124,10 +125,12 @@ class Bounds:
     detached: int = 1
     #: how many of the frontends are stock ones (no peer topic, no reconnect)
     stock: int = 0
+    #: dropped connections libzmq re-establishes by itself (before the frontend acts)
+    relinks: int = 0
 
     def __post_init__(self) -> None:
         for name in ("frontends", "comms", "requests", "reconnects", "faults", "adoptions",
-                     "detached", "stock"):
+                     "detached", "stock", "relinks"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"--{name} must be a whole number >= 0, got {value!r}")
@@ -157,7 +160,7 @@ class Draft:
     """A mutable copy of a World for the duration of one action."""
 
     __slots__ = ("adoptions_left", "faults_left", "fe", "kcomms", "keep_detached", "kernel",
-                 "reconnects_left", "req", "targets", "world")
+                 "reconnects_left", "relinks_left", "req", "targets", "world")
 
     def __init__(self, w: World) -> None:
         self.world = w
@@ -169,6 +172,7 @@ class Draft:
         self.reconnects_left = w.reconnects_left
         self.faults_left = w.faults_left
         self.adoptions_left = w.adoptions_left
+        self.relinks_left = w.relinks_left
         self.keep_detached = w.keep_detached
 
     def freeze(self) -> World:
@@ -198,6 +202,7 @@ class Draft:
             self.reconnects_left,
             self.faults_left,
             self.adoptions_left,
+            self.relinks_left,
             self.keep_detached,
         )
 
@@ -235,7 +240,7 @@ class SystemModel:
     def initial(self) -> World:
         b = self.bounds
         return initial_world(b.frontends, b.comms, b.requests, b.reconnects, b.faults,
-                             b.adoptions, b.detached, b.stock)
+                             b.adoptions, b.detached, b.stock, b.relinks)
 
     # =====================================================================
     # enumeration
@@ -270,8 +275,13 @@ class SystemModel:
             for r in fe.owes:
                 if _answerable(w.requests[r], fe.comms):
                     yield self._frontend_answer(w, f, fe, r)
-        elif fe.session in LINKED:
+        if fe.session in LINKED and (
+            not fe.linked or (fe.relinked and self._policy_acts_on_relinked_drop())
+        ):
             yield self._frontend_link_lost(w, f, fe)
+        if not fe.linked and fe.session in LINKED and w.kernel.up and w.relinks_left > 0:
+            # before the frontend acts on the drop, libzmq may have reconnected by itself
+            yield self._libzmq_relink(w, f, fe)
         if fe.session is SessionState.LOST and w.reconnects_left > 0 and not fe.stock:
             yield self._frontend_reconnect(w, f, fe)
         if fe.session is SessionState.READY and fe.linked:
@@ -488,12 +498,32 @@ class SystemModel:
             shell_down=(),
             stdin_down=(),
         )
+        if fe.relinked:
+            # The connection libzmq re-established is closed too: a reconnect is the
+            # frontend's own, and reconciles.
+            d.set_fe(f, linked=False, relinked=False, sub_live=False,
+                     sub_up=(*fe.sub_up, (Msg.UNSUB, NO_ARG)))
         for r, req in enumerate(w.requests):
             if _pending(req) and req.kind is Kind.FRONTEND_TO_KERNEL and req.party == f:
                 d.set_req(r, REQUEST.step(RequestState.PENDING, RequestEvent.PEER_LOST))
         return Step(
             NoticeLinkLost(f), f"frontend {f} notices its link is lost (heartbeat)"
         ), d.freeze()
+
+    def _libzmq_relink(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
+        d = Draft(w)
+        d.relinks_left -= 1
+        d.set_fe(f, linked=True, relinked=True, sub_up=(*fe.sub_up, (Msg.SUB, NO_ARG)))
+        return Step(
+            LibzmqRelink(f),
+            f"libzmq reconnects frontend {f}'s dropped sockets by itself and subscribes "
+            "again",
+        ), d.freeze()
+
+    def _policy_acts_on_relinked_drop(self) -> bool:
+        """A frontend treats any disconnect its monitor reported as a lost link, even one
+        libzmq re-established by itself (SPEC frontend 4)."""
+        return True
 
     def _frontend_reconnect(self, w: World, f: int, fe: Frontend) -> tuple[Step, World]:
         d = Draft(w)
@@ -579,6 +609,7 @@ class SystemModel:
             proc=Proc.DEAD,
             session=None,
             linked=False,
+            relinked=False,
             sub_live=False,
             sub_up=sub_up,
             comms=(FrontendCommState.NEW,) * len(fe.comms),
@@ -998,7 +1029,8 @@ class SystemModel:
         d.kernel = d.kernel._replace(up=False, owed=())
         for f in range(len(d.fe)):
             # The kernel process exits: every connection ends; what was sent stays sent.
-            d.set_fe(f, linked=False, sub_live=False, sub_up=(), shell=(), stdin_up=())
+            d.set_fe(f, linked=False, relinked=False, sub_live=False, sub_up=(), shell=(),
+                     stdin_up=())
         return Step(Shutdown(), "kernel shuts down"), d.freeze()
 
 

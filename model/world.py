@@ -117,6 +117,9 @@ class Frontend(NamedTuple):
     session: SessionState | None
     linked: bool  # its current connection is alive
     sub_live: bool  # the kernel's XPUB has its current subscription: publications reach it
+    #: libzmq re-established a dropped connection by itself: the link is up again, but
+    #: the frontend has yet to act on the drop (its socket monitor reported it)
+    relinked: bool
     comms: tuple[FrontendCommState, ...]
     owes: tuple[int, ...]  # request slots it received and has yet to answer
     iopub: tuple[Message, ...]
@@ -150,6 +153,7 @@ class World(NamedTuple):
     reconnects_left: int
     faults_left: int  # crashes, clean exits and freezes still allowed
     adoptions_left: int  # restores (comm_info to adopt) still allowed
+    relinks_left: int  # connections libzmq may still re-establish by itself
     keep_detached: int  # how many detached comms the kernel keeps (a constant)
 
 
@@ -162,6 +166,7 @@ def initial_world(
     adoptions: int = 0,
     detached: int = 1,
     stock: int = 0,
+    relinks: int = 0,
 ) -> World:
     fe = Frontend(
         stock=False,
@@ -169,6 +174,7 @@ def initial_world(
         session=None,
         linked=False,
         sub_live=False,
+        relinked=False,
         comms=(FrontendCommState.NEW,) * comms,
         owes=(),
         iopub=(),
@@ -194,5 +200,5 @@ def initial_world(
     fes = (fe._replace(stock=True),) * stock + (fe,) * (frontends - stock)
     return World(
         kernel, fes, (None,) * requests, (Target.UNUSED,) * comms, reconnects,
-        faults, adoptions, detached,
+        faults, adoptions, relinks, detached,
     )

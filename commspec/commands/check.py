@@ -30,7 +30,7 @@ from commspec.model.system import Bounds, SystemModel
 
 DEFAULTS = Bounds()
 BOUND_NAMES = ("frontends", "comms", "requests", "reconnects", "faults", "adoptions", "detached",
-               "stock")
+               "stock", "relinks")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "restores (a ready frontend asks comm_info to adopt what it does not hold), in all",
         "detached comms the kernel keeps before it evicts the longest detached",
         "of the frontends, how many are stock ones (no peer topic, no reconnect rules)",
+        "dropped connections libzmq re-establishes by itself, in all",
     ), strict=True):
         p.add_argument(
             f"--{name}",
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             where = f"rung {n}/{len(rungs)} {rung.name}: " if not given else ""
             print(f"commspec check: {where}{b.frontends} frontends, {b.comms} comms, "
                   f"{b.requests} requests, {b.reconnects} reconnects, {b.faults} faults, "
-                  f"{b.adoptions} adoptions, keeps {b.detached} detached, {b.stock} stock",
+                  f"{b.adoptions} adoptions, keeps {b.detached} detached, {b.stock} stock, "
+                  f"{b.relinks} relinks",
                   flush=True)
             progress.watch(n - 1)
             result = next(results)
