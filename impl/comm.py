@@ -43,6 +43,7 @@ from .core.jsonrpc import (
     rpc_request,
     rpc_result,
 )
+from .loop import check_delay
 
 __all__ = [
     "INTERNAL_ERROR",
@@ -305,8 +306,8 @@ class Comm:
 
     def request(self, method: str, params: Any = None, timeout: float | None = None) -> Future[Any]:
         """Ask the peer; the future holds the result or a RequestFailed (thread-safe)."""
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0 or None")
+        if timeout is not None:
+            timeout = check_delay(timeout, "timeout")
         return self._transport.comm_request(self, method, params, timeout)
 
     def close(self, data: JsonDict | None = None) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import queue
 import threading
@@ -35,9 +36,24 @@ import zmq
 
 from .errors import EndpointClosed
 
-__all__ = ["Callback", "IoLoop", "Timer"]
+__all__ = ["MAX_POLL_MS", "Callback", "IoLoop", "Timer", "check_delay"]
 
 T = TypeVar("T")
+
+#: the longest one poll waits: a timer further off (an hour, or 1e308 s) is looked at
+#: again after this, so no delay can overflow the poll's millisecond timeout
+MAX_POLL_MS = 60_000
+
+
+def check_delay(delay: object, what: str = "delay") -> float:
+    """A delay in seconds that a timer can hold: a finite real number >= 0. NaN, the
+    infinities and booleans are refused (ValueError, naming ``what``), never handed on
+    to a timer where they would stop the loop."""
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+        raise ValueError(f"{what} must be a number of seconds, got {delay!r}")
+    if not math.isfinite(delay) or delay < 0:
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, got {delay!r}")
+    return float(delay)
 Callback = Callable[[], None]
 
 
@@ -185,7 +201,7 @@ class IoLoop:
         return result.result(timeout)
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
-        return self.call_at(time.monotonic() + max(0.0, delay), callback)
+        return self.call_at(time.monotonic() + check_delay(delay), callback)
 
     def call_at(self, when: float, callback: Callback) -> Timer:
         """Run ``callback`` on the loop thread at monotonic time ``when``."""
@@ -227,8 +243,12 @@ class IoLoop:
             heapq.heappop(self._timers)
         if not self._timers:
             return None
-        # rounded up: waking a hair early would only poll again for nothing
-        return max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1)
+        # rounded up: waking a hair early would only poll again for nothing; capped, so
+        # a far deadline cannot overflow the poll's timeout
+        delay = self._timers[0][0] - time.monotonic()
+        if not delay < MAX_POLL_MS / 1000:  # also NaN
+            return MAX_POLL_MS
+        return max(0, int(delay * 1000) + 1)
 
     def _run_due_timers(self) -> None:
         now = time.monotonic()
