@@ -75,8 +75,14 @@ class IoLoop:
     """``log`` gets the callbacks that failed (the thread carries on without them)."""
 
     def __init__(self, name: str, *, log: logging.Logger | None = None,
-                 guard: threading.RLock | None = None) -> None:
+                 guard: threading.RLock | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self._name = name
+        #: callbacks that raised: each is logged and counted, and the loop goes on
+        self.failures = 0
+        #: what ended the thread, if the loop itself failed (not a callback)
+        self.fatal: BaseException | None = None
+        self._on_fatal = on_fatal
         self._log = log or logging.getLogger(__name__)
         self._guard = guard
         self._poller = zmq.Poller()
@@ -219,6 +225,21 @@ class IoLoop:
 
     def _run(self) -> None:
         try:
+            self._rounds()
+        except BaseException as e:
+            # The loop itself failed (not a callback): its owner is told, since every
+            # socket dies with the thread (a kernel's command exits non-zero on it).
+            self.fatal = e
+            self._log.critical("%s: the I/O loop failed and ends: %r", self._name, e,
+                               exc_info=e)
+            if self._on_fatal is not None:
+                try:
+                    self._on_fatal(e)
+                except Exception:
+                    self._log.exception("%s: on_fatal failed", self._name)
+
+    def _rounds(self) -> None:
+        try:
             while not self._stopping:
                 ready = dict(self._poller.poll(self._timeout_ms()))
                 if self._wake_r in ready:
@@ -279,6 +300,7 @@ class IoLoop:
                 with self._guard:
                     callback()
         except Exception:
+            self.failures += 1
             self._log.exception("%s: %r failed", self._name, callback)
 
     def _close_pipe(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -46,6 +47,18 @@ def add_parser(subparsers: Any) -> None:
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
+#: the exit status when the kernel's I/O thread dies (EX_SOFTWARE): a restarter sees it
+IO_DEATH_EXIT = 70
+
+
+def exit_on_io_death(error: BaseException) -> None:
+    """The I/O loop itself failed: every socket is gone with it, while the heartbeat
+    thread would go on echoing. Exit at once, non-zero, so a restarter notices."""
+    print(f"commspec kernel: the I/O thread failed ({error!r}); exiting", file=sys.stderr,
+          flush=True)
+    os._exit(IO_DEATH_EXIT)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -62,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        kernel = KernelEndpoint(args.connection_file, sink=sink, config=config)
+        kernel = KernelEndpoint(args.connection_file, sink=sink, config=config,
+                                on_io_death=exit_on_io_death)
         kernel.start()
     except (CommspecError, OSError, ValueError) as e:
         print(f"commspec kernel: {e}", file=sys.stderr)

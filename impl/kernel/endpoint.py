@@ -136,7 +136,11 @@ class KernelEndpoint(LoopRunner):
         targets: TargetRegistry | None = None,
         ip: str = "127.0.0.1",
         policies: KernelPolicies | None = None,
+        on_io_death: Callable[[BaseException], None] | None = None,
     ) -> None:
+        """``on_io_death``: called (on the I/O thread) if the I/O loop itself fails and
+        ends, taking every socket with it; ``commspec kernel`` exits non-zero then, so
+        a restarter sees a dead kernel, not one whose heartbeat alone still echoes."""
         self.config = config or KernelConfig()
         self.sink = sink
         self.log = log
@@ -157,7 +161,7 @@ class KernelEndpoint(LoopRunner):
             username="kernel",
             max_message_bytes=self.config.max_message_bytes,
         )
-        self._loop = IoLoop("commspec-kernel-io", log=log)
+        self._loop = IoLoop("commspec-kernel-io", log=log, on_fatal=on_io_death)
         self.core = KernelProtocol(
             session_id=self.codec.session_id,
             key=self._info.key.encode(),
@@ -326,6 +330,11 @@ class KernelEndpoint(LoopRunner):
         """The open or detached comm with that id, if any."""
         return self._read(lambda: self.app.comms.get(comm_id)
                           if self.core.comms.get(comm_id) is not None else None)
+
+    @property
+    def io_failures(self) -> int:
+        """Callbacks of the I/O thread that raised: logged and counted; the loop went on."""
+        return self._loop.failures
 
     @property
     def late_replies(self) -> int:

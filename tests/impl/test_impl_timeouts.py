@@ -10,6 +10,9 @@ far deadline that is finite is harmless.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 from ki_peers import KernelUnderTest, RawFrontend, open_and_wait
 
+from commspec.commands.kernel import IO_DEATH_EXIT
 from commspec.impl.loop import MAX_POLL_MS, IoLoop, check_delay
 from commspec.impl.targets import ECHO
 
@@ -68,3 +72,54 @@ def test_a_request_with_an_impossible_timeout_gets_an_error_and_the_kernel_answe
     frontend.send(frontend.shell, "kernel_info_request", {})
     frontend.shell_reply("kernel_info_reply")
     assert kut.kernel.bad_input == {}
+
+
+# -- the I/O loop goes on, or its owner hears that it cannot (issue 10, point 1) -------
+
+
+def test_a_callback_that_raises_is_counted_and_the_loop_goes_on() -> None:
+    loop = IoLoop("test")
+    loop.start()
+    try:
+        def fails() -> None:
+            raise RuntimeError("a handler's bug")
+
+        loop.post(fails)
+        assert loop.call_sync(lambda: loop.failures, timeout=5.0) == 1
+        assert loop.running
+    finally:
+        loop.stop()
+
+
+def test_a_loop_that_fails_itself_tells_its_owner() -> None:
+    """What no callback guard covers (the poll, the timers' heap) ends the thread: the
+    owner's on_fatal hears of it, with the error."""
+    told: list[BaseException] = []
+    heard = threading.Event()
+
+    def on_fatal(error: BaseException) -> None:
+        told.append(error)
+        heard.set()
+
+    loop = IoLoop("test", on_fatal=on_fatal)
+
+    def broken_timeout() -> int | None:
+        raise OverflowError("the loop's own bug")
+
+    loop._timeout_ms = broken_timeout  # type: ignore[method-assign]
+    loop.start()
+    try:
+        assert heard.wait(5.0), "on_fatal was never called"
+        assert isinstance(told[0], OverflowError) and loop.fatal is told[0]
+    finally:
+        loop.stop()
+    assert not loop.running
+
+
+def test_commspec_kernel_exits_non_zero_when_its_io_thread_dies() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "from commspec.commands.kernel import exit_on_io_death; "
+         "exit_on_io_death(RuntimeError('boom')); print('still alive')"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == IO_DEATH_EXIT
+    assert "the I/O thread failed" in done.stderr and "still alive" not in done.stdout
