@@ -99,6 +99,18 @@ class Result:
 _Graph = Search[World, Step]
 
 
+#: the liveness properties, checked in this order: the property, what waits in a state
+#: (it must be able to stop waiting through protocol steps), and what a stuck state says
+LIVENESS: tuple[tuple[str, Callable[[World], list[int]], str], ...] = (
+    ("nothing_waits_forever", pending_requests,
+     "request {} is pending and no protocol step can ever end it"),
+    ("drops_acted_on", relinked_frontends,
+     "frontend {} was dropped and relinked by libzmq, and no protocol step makes it act "
+     "on the drop"),
+    ("reconciling_finishes", reconciling_frontends,
+     "frontend {} is reconciling and no protocol step can ever end it"),
+)
+
 #: how many states are expanded between two looks at the memory used
 MEMORY_EVERY = 4096
 
@@ -175,43 +187,11 @@ def check(
             next_report = time.monotonic() + progress_every
     stats.states = len(states)
     stats.depth = max(graph.depth)
-    stuck = _stuck(graph, protocol_preds, pending_requests)
-    if stuck is not None:
-        pending = ", ".join(str(r) for r in pending_requests(states[stuck]))
-        return _finish(
-            stats,
-            start,
-            Violation(
-                "nothing_waits_forever",
-                f"request {pending} is pending and no protocol step can ever end it",
-                run_to(stuck),
-            ),
-        )
-    stuck = _stuck(graph, protocol_preds, relinked_frontends)
-    if stuck is not None:
-        which = ", ".join(str(f) for f in relinked_frontends(states[stuck]))
-        return _finish(
-            stats,
-            start,
-            Violation(
-                "drops_acted_on",
-                f"frontend {which} was dropped and relinked by libzmq, and no protocol "
-                "step makes it act on the drop",
-                run_to(stuck),
-            ),
-        )
-    stuck = _stuck(graph, protocol_preds, reconciling_frontends)
-    if stuck is not None:
-        which = ", ".join(str(f) for f in reconciling_frontends(states[stuck]))
-        return _finish(
-            stats,
-            start,
-            Violation(
-                "reconciling_finishes",
-                f"frontend {which} is reconciling and no protocol step can ever end it",
-                run_to(stuck),
-            ),
-        )
+    for name, waiting, says in LIVENESS:
+        stuck = _stuck(graph, protocol_preds, waiting)
+        if stuck is not None:
+            which = ", ".join(str(x) for x in waiting(states[stuck]))
+            return _finish(stats, start, Violation(name, says.format(which), run_to(stuck)))
     result = _finish(stats, start, None)
     result.held = [p.name for p in PROPERTIES]
     return result

@@ -24,7 +24,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .system import Step, SystemModel
@@ -48,6 +48,10 @@ class FrontendSymmetry:
         entry = self._seen[fe] = (rank, plain, plain is fe)
         return entry
 
+    def _ranked(self, fes: tuple[Frontend, ...]) -> list[tuple[int, Frontend, bool]]:
+        seen = self._seen
+        return [seen.get(fe) or self._learn(fe) for fe in fes]
+
     def canonical(self, w: World, parent: World | None = None,
                   parent_ranked: list[tuple[int, Frontend, bool]] | None = None) -> World:
         """The canonical form of ``w``. ``parent`` and its ``ranked`` frontends, when
@@ -59,7 +63,7 @@ class FrontendSymmetry:
         seen = self._seen
         fes = w.frontends
         if parent is None or parent_ranked is None:
-            ranked = [seen.get(fe) or self._learn(fe) for fe in fes]
+            ranked = self._ranked(fes)
         elif len(fes) == 2:  # the ladder's case, worth its own lines
             f0, f1 = fes
             p0, p1 = parent.frontends
@@ -116,8 +120,7 @@ class FrontendSymmetry:
         canonical = self.canonical
 
         def steps(w: World) -> Iterator[tuple[Step, World]]:
-            seen = self._seen
-            ranked = [seen.get(fe) or self._learn(fe) for fe in w.frontends]
+            ranked = self._ranked(w.frontends)
             for step, succ in model.successors(w):
                 yield step, canonical(succ, w, ranked)
 
@@ -140,15 +143,13 @@ def replay(
     assert canonical(real) == worlds[0], "the path does not start at the initial world"
     steps: list[Step] = []
     for depth, target in enumerate(worlds[1:], start=1):
-        last = depth == len(worlds) - 1
-        matches: Iterable[tuple[Step, World]] = (
-            (step, succ) for step, succ in model.successors(real) if canonical(succ) == target
-        )
+        picky = prefer is not None and depth == len(worlds) - 1
         chosen: tuple[Step, World] | None = None
-        for step, succ in matches:
-            if chosen is None:
-                chosen = (step, succ)
-            if not (last and prefer is not None) or prefer(real, step, succ):
+        for step, succ in model.successors(real):
+            if canonical(succ) != target:
+                continue
+            chosen = chosen or (step, succ)
+            if not picky or prefer(real, step, succ):  # type: ignore[misc]
                 chosen = (step, succ)
                 break
         if chosen is None:  # pragma: no cover - the canonical path came from these steps

@@ -237,6 +237,19 @@ def stock_wait_iopub(client: BlockingKernelClient, predicate: Callable[[Message]
             return msg
 
 
+def stock_open_comm(client: BlockingKernelClient, target: str) -> str:
+    """A stock client opens a comm on ``target``; returns its id once the kernel's idle
+    for the comm_open has come (the comm is open, or refused)."""
+    comm_id = uuid.uuid4().hex
+    msg = client.session.msg("comm_open", {"comm_id": comm_id, "target_name": target, "data": {}})
+    client.shell_channel.send(msg)
+    stock_wait_iopub(client, lambda m: m["msg_type"] == "status"
+                     and m["content"]["execution_state"] == "idle"
+                     and m["parent_header"].get("msg_id") == msg["header"]["msg_id"],
+                     what="comm_open idle")
+    return comm_id
+
+
 @dataclass
 class Observed:
     """What the observed targets' handlers saw, per comm id."""

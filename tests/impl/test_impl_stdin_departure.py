@@ -19,7 +19,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ from ki_peers import (
     Observed,
     RawFrontend,
     open_and_wait,
+    stock_open_comm,
     stock_wait_iopub,
 )
 
@@ -61,17 +61,6 @@ from commspec.impl.tracing import ListSink, match
 # =========================================================================
 
 
-def _open_comm(client: Any) -> str:
-    comm_id = uuid.uuid4().hex
-    msg = client.session.msg("comm_open", {"comm_id": comm_id, "target_name": ECHO, "data": {}})
-    client.shell_channel.send(msg)
-    stock_wait_iopub(client, lambda m: m["msg_type"] == "status"
-                     and m["content"]["execution_state"] == "idle"
-                     and m["parent_header"].get("msg_id") == msg["header"]["msg_id"],
-                     what="comm_open idle")
-    return comm_id
-
-
 def _ask_stdin(kut: KernelUnderTest, client: Any, comm_id: str) -> str:
     """The demo's ask_stdin: the kernel sends an input_request to ``client``. Returns its
     msg_id once the kernel's stdin ROUTER took it (the trace's ``sent``) and the client
@@ -97,8 +86,8 @@ def test_closed_stock_client_ends_its_stdin_request_while_another_stays(
     a, b = stock(kut), stock(kut)
     for client in (a, b):
         stock_wait_iopub(client, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
-    a_asked = _ask_stdin(kut, a, _open_comm(a))
-    b_comm = _open_comm(b)
+    a_asked = _ask_stdin(kut, a, stock_open_comm(a, ECHO))
+    b_comm = stock_open_comm(b, ECHO)
     b_asked = _ask_stdin(kut, b, b_comm)
     assert kut.kernel.stdin_pending_count == 2
 
@@ -234,7 +223,7 @@ def test_a_new_client_after_one_left_is_not_taken_for_it(
     stock_wait_iopub(b, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
     a = stock(kut)
     stock_wait_iopub(a, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
-    a_asked = _ask_stdin(kut, a, _open_comm(a))
+    a_asked = _ask_stdin(kut, a, stock_open_comm(a, ECHO))
     assert kut.kernel.connection_fd(a.session.bsession) is not None
     a.stop_channels()
     kut.sink.wait_for(match(machine="stdin_request", object=a_asked, event="peer_lost"))
@@ -242,7 +231,7 @@ def test_a_new_client_after_one_left_is_not_taken_for_it(
 
     c = stock(kut)
     stock_wait_iopub(c, lambda m: m["msg_type"] == "iopub_welcome", what="welcome")
-    c_asked = _ask_stdin(kut, c, _open_comm(c))
+    c_asked = _ask_stdin(kut, c, stock_open_comm(c, ECHO))
     assert kut.kernel.connection_fd(c.session.bsession) is not None
     mark = kut.sink.mark()
     asked = {"header": {"msg_id": c_asked, "msg_type": "input_request"}}
@@ -274,11 +263,17 @@ def broken_kernel() -> Iterator[KernelUnderTest]:
         kernel.stop()
 
 
-def _answer_then_leave(kut: KernelUnderTest, frontend: RawFrontend) -> str:
-    """``frontend`` (no peer topic, as a stock one) is asked on stdin, then answers and
-    closes every socket while the kernel's I/O thread is held: when the kernel looks,
-    the answer and the stdin connection's disconnect have both arrived (libzmq queues
-    the disconnect after the connection's last message). Returns the request's msg_id."""
+def _answer_then_leave(kut: KernelUnderTest, raw_frontend: Callable[..., RawFrontend]
+                       ) -> tuple[RawFrontend, str]:
+    """A frontend (no peer topic, as a stock one), beside a bystander that stays, is
+    asked on stdin, then answers and closes every socket while the kernel's I/O thread
+    is held: when the kernel looks, the answer and the stdin connection's disconnect have
+    both arrived (libzmq queues the disconnect after the connection's last message).
+    Returns the frontend and the request's msg_id."""
+    bystander = raw_frontend(kut, peer=False)
+    bystander.wait_welcome()
+    frontend = raw_frontend(kut, peer=False)
+    frontend.wait_welcome()
     comm_id = open_and_wait(frontend, ECHO)
     frontend.request(comm_id, "ask_stdin", {"prompt": "name?"})
     asked = frontend.recv(frontend.stdin, WAIT)
@@ -291,7 +286,7 @@ def _answer_then_leave(kut: KernelUnderTest, frontend: RawFrontend) -> str:
     frontend.iopub = None
     assert held.result(WAIT), "the answer and the disconnect never both arrived"
     msg_id: str = asked["header"]["msg_id"]
-    return msg_id
+    return frontend, msg_id
 
 
 def test_an_answer_that_arrived_before_the_disconnect_wins(
@@ -299,11 +294,7 @@ def test_an_answer_that_arrived_before_the_disconnect_wins(
 ) -> None:
     """The drain rule, for connections: what the stdin ROUTER had received when the
     disconnect was read is handled first."""
-    bystander = raw_frontend(kut, peer=False)
-    bystander.wait_welcome()
-    frontend = raw_frontend(kut, peer=False)
-    frontend.wait_welcome()
-    asked = _answer_then_leave(kut, frontend)
+    frontend, asked = _answer_then_leave(kut, raw_frontend)
     ended = kut.sink.wait_for(match(machine="stdin_request", object=asked, event="reply"))
     assert ended.dest == "replied"
     assert not kut.sink.find(match(machine="stdin_request", event="peer_lost"))
@@ -317,11 +308,7 @@ def test_a_kernel_without_the_drain_rule_loses_that_answer(
     """The same, against a kernel that acts on the disconnect first: the request ends
     peer_lost and the answer it had already received is a late reply."""
     kut = broken_kernel
-    bystander = raw_frontend(kut, peer=False)
-    bystander.wait_welcome()
-    frontend = raw_frontend(kut, peer=False)
-    frontend.wait_welcome()
-    asked = _answer_then_leave(kut, frontend)
+    _, asked = _answer_then_leave(kut, raw_frontend)
     ended = kut.sink.wait_for(match(machine="stdin_request", object=asked, event="peer_lost"))
     assert ended.dest == "unreachable"
     kut.sink.wait_for(match(machine="stdin_request", object=asked, event="late_reply"))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from ki_peers import KernelUnderTest, stock_wait_iopub
+from ki_peers import KernelUnderTest, stock_open_comm, stock_wait_iopub
 
 from commspec.impl.targets import ECHO, ECHO_PERSISTENT
 
@@ -33,17 +32,6 @@ def rpc(client: Any, comm_id: str, data: Message) -> tuple[Message, list[Message
 
     stock_wait_iopub(client, until_idle, what=f"idle of {msg_id}")
     return msg, seen
-
-
-def open_comm(client: Any, target: str) -> str:
-    comm_id = uuid.uuid4().hex
-    msg = client.session.msg("comm_open", {"comm_id": comm_id, "target_name": target, "data": {}})
-    client.shell_channel.send(msg)
-    stock_wait_iopub(client, lambda m: m["msg_type"] == "status"
-                     and m["content"]["execution_state"] == "idle"
-                     and m["parent_header"].get("msg_id") == msg["header"]["msg_id"],
-                     what="comm_open idle")
-    return comm_id
 
 
 @pytest.fixture
@@ -77,8 +65,8 @@ def test_welcome_on_every_subscribe(kut: KernelUnderTest, client: Any,
 
 
 def test_comm_info_on_shell_and_control(client: Any) -> None:
-    default = open_comm(client, ECHO)
-    persistent = open_comm(client, ECHO_PERSISTENT)
+    default = stock_open_comm(client, ECHO)
+    persistent = stock_open_comm(client, ECHO_PERSISTENT)
     reply = client.comm_info(reply=True, timeout=5)
     assert reply["content"]["status"] == "ok"
     assert reply["content"]["comms"] == {
@@ -93,7 +81,7 @@ def test_comm_info_on_shell_and_control(client: Any) -> None:
 
 @pytest.mark.parametrize("target", [ECHO, ECHO_PERSISTENT])
 def test_rpc_round_trip_and_notification(kut: KernelUnderTest, client: Any, target: str) -> None:
-    comm_id = open_comm(client, target)
+    comm_id = stock_open_comm(client, target)
     request = {"jsonrpc": "2.0", "id": 7, "method": "echo", "params": {"x": [1, "two"]}}
     _, seen = rpc(client, comm_id, request)
     kinds = [m["msg_type"] if m["msg_type"] != "status" else m["content"]["execution_state"]
@@ -107,7 +95,7 @@ def test_rpc_round_trip_and_notification(kut: KernelUnderTest, client: Any, targ
 
 
 def test_deferred_reply_comes_before_its_idle(client: Any) -> None:
-    comm_id = open_comm(client, ECHO)
+    comm_id = stock_open_comm(client, ECHO)
     _, seen = rpc(client, comm_id, {"jsonrpc": "2.0", "id": 1, "method": "sleep",
                                     "params": {"seconds": 0.05}})
     assert [m["msg_type"] for m in seen] == ["status", "comm_msg", "status"]
@@ -115,7 +103,7 @@ def test_deferred_reply_comes_before_its_idle(client: Any) -> None:
 
 
 def test_error_codes(client: Any) -> None:
-    comm_id = open_comm(client, ECHO)
+    comm_id = stock_open_comm(client, ECHO)
     _, seen = rpc(client, comm_id, {"jsonrpc": "2.0", "id": 1, "method": "no_such"})
     assert seen[1]["content"]["data"]["error"]["code"] == -32601
     _, seen = rpc(client, comm_id, {"jsonrpc": "2.0", "id": 2, "method": "sleep",
@@ -127,7 +115,7 @@ def test_error_codes(client: Any) -> None:
 
 def test_call_frontend_round_trip(kut: KernelUnderTest, client: Any) -> None:
     """The kernel asks the frontend on the comm; the frontend answers on shell."""
-    comm_id = open_comm(client, ECHO)
+    comm_id = stock_open_comm(client, ECHO)
     outer = client.session.msg("comm_msg", {"comm_id": comm_id, "data": {
         "jsonrpc": "2.0", "id": "outer", "method": "call_frontend",
         "params": {"method": "frontend.add", "params": [2, 3]}}})

@@ -19,7 +19,10 @@ process, built with ``policies=`` those.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from commspec.impl.core.comms import CommRecord
 from commspec.impl.core.events import Received, Refused
@@ -28,6 +31,7 @@ from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.impl.core.kernel import KernelProtocol
 from commspec.impl.core.policies import KernelPolicies
 from commspec.mbt.adapter import ReferenceKernel
+from commspec.mbt.harness import MbtFailure
 from commspec.model.machines import FrontendCommState, RequestEvent
 
 
@@ -133,3 +137,17 @@ FRONTEND_CAUGHT_AT: dict[str, frozenset[str]] = {
     "drops_undecided_while_reconciling": frozenset({"race_unseen_request",
                                                     "race_stale_request"}),
 }
+
+
+def replay_printed(source: str, variant: object, tmp_path: Path, *, fails: bool) -> None:
+    """Run a program printed as a test (``program_as_test``), with ``Variant`` naming
+    ``variant``: it must fail with MbtFailure if ``fails``, else pass."""
+    namespace: dict[str, object] = {"Variant": variant}
+    exec(compile(source, str(tmp_path / "test_replay.py"), "exec"), namespace)
+    replay = namespace["test_shrunk_program"]
+    assert callable(replay)
+    if fails:
+        with pytest.raises(MbtFailure):
+            replay()
+    else:
+        replay()

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from mbt_variants import CAUGHT_AT, VARIANTS
+from mbt_variants import CAUGHT_AT, VARIANTS, replay_printed
 
 from commspec.cli import main
 from commspec.mbt.adapter import ReferenceKernel
@@ -178,15 +178,7 @@ def test_an_in_process_failure_replays_from_its_printed_test(tmp_path: Path) -> 
     assert shrunk is not None and len(shrunk.choices) == len(shrunk.actions)
     for kernel, fails in (("Variant", True), ("ReferenceKernel", False)):
         source = program_as_test(shrunk.actions, SMALL, choices=shrunk.choices, kernel=kernel)
-        namespace: dict[str, object] = {"Variant": variant}
-        exec(compile(source, str(tmp_path / "test_replay.py"), "exec"), namespace)
-        replay = namespace["test_shrunk_program"]
-        assert callable(replay)
-        if fails:
-            with pytest.raises(MbtFailure):
-                replay()
-        else:
-            replay()
+        replay_printed(source, variant, tmp_path, fails=fails)
 
 
 def test_the_in_process_system_is_deterministic() -> None:

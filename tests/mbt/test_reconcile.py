@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mbt_variants import FRONTEND_CAUGHT_AT, FRONTEND_VARIANTS, HoldsNothing
+from mbt_variants import FRONTEND_CAUGHT_AT, FRONTEND_VARIANTS, HoldsNothing, replay_printed
 
 from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.mbt.adapter import ReferenceKernel
@@ -135,15 +135,7 @@ def test_the_random_mbt_catches_a_broken_frontend(variant: str, tmp_path: Path) 
     for frontend, fails in (("Variant", True), (None, False)):
         source = program_as_test(failed.actions, HUNT_BOUNDS, HUNT, choices=failed.choices,
                                  frontend=frontend)
-        namespace: dict[str, object] = {"Variant": FRONTEND_VARIANTS[variant]}
-        exec(compile(source, str(tmp_path / "test_replay.py"), "exec"), namespace)
-        replay = namespace["test_shrunk_program"]
-        assert callable(replay)
-        if fails:
-            with pytest.raises(MbtFailure):
-                replay()
-        else:
-            replay()
+        replay_printed(source, FRONTEND_VARIANTS[variant], tmp_path, fails=fails)
 
 
 def test_the_reference_frontend_passes_the_hunt() -> None:
