@@ -54,6 +54,7 @@ __all__ = [
     "Effect",
     "Header",
     "Input",
+    "Interrupt",
     "IopubSeen",
     "LinkLost",
     "Message",
@@ -317,6 +318,15 @@ class Shutdown:
 
 
 @dataclass(frozen=True, slots=True)
+class Interrupt:
+    """An interrupt that did not come as a message (SIGINT, Jupyter's default
+    ``interrupt_mode``): pending stdin requests end ``interrupted``, as on
+    ``interrupt_request``."""
+
+    why: str = "SIGINT"
+
+
+@dataclass(frozen=True, slots=True)
 class RegisterTarget:
     """The frontend accepts comms the kernel opens for this target."""
 
@@ -382,8 +392,8 @@ Input = (
     Received | Refused | SubscriptionFrames | PeerConnections | PeerConnectionMade
     | PeerConnectionLost | TimerFired | Sent | LinkLost | OpenComm
     | CloseComm | SendCommData | StartRequest | StartStdinRequest | Answer | Shutdown
-    | RegisterTarget | CallKernel | AdoptComms | Connect | AnswerStdin | Disconnect | Reconnect
-    | DropIopub | CloseSession
+    | Interrupt | RegisterTarget | CallKernel | AdoptComms | Connect | AnswerStdin | Disconnect
+    | Reconnect | DropIopub | CloseSession
 )
 
 # =========================================================================

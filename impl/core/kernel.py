@@ -53,6 +53,7 @@ from .events import (
     CommLost,
     CommOpened,
     Header,
+    Interrupt,
     OpenComm,
     PeerConnectionLost,
     PeerConnectionMade,
@@ -188,6 +189,7 @@ class KernelProtocol(ProtocolCore):
             StartStdinRequest: self._start_stdin,
             Answer: self._on_answer,
             Shutdown: self._shutdown,
+            Interrupt: self._interrupt,
         }
         self._requests_by_type: dict[str, Callable[[Received], bool]] = {
             "kernel_info_request": self._on_kernel_info_request,
@@ -442,7 +444,7 @@ class KernelProtocol(ProtocolCore):
         return True
 
     def _on_interrupt_request(self, received: Received) -> bool:
-        self.stdin.fail_all(StdinRequestEvent.INTERRUPT, "interrupt_request")
+        self._interrupt(Interrupt("interrupt_request"))
         self._reply(received, "interrupt_reply", {"status": "ok"})
         return True
 
@@ -678,6 +680,9 @@ class KernelProtocol(ProtocolCore):
         self._stdin_sending[event.msg_id] = (target, event.msg_type)
         self._out.append(Send(Channel.STDIN, (target,), event.msg_id, event.msg_type,
                               event.content, event.parent, confirm=True))
+
+    def _interrupt(self, event: Interrupt) -> None:
+        self.stdin.fail_all(StdinRequestEvent.INTERRUPT, event.why)
 
     def _shutdown(self, event: Shutdown) -> None:
         if self.shut_down:

@@ -48,6 +48,7 @@ from ..core.comms import DEFAULT_MAX_DETACHED, check_max_detached
 from ..core.events import (
     Channel,
     Input,
+    Interrupt,
     PeerConnectionLost,
     PeerConnectionMade,
     PeerConnections,
@@ -233,6 +234,11 @@ class KernelEndpoint(LoopRunner):
             pass  # a shutdown_request ended the thread already
         self._loop.stop(timeout)
         self._release()
+
+    def interrupt(self, why: str = "SIGINT") -> None:
+        """Interrupt from outside the protocol (a signal): pending stdin requests end
+        ``interrupted``, exactly as on an interrupt_request. Any thread; returns at once."""
+        self.submit(Interrupt(why))
 
     def __enter__(self) -> KernelEndpoint:
         return self.start() if not self._started else self
