@@ -210,6 +210,8 @@ class BadMessageReason(Enum):
     REPLAYED = "replayed"
     TRUNCATED = "truncated"
     MALFORMED_JSON = "malformed_json"
+    #: JSON nested deeper than the parser's limit (1,024 levels): not a real message
+    TOO_DEEP = "too_deep"
     MISSING_FIELDS = "missing_fields"
     OVERSIZED = "oversized"
 

@@ -72,6 +72,13 @@ _LENIENT = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 _MORE = int(zmq.SNDMORE)  # plain ints: an enum.Flag per frame costs ~0.7 us in pyzmq
 
 
+def _json_reason(error: orjson.JSONDecodeError) -> BadMessageReason:
+    # orjson stops at 1,024 levels and says so; Python's json would raise RecursionError.
+    if error.msg.startswith("depth limit exceeded"):
+        return BadMessageReason.TOO_DEEP
+    return BadMessageReason.MALFORMED_JSON
+
+
 def _dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_UTC_Z)
@@ -276,7 +283,7 @@ class Codec:
             header, parent, metadata, content = [
                 {} if part == _EMPTY else loads(part) for part in parts]
         except orjson.JSONDecodeError as e:
-            raise BadMessage(BadMessageReason.MALFORMED_JSON, str(e), channel) from None
+            raise BadMessage(_json_reason(e), str(e), channel) from None
         problem = _missing_fields(header, parent, metadata, content)
         if problem:
             raise BadMessage(BadMessageReason.MISSING_FIELDS, problem, channel)

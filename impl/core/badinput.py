@@ -16,13 +16,24 @@ Rules:
 from __future__ import annotations
 
 import logging
+import reprlib
 from collections import Counter
+from typing import Any
 
 from commspec.model.errors import CommspecError
 
-__all__ = ["LOUD_PER_REASON", "BadInput", "RemoteProtocolError"]
+__all__ = ["LOUD_PER_REASON", "BadInput", "RemoteProtocolError", "describe"]
 
 LOUD_PER_REASON = 20
+
+_DESCRIBE = reprlib.Repr()  # keyword arguments only from Python 3.12
+_DESCRIBE.maxlevel, _DESCRIBE.maxstring, _DESCRIBE.maxother = 4, 80, 80
+
+
+def describe(value: Any) -> str:
+    """A peer's value for a log line: short, and bounded in depth (plain ``repr`` of
+    a list nested 1,000 deep raises RecursionError)."""
+    return _DESCRIBE.repr(value)[:200]
 
 
 class RemoteProtocolError(CommspecError):

@@ -61,7 +61,7 @@ from commspec.model.messages import ADOPT_METHOD, advertises
 from commspec.model.tracked import Tracked
 
 from ..errors import CannotSend, EndpointClosed
-from .badinput import BadInput, RemoteProtocolError
+from .badinput import BadInput, RemoteProtocolError, describe
 from .bounded import BoundedSet
 from .events import (
     AdoptComms,
@@ -109,6 +109,7 @@ from .jsonrpc import (
     INVALID_REQUEST,
     MessageKind,
     classify,
+    reply_id,
     rpc_error,
     rpc_notification,
     rpc_request,
@@ -626,7 +627,7 @@ class FrontendProtocol(ProtocolCore):
         content = msg["content"]
         comm_id, target_name = content.get("comm_id"), content.get("target_name", "")
         if not isinstance(comm_id, str) or not isinstance(target_name, str):
-            raise RemoteProtocolError("malformed_content", f"comm_open: {content!r:.200}")
+            raise RemoteProtocolError("malformed_content", f"comm_open: {describe(content)}")
         if comm_id in self.comms or comm_id in self._closed_ids:
             # adopted from a comm_info_reply that overtook this comm_open: nothing new
             if comm_id not in self.comms:
@@ -643,7 +644,8 @@ class FrontendProtocol(ProtocolCore):
     def _on_kernel_comm_close(self, msg: Message) -> None:
         comm_id = msg["content"].get("comm_id")
         if not isinstance(comm_id, str):
-            raise RemoteProtocolError("malformed_content", f"comm_close: {msg['content']!r:.200}")
+            raise RemoteProtocolError("malformed_content",
+                                      f"comm_close: {describe(msg['content'])}")
         record = self.comms.get(comm_id)
         if record is None and comm_id not in self._closed_ids \
                 and self.policies.remember_unseen_close(self):
@@ -698,9 +700,9 @@ class FrontendProtocol(ProtocolCore):
         header = msg["header"]
         if kind is MessageKind.INVALID:
             if isinstance(data, dict) and "id" in data:
-                self._answer(record.comm_id, rpc_error(data["id"], INVALID_REQUEST,
+                self._answer(record.comm_id, rpc_error(reply_id(data), INVALID_REQUEST,
                                                        "invalid request"), header)
-            self.bad.note("comm_msg_invalid", repr(data)[:200])
+            self.bad.note("comm_msg_invalid", describe(data))
             return
         assert isinstance(data, dict)  # a request, classify says
         # Correlated by the kernel's msg_id (the exchange), never by the JSON-RPC id.
@@ -726,7 +728,7 @@ class FrontendProtocol(ProtocolCore):
         if outcome is ReplyOutcome.UNKNOWN:
             self.bad.note("reply_for_unknown_request", parent)
         elif outcome is ReplyOutcome.MALFORMED:
-            self.bad.note("malformed_reply", repr(data)[:200])
+            self.bad.note("malformed_reply", describe(data))
 
     def _on_idle(self, parent: str) -> None:
         if not self.requests.is_pending(parent) or parent in self._no_reply:
@@ -757,7 +759,7 @@ class FrontendProtocol(ProtocolCore):
         content = msg["content"]
         listed = content.get("comms")
         if content.get("status") != "ok" or not isinstance(listed, dict):
-            self.bad.note("comm_info_reply_unusable", repr(content)[:200])
+            self.bad.note("comm_info_reply_unusable", describe(content))
             self._link_lost("comm_info_reply was not usable")
             return
         for comm_id, record in list(self.comms.items()):

@@ -9,7 +9,10 @@ Rules, in this order:
 - otherwise, data with a string ``method`` and an ``id`` that is a string or a
   number (JSON-RPC 2.0; booleans are not numbers) is a request. Its ``id`` is the
   caller's own: the receiver echoes it and never relies on it being unique.
-- anything else is invalid; one that carries an ``id`` is answered -32600.
+- anything else is invalid; one that carries an ``id`` is answered -32600, with
+  that ``id`` if it is a valid one and ``null`` otherwise (JSON-RPC 2.0): an invalid
+  id is never echoed, so no peer can make the answer itself unsendable (a list
+  nested 1,000 deep decodes, but orjson encodes at most 255 levels).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "classify",
     "is_valid_id",
     "parse_reply",
+    "reply_id",
     "rpc_error",
     "rpc_notification",
     "rpc_request",
@@ -70,6 +74,12 @@ def classify(data: Any) -> MessageKind:
 
 def is_valid_id(value: Any) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def reply_id(data: JsonDict) -> str | int | float | None:
+    """The id an answer to ``data`` carries: its own if valid, else null."""
+    value = data.get("id")
+    return value if is_valid_id(value) else None
 
 
 def rpc_request(request_id: str | int, method: str, params: Any = None) -> JsonDict:

@@ -76,6 +76,7 @@ from .jsonrpc import (
     INVALID_REQUEST,
     MessageKind,
     classify,
+    reply_id,
     rpc_error,
     rpc_request,
 )
@@ -504,7 +505,7 @@ class KernelProtocol(ProtocolCore):
             return True
         if kind is MessageKind.INVALID:
             if isinstance(data, dict) and "id" in data:
-                self._comm_reply(comm_id, rpc_error(data["id"], INVALID_REQUEST,
+                self._comm_reply(comm_id, rpc_error(reply_id(data), INVALID_REQUEST,
                                                     "invalid request"), header)
             self.bad.note("invalid_request",
                           f"comm {comm_id}: not a JSON-RPC message ({received.msg_id})")

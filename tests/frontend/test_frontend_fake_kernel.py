@@ -169,6 +169,29 @@ def test_bad_input_is_counted_and_changes_nothing(
     assert comm.state is FrontendCommState.OPEN
 
 
+def test_an_invalid_id_nested_deep_is_answered_with_id_null(
+    fake_kernel: ScriptedKernel, frontends: FrontendFactory
+) -> None:
+    """A kernel request whose id is a list nested 1,000 deep (orjson decodes it, yet
+    encodes at most 255 levels): the frontend answers -32600 with id null, counts it,
+    and logs it without a RecursionError."""
+    frontend = connect(fake_kernel, frontends)
+    comm, _ = open_comm(fake_kernel, frontend)
+    placeholder = fake_kernel.wire.message("comm_msg", {"comm_id": comm.comm_id, "data": {}})
+    frames = fake_kernel.wire.session.serialize(placeholder)
+    deep = "[" * 1000 + "]" * 1000
+    frames[-1] = (f'{{"comm_id": "{comm.comm_id}", "data": {{"jsonrpc": "2.0", '
+                  f'"id": {deep}, "method": "echo"}}}}').encode()
+    frames[1] = fake_kernel.wire.session.sign(frames[2:6])
+    fake_kernel.send_frames("iopub", [b"", *frames])
+    _, reply = fake_kernel.expect("shell", "comm_msg", skip=PROBE)
+    assert reply["parent_header"]["msg_id"] == placeholder["msg_id"]
+    assert reply["content"]["data"]["id"] is None
+    assert reply["content"]["data"]["error"]["code"] == -32600
+    assert frontend.bad_input == {"comm_msg_invalid": 1}
+    assert comm.state is FrontendCommState.OPEN
+
+
 def test_heartbeat_silence_fails_pending_requests(
     fake_kernel: ScriptedKernel, frontends: FrontendFactory, trace: ListSink
 ) -> None:

@@ -108,6 +108,35 @@ def test_bad_input_malformed_json(kut: KernelUnderTest, frontend: RawFrontend,
         signed(frontend.session, b"{not json")), caplog)
 
 
+def test_bad_input_too_deep(kut: KernelUnderTest, frontend: RawFrontend,
+                            caplog: pytest.LogCaptureFixture) -> None:
+    """100,000 levels of nesting: its own reason, one line (no RecursionError anywhere)."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    expect_bad(kut, frontend, "too_deep", lambda: frontend.shell.send_multipart(
+        signed(frontend.session, header_json("comm_msg"), content=deep)), caplog)
+    assert kut.kernel.io_failures == 0
+
+
+def test_bad_input_invalid_id_is_not_echoed(kut: KernelUnderTest, frontend: RawFrontend,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """An id nested 1,000 deep decodes but cannot be encoded again: the -32600 answer
+    carries id null (JSON-RPC 2.0), so the answer still goes out."""
+    comm_id = open_and_wait(frontend, ECHO)
+    deep = "[" * 1000 + "]" * 1000
+    header = json.loads(header_json("comm_msg"))
+    content = f'{{"comm_id": "{comm_id}", "data": {{"jsonrpc": "2.0", "id": {deep}, ' \
+              f'"method": "echo"}}}}'
+
+    def send() -> None:
+        frontend.shell.send_multipart(signed(frontend.session, json.dumps(header).encode(),
+                                             content=content.encode()))
+
+    expect_bad(kut, frontend, "invalid_request", send, caplog)
+    reply = frontend.wait_reply_to({"header": header})
+    assert (reply["id"], reply["error"]["code"]) == (None, -32600)
+    assert kut.kernel.io_failures == 0
+
+
 @pytest.mark.parametrize("parts", [
     {"header": header_json(msg_type=True)},
     {"header": header_json(), "content": b"[1, 2]"},
