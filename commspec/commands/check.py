@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from commspec.chart import render_chart
+from commspec.helptext import plain
 from commspec.model.checker import Result, Stats, Violation, check, peak_memory_mib
 from commspec.model.ladder import LADDER, Rung
 from commspec.model.properties import BY_NAME, PROPERTIES
@@ -35,7 +36,8 @@ BOUND_NAMES = ("frontends", "comms", "requests", "reconnects", "faults", "adopti
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "check", help="explore the bounded system model exhaustively", description=__doc__,
+        "check", help="explore the bounded system model exhaustively",
+        description=plain(__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for name, meaning in zip(BOUND_NAMES, (

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from commspec.helptext import summary
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.frontend import FrontendEndpoint
 from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
@@ -52,7 +53,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo",
         help="kill a frontend mid-request and watch the kernel apply both comm policies",
-        description=(__doc__ or "").split("\n\n")[0],
+        description=summary(__doc__),
     )
     p.add_argument(
         "--keep",

@@ -26,8 +26,9 @@ def add_parser(subparsers: Any) -> None:
         help="draw the declared machines",
         description="Write <machine>.<format> for every declared machine, and "
         "<race>.svg, the message sequence chart of each named race of SPEC.md. DOT and "
-        "the charts need no system Graphviz; a machine's SVG/PNG needs pygraphviz or the "
-        "`dot` program.",
+        "the charts need no system Graphviz; a machine's SVG/PNG needs pygraphviz "
+        "(pip install 'commspec[render]') or Graphviz's dot program. Every DOT is written "
+        "before anything is rendered.",
     )
     p.add_argument("--out", type=Path, default=Path("diagrams"), help="output folder")
     p.add_argument("--format", type=_formats, default=("dot", "svg"),

@@ -17,6 +17,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from commspec.helptext import summary
 from commspec.mbt.adapter import ReferenceKernel
 from commspec.mbt.edges import run_edges
 from commspec.mbt.harness import MBT_BOUNDS, default_supported
@@ -36,7 +37,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "mbt",
         help="model-based test: Hypothesis drives the model and the kernel in lockstep",
-        description=(__doc__ or "").split("\n\n")[0],
+        description=summary(__doc__),
     )
     p.add_argument("--examples", type=int, default=50, metavar="N",
                    help="programs to run (default 50)")

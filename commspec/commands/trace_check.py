@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from commspec.helptext import summary
 from commspec.model.trace_check import TraceFormatError, check_lines
 
 
@@ -20,7 +21,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "trace-check",
         help="check a recorded JSON-lines trace against the declared machines",
-        description=(__doc__ or "").split("\n\n")[0],
+        description=summary(__doc__),
     )
     p.add_argument("file", type=Path, help="a JSON-lines trace (JsonLinesSink output)")
     p.add_argument(
