@@ -8,7 +8,9 @@ Rules:
   ``status: idle`` parented to it. A comm RPC from a frontend is handed to the
   application (``CommData`` with an exchange); its idle goes out only after the
   application's ``Answer`` (so a reply always precedes its idle), or when its
-  comm closes first.
+  comm closes first. Every request gets a reply: the standard ones this kernel does
+  not serve (execute...) and unknown ``*_request`` types an error reply
+  (``unserved.py``).
 - Disconnection is an input like any other: unsubscribes (``SubscriptionFrames``)
   carry the messages received before them, and the policies (``policies.py``:
   drain, frontend_lost, comm_lost, keep_detached, receiver_present, late_reply)
@@ -84,6 +86,7 @@ from .policies import KernelPolicies
 from .presence import PEER_TOPIC_PREFIX, Presence, SubscriptionFrameError
 from .protocol import ProtocolCore
 from .requests import STDIN_KINDS, PendingRequests, ReplyOutcome, StdinRequests
+from .unserved import UNSERVED, error_content, reply_type
 
 __all__ = ["CONTROL_TYPES", "ENDPOINT", "KERNEL_INFO", "SHELL_TYPES", "KernelProtocol"]
 
@@ -170,6 +173,8 @@ class KernelProtocol(ProtocolCore):
         #: the identity of the last frontend that sent a shell or control request
         self.last_sender: bytes | None = None
         self.shut_down = False
+        #: execute_requests answered (not run: this kernel runs no code)
+        self.execution_count = 0
         self._exchanges: dict[int, _Exchange] = {}
         self._next_exchange = 0
         self._stdin_sending: dict[str, tuple[bytes, str]] = {}
@@ -326,9 +331,14 @@ class KernelProtocol(ProtocolCore):
         idle_now = True
         try:
             msg_type = received.msg_type
-            if msg_type not in allowed:
+            if received.channel is Channel.SHELL and msg_type in UNSERVED:
+                self._unserved(received)
+            elif msg_type not in allowed:
+                # Counted first, then answered: whoever sees the answer sees the count.
                 self.bad.note("unknown_msg_type", f"{msg_type!r} on "
                               f"{received.channel.value} ({received.msg_id})")
+                if msg_type.endswith("_request"):
+                    self._unserved(received)
             else:
                 idle_now = self._guarded(self._requests_by_type[msg_type], received) is not False
         finally:
@@ -423,6 +433,17 @@ class KernelProtocol(ProtocolCore):
         self._publish("iopub_welcome", {"subscription": subscription}, None, shown)
 
     # -- shell and control requests ------------------------------------------------
+
+    def _unserved(self, received: Received) -> None:
+        """A request this kernel answers without serving (unserved.py)."""
+        msg_type = received.msg_type
+        if msg_type == "execute_request" and not received.content.get("silent"):
+            self.execution_count += 1
+        content = error_content(msg_type, received.content, self.execution_count)
+        if msg_type == "execute_request":
+            self._publish("error", {key: content[key] for key in ("ename", "evalue", "traceback")},
+                          received.msg["header"])
+        self._reply(received, reply_type(msg_type), content)
 
     def _on_kernel_info_request(self, received: Received) -> bool:
         self._reply(received, "kernel_info_reply", KERNEL_INFO)

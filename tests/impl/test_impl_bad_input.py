@@ -162,8 +162,9 @@ def test_bad_input_oversized(make_kernel: Callable[..., KernelUnderTest], raw_fr
 
 def test_bad_input_unknown_msg_type(kut: KernelUnderTest, frontend: RawFrontend,
                                     caplog: pytest.LogCaptureFixture) -> None:
+    # Not a request (no "_request"): counted, and nothing to reply to.
     expect_bad(kut, frontend, "unknown_msg_type", lambda: frontend.send(
-        frontend.shell, "bogus_request", {}), caplog)
+        frontend.shell, "bogus", {}), caplog)
 
 
 def test_bad_input_unknown_comm(kut: KernelUnderTest, frontend: RawFrontend,
@@ -242,3 +243,56 @@ def test_bad_input_on_iopub(kut: KernelUnderTest, xsub: zmq.Socket[bytes], frame
     assert kut.kernel.bad_input == counted
     assert kut.kernel.subscriptions == 1
     assert kut.kernel.presence_state == "connected"
+
+
+@pytest.mark.parametrize(("msg_type", "content", "fields"), [
+    ("execute_request", {"code": "1+1", "silent": False}, {"execution_count": 1}),
+    ("complete_request", {"code": "pri", "cursor_pos": 3},
+     {"matches": [], "cursor_start": 3, "cursor_end": 3}),
+    ("inspect_request", {"code": "x", "cursor_pos": 1, "detail_level": 0}, {"found": False}),
+    ("history_request", {"output": False, "raw": True, "hist_access_type": "tail", "n": 10},
+     {"history": []}),
+])
+def test_unserved_requests_get_an_error_reply(kut: KernelUnderTest, frontend: RawFrontend,
+                                              msg_type: str, content: dict[str, Any],
+                                              fields: dict[str, Any]) -> None:
+    """A stock client's everyday requests end in a reply that says why (this kernel runs
+    no code), with the fields a client reads without checking status; not bad input."""
+    request = frontend.send(frontend.shell, msg_type, content)
+    reply = frontend.shell_reply(msg_type.replace("_request", "_reply"))
+    assert reply["parent_header"]["msg_id"] == request["header"]["msg_id"]
+    body = reply["content"]
+    assert (body["status"], body["ename"]) == ("error", "NoCodeExecution")
+    assert "runs no code" in body["evalue"]
+    assert {key: body[key] for key in fields} == fields
+    frontend.wait_idle(request)
+    assert kut.kernel.bad_input == {}
+
+
+def test_execute_request_publishes_its_error(kut: KernelUnderTest, frontend: RawFrontend) -> None:
+    request = frontend.send(frontend.shell, "execute_request", {"code": "1+1"})
+    error = frontend.wait_iopub(lambda m: m["msg_type"] == "error", what="error")
+    assert error["parent_header"]["msg_id"] == request["header"]["msg_id"]
+    assert error["content"]["ename"] == "NoCodeExecution"
+    frontend.wait_idle(request)
+    frontend.send(frontend.shell, "execute_request", {"code": "2+2"})
+    assert frontend.shell_reply("execute_reply")["content"]["execution_count"] == 1
+    assert frontend.shell_reply("execute_reply")["content"]["execution_count"] == 2
+
+
+def test_is_complete_is_answered_unknown(kut: KernelUnderTest, frontend: RawFrontend) -> None:
+    frontend.send(frontend.shell, "is_complete_request", {"code": "1+"})
+    assert frontend.shell_reply("is_complete_reply")["content"] == {"status": "unknown"}
+
+
+@pytest.mark.parametrize("channel", ["shell", "control"])
+def test_unknown_request_is_answered_and_counted(kut: KernelUnderTest, frontend: RawFrontend,
+                                                 channel: str) -> None:
+    request = frontend.send(getattr(frontend, channel), "bogus_request", {})
+    reply = frontend.recv(getattr(frontend, channel), WAIT)
+    assert reply is not None, "no reply to an unknown request"
+    assert reply["msg_type"] == "bogus_reply"
+    assert reply["parent_header"]["msg_id"] == request["header"]["msg_id"]
+    assert (reply["content"]["status"], reply["content"]["ename"]) == \
+        ("error", "UnknownMessageType")
+    assert kut.kernel.bad_input["unknown_msg_type"] == 1
