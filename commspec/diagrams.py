@@ -13,9 +13,14 @@ marker instead, and terminal (absorbing) states get a double border and a grey f
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +65,23 @@ _STYLES: dict[str, Any] = {
 
 
 class RenderError(RuntimeError):
-    """No Graphviz is available to turn DOT into an image."""
+    """No Graphviz is available to turn DOT into an image; ``written`` is what was
+    written all the same (every DOT, and whatever rendered before)."""
+
+    def __init__(self, message: str, written: Iterable[Path] = ()) -> None:
+        super().__init__(message)
+        self.written = list(written)
+
+
+#: how to get a renderer, in every message that lacks one
+INSTALL_RENDERER = ("pip install 'commspec[render]' (pygraphviz, whose wheels bundle "
+                    "Graphviz) or install Graphviz's dot program; DOT needs neither "
+                    "(--format dot)")
+
+#: a warning of the fontconfig bundled in pygraphviz's wheels, older than the system's
+#: configuration: it does not know the newer elements there and skips them. Harmless:
+#: the diagrams use Helvetica, found either way.
+_STALE_FONTCONFIG = re.compile(rb'^Fontconfig warning: .*unknown element "[^"]*"$')
 
 
 class _SpecGraph(Graph):
@@ -145,16 +166,39 @@ def render(dot: str, fmt: str) -> bytes:
     except ImportError:
         pygraphviz = None
     if pygraphviz is not None:
-        data: bytes = pygraphviz.AGraph(string=dot).draw(format=fmt, prog="dot")
+        with renderer_stderr():
+            data: bytes = pygraphviz.AGraph(string=dot).draw(format=fmt, prog="dot")
         return data
     exe = shutil.which("dot")
     if exe is None:
-        raise RenderError(
-            f"rendering {fmt} needs Graphviz: `pip install pygraphviz` (its wheels bundle "
-            "Graphviz) or install the Graphviz `dot` program; DOT output needs neither"
-        )
+        raise RenderError(f"rendering {fmt} needs Graphviz: {INSTALL_RENDERER}")
     done = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True, check=True)
     return done.stdout
+
+
+@contextlib.contextmanager
+def renderer_stderr() -> Iterator[None]:
+    """What the C libraries write to stderr meanwhile, less the known stale-fontconfig
+    warning (see ``_STALE_FONTCONFIG``), which every run would otherwise print.
+
+    The libraries write to file descriptor 2 directly, not through ``sys.stderr``, so
+    the descriptor itself is redirected for the while, and the rest written back."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                captured.seek(0)
+                kept = [line for line in captured.read().splitlines(keepends=True)
+                        if not _STALE_FONTCONFIG.match(line.rstrip(b"\r\n"))]
+                if kept:
+                    os.write(2, b"".join(kept))
+    finally:
+        os.close(saved)
 
 
 def write(
@@ -162,18 +206,26 @@ def write(
     formats: Iterable[str] = ("dot", "svg"),
     machines: Iterable[MachineSpec[Any, Any]] = MACHINES,
 ) -> list[Path]:
-    """Write ``<machine.name>.<fmt>`` for every machine and format; return the paths."""
+    """Write ``<machine.name>.<fmt>`` for every machine and format; return the paths.
+
+    Every DOT first (it needs no Graphviz), then the renderings: without a renderer
+    the DOT is all there, and the RenderError carries what was written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     formats = tuple(formats)
+    sources = {spec.name: to_dot(spec) for spec in machines}
     written: list[Path] = []
-    for spec in machines:
-        dot = to_dot(spec)
-        for fmt in formats:
-            path = out_dir / f"{spec.name}.{fmt}"
-            if fmt == "dot":
-                path.write_text(dot, encoding="utf-8")
-            else:
+    if "dot" in formats:
+        for name, dot in sources.items():
+            path = out_dir / f"{name}.dot"
+            path.write_text(dot, encoding="utf-8")
+            written.append(path)
+    for fmt in (f for f in formats if f != "dot"):
+        for name, dot in sources.items():
+            path = out_dir / f"{name}.{fmt}"
+            try:
                 path.write_bytes(render(dot, fmt))
+            except RenderError as e:  # no renderer: the next one would fail the same way
+                raise RenderError(str(e), written) from None
             written.append(path)
     return written
 

@@ -49,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         written += diagrams.write(out, args.format)
     except diagrams.RenderError as e:
-        for path in written:
+        for path in written + e.written:
             print(path)
-        print(f"commspec diagrams: {e}", file=sys.stderr)
+        print(f"commspec diagrams: wrote {len(written + e.written)} files, but {e}",
+              file=sys.stderr)
         return 2
     for path in written:
         print(path)

@@ -149,10 +149,10 @@ def test_rendering_without_graphviz_says_what_to_install(
 
     monkeypatch.setattr(builtins, "__import__", no_pygraphviz)
     monkeypatch.setattr(diagrams.shutil, "which", lambda _: None)
-    with pytest.raises(diagrams.RenderError, match="pip install pygraphviz"):
+    with pytest.raises(diagrams.RenderError, match=r"pip install 'commspec\[render\]'"):
         diagrams.render(diagrams.to_dot(KERNEL_COMM), "svg")
     assert run_diagrams("--out", str(tmp_path), "--format", "svg") == 2
-    assert "pip install pygraphviz" in capsys.readouterr().err
+    assert "pip install 'commspec[render]'" in capsys.readouterr().err
 
 
 def test_unknown_formats_are_refused() -> None:
