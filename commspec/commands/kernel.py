@@ -1,27 +1,46 @@
-"""``commspec kernel``: run the reference kernel until SIGINT/SIGTERM or shutdown_request."""
+"""``commspec kernel``: run the reference kernel until SIGTERM or a shutdown_request.
+
+SIGINT interrupts, as Jupyter's default interrupt mode sends it (the Interrupt button):
+pending stdin requests end ``interrupted`` and the kernel goes on. Without
+``--connection-file`` the file goes to Jupyter's runtime directory, where
+``jupyter console --existing`` finds it. Usage errors exit 2, naming what was given."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
 import threading
+import uuid
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import zmq
+from jupyter_core.paths import jupyter_runtime_dir
+
+from commspec.impl.errors import EndpointClosed
 from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
 from commspec.impl.tracing import JsonLinesSink
 from commspec.model.errors import CommspecError
 from commspec.model.trace import TraceSink, discard
 
+#: the longest heartbeat setting taken: libzmq holds them as an int of milliseconds
+MAX_SECONDS = 86_400.0
+
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    """A number of seconds for a heartbeat option (argparse names the option)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_SECONDS:  # NaN fails this too
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds (at most {MAX_SECONDS:g}), not {text!r}")
     return value
 
 
@@ -59,44 +78,119 @@ def exit_on_io_death(error: BaseException) -> None:
     os._exit(IO_DEATH_EXIT)
 
 
+log = logging.getLogger("commspec.kernel")
+
+
+class KernelSignals:
+    """While in use: SIGINT interrupts the kernel (once there is one running), SIGTERM
+    sets ``stop``. Installed before the kernel starts, so a signal during start-up
+    neither kills the process with a traceback nor is lost; restored on exit."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.kernel: KernelEndpoint | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> KernelSignals:
+        self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._interrupt),
+                          signal.SIGTERM: signal.signal(signal.SIGTERM, self._terminate)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        kernel = self.kernel
+        if kernel is None or not kernel.running:
+            return  # nothing to interrupt yet (or any more)
+        try:
+            kernel.interrupt()
+        except EndpointClosed:
+            return  # it stopped meanwhile
+        log.warning("SIGINT: interrupted (pending stdin requests end interrupted); "
+                    "SIGTERM or a shutdown_request stops the kernel")
+
+    def _terminate(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+
+
+def default_connection_file() -> Path:
+    """A new file name in Jupyter's runtime directory (made if missing, private), where
+    ``jupyter console --existing`` looks for kernels."""
+    runtime = Path(jupyter_runtime_dir())
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return runtime / f"kernel-commspec-{uuid.uuid4().hex[:12]}.json"
+
+
+class UsageError(Exception):
+    """What the user gave cannot be used: the message says what and why (exit 2)."""
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    trace = JsonLinesSink(args.trace) if args.trace is not None else None
-    sink: TraceSink = trace if trace is not None else discard
+    with KernelSignals() as signals:
+        trace: JsonLinesSink | None = None
+        try:
+            trace = _open_trace(args.trace)
+            signals.kernel = _start_kernel(args, trace)
+        except UsageError as e:
+            print(f"commspec kernel: {e}", file=sys.stderr)
+            if trace is not None:
+                trace.close()
+            return 2
+        try:
+            _serve(signals.kernel, signals.stop, defaulted=args.connection_file is None)
+        finally:
+            signals.kernel.stop()
+            if trace is not None:
+                trace.close()
+    return 0
+
+
+def _open_trace(path: Path | None) -> JsonLinesSink | None:
+    if path is None:
+        return None
+    try:
+        return JsonLinesSink(path)
+    except OSError as e:
+        raise UsageError(f"trace file {path}: cannot be opened ({e.strerror})") from e
+
+
+def _start_kernel(args: argparse.Namespace, trace: JsonLinesSink | None) -> KernelEndpoint:
     config = KernelConfig(
         heartbeat=HeartbeatSettings(args.heartbeat_interval, args.heartbeat_timeout),
         insecure=args.insecure,
     )
-    stop = threading.Event()
+    try:
+        connection_file = args.connection_file or default_connection_file()
+    except OSError as e:
+        raise UsageError(f"cannot make Jupyter's runtime directory for the connection file "
+                         f"({e}); give one with --connection-file") from e
+    sink: TraceSink = trace if trace is not None else discard
+    try:
+        kernel = KernelEndpoint(connection_file, sink=sink, config=config,
+                                on_io_death=exit_on_io_death)
+        return kernel.start()
+    except (CommspecError, ValueError) as e:  # they name the file already
+        raise UsageError(str(e)) from e
+    except (OSError, zmq.ZMQError) as e:
+        raise UsageError(f"connection file {connection_file}: cannot listen on its "
+                         f"ports ({e})") from e
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+
+def _serve(kernel: KernelEndpoint, stop: threading.Event, *, defaulted: bool) -> None:
+    """Until SIGTERM (``stop``) or a frontend's shutdown_request, whichever comes first."""
+    print(kernel.connection_file, flush=True)
+    if defaulted:
+        print(f"commspec kernel: connect with: jupyter console --existing "
+              f"{kernel.connection_file.name}", file=sys.stderr, flush=True)
+
+    def watch() -> None:
+        kernel.wait_for_shutdown_request()
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        kernel = KernelEndpoint(args.connection_file, sink=sink, config=config,
-                                on_io_death=exit_on_io_death)
-        kernel.start()
-    except (CommspecError, OSError, ValueError) as e:
-        print(f"commspec kernel: {e}", file=sys.stderr)
-        if trace is not None:
-            trace.close()
-        return 2
-    try:
-        print(kernel.connection_file, flush=True)
-        # Wake on a signal or on a frontend's shutdown_request, whichever comes first.
-        def watch() -> None:
-            kernel.wait_for_shutdown_request()
-            stop.set()
-
-        threading.Thread(target=watch, name="commspec-kernel-shutdown-watch", daemon=True).start()
-        while not stop.wait(3600):
-            pass
-    finally:
-        kernel.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if trace is not None:
-            trace.close()
-    return 0
+    threading.Thread(target=watch, name="commspec-kernel-shutdown-watch", daemon=True).start()
+    while not stop.wait(3600):
+        pass
