@@ -22,9 +22,12 @@ from typing import Any
 
 from commspec.model.errors import CommspecError
 
-__all__ = ["LOUD_PER_REASON", "BadInput", "RemoteProtocolError", "describe"]
+__all__ = ["BAD_INPUT", "LOUD_PER_REASON", "BadInput", "RemoteProtocolError", "describe"]
 
 LOUD_PER_REASON = 20
+#: the attribute that marks a log record as bad input, naming its reason (a runner that
+#: sends bad input on purpose, such as ``commspec mbt``, tells these apart by it)
+BAD_INPUT = "bad_input"
 
 _DESCRIBE = reprlib.Repr()  # keyword arguments only from Python 3.12
 _DESCRIBE.maxlevel, _DESCRIBE.maxstring, _DESCRIBE.maxother = 4, 80, 80
@@ -57,7 +60,7 @@ class BadInput:
         level = logging.WARNING if seen <= LOUD_PER_REASON else logging.DEBUG
         more = " (further ones logged at DEBUG)" if seen == LOUD_PER_REASON else ""
         self._log.log(level, "%s: dropped bad input [%s]: %s%s",
-                      self.endpoint, reason, detail, more)
+                      self.endpoint, reason, detail, more, extra={BAD_INPUT: reason})
 
     def refused(self, error: RemoteProtocolError) -> None:
         self.note(error.reason, error.detail)
