@@ -51,8 +51,8 @@ def _observed_registry(observed: Observed) -> TargetRegistry:
     return registry
 
 
-@pytest.fixture
-def make_kernel() -> Iterator[Callable[..., KernelUnderTest]]:
+def _kernels() -> Iterator[Callable[..., KernelUnderTest]]:
+    """Makes started kernels with the observed targets; stops them all when resumed."""
     started: list[KernelEndpoint] = []
 
     def make(heartbeat: HeartbeatSettings = TEST_HEARTBEAT, **config: Any) -> KernelUnderTest:
@@ -70,6 +70,17 @@ def make_kernel() -> Iterator[Callable[..., KernelUnderTest]]:
     yield make
     for kernel in started:
         kernel.stop()
+
+
+@pytest.fixture
+def make_kernel() -> Iterator[Callable[..., KernelUnderTest]]:
+    yield from _kernels()
+
+
+@pytest.fixture(scope="module")
+def make_module_kernel() -> Iterator[Callable[..., KernelUnderTest]]:
+    """As ``make_kernel``, for a module whose tests share one kernel (stopped at its end)."""
+    yield from _kernels()
 
 
 @pytest.fixture

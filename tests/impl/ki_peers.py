@@ -175,6 +175,21 @@ class RawFrontend:
             lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
             and "method" in m["content"]["data"], timeout, what="kernel request")
 
+    def reply_to(self, sock: zmq.Socket[bytes], request: Message,
+                 timeout: float = WAIT) -> Message:
+        """The reply on ``sock`` whose parent is ``request``; other replies are skipped."""
+        deadline = time.monotonic() + timeout
+        skipped: list[str] = []
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv(sock, left)
+            if msg is None:
+                break
+            if msg["parent_header"].get("msg_id") == request["header"]["msg_id"]:
+                return msg
+            skipped.append(msg["msg_type"])
+        raise TimeoutError(f"no reply to {request['msg_type']} within {timeout} s "
+                           f"(skipped {skipped[-10:]})")
+
     def shell_reply(self, msg_type: str, timeout: float = WAIT) -> Message:
         msg = self.recv(self.shell, timeout)
         if msg is None or msg["msg_type"] != msg_type:
@@ -188,24 +203,105 @@ class KeylessPeer:
     an unsubscribe they never subscribed; this does not)."""
 
     def __init__(self, info: ConnectionInfo) -> None:
-        self.sock = socket.create_connection((info.ip, info.port("iopub")), timeout=WAIT)
-        greeting = (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
-                    + b"\x00" * 32)
-        self.sock.sendall(greeting)
-        received = b""
-        while len(received) < len(greeting):
-            chunk = self.sock.recv(len(greeting) - len(received))
-            if not chunk:
-                raise ConnectionError("the kernel closed the connection during the greeting")
-            received += chunk
-        ready = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 3) + b"SUB"
-        self.sock.sendall(bytes([0x04, len(ready)]) + ready)
+        self.sock = zmtp_connect(info, "iopub", b"SUB")
 
     def send(self, frame: bytes) -> None:
         """One subscription frame (``\\x01topic`` or ``\\x00topic``)."""
         if len(frame) > 255:
             raise ValueError("a short frame only")
         self.sock.sendall(bytes([0x00, len(frame)]) + frame)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+#: ZMTP 3.0's greeting with the NULL mechanism, as a client sends it
+_ZMTP_GREETING = (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
+                  + b"\x00" * 32)
+_MORE, _LONG, _COMMAND = 0x01, 0x02, 0x04
+
+
+def zmtp_connect(info: ConnectionInfo, channel: str, socket_type: bytes) -> socket.socket:
+    """A raw TCP connection to one of the kernel's sockets that has done the ZMTP 3.0
+    handshake as a ``socket_type`` peer (NULL mechanism): no libzmq on this side."""
+    sock = socket.create_connection((info.ip, info.port(channel)), timeout=WAIT)
+    try:
+        sock.sendall(_ZMTP_GREETING)
+        _recv_exactly(sock, len(_ZMTP_GREETING))
+        ready = (b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", len(socket_type))
+                 + socket_type)
+        sock.sendall(bytes([_COMMAND, len(ready)]) + ready)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    received = b""
+    while len(received) < size:
+        chunk = sock.recv(size - len(received))
+        if not chunk:
+            raise ConnectionError("the kernel closed the connection")
+        received += chunk
+    return received
+
+
+class ZmtpPeer:
+    """A ZMTP 3.0 peer of any socket type over raw TCP, for frames libzmq would never
+    send or that the kernel's libzmq must refuse: a frame of any announced size, a
+    multi-part subscription. It answers the kernel's heartbeat PINGs while it reads."""
+
+    def __init__(self, info: ConnectionInfo, channel: str, socket_type: bytes) -> None:
+        self.sock = zmtp_connect(info, channel, socket_type)
+
+    def send_message(self, frames: list[bytes]) -> bool:
+        """Send one message (its frames with MORE set on all but the last); False if
+        the kernel closed the connection meanwhile."""
+        try:
+            for index, frame in enumerate(frames):
+                flags = _MORE if index < len(frames) - 1 else 0
+                size = (struct.pack(">Q", len(frame)) if len(frame) > 255
+                        else bytes([len(frame)]))
+                flags |= _LONG if len(frame) > 255 else 0
+                self.sock.sendall(bytes([flags]) + size + frame)
+        except OSError:  # reset or broken pipe: the kernel dropped the connection
+            return False
+        return True
+
+    def recv_message(self, timeout: float = WAIT) -> list[bytes] | None:
+        """The next message the kernel sends (commands are skipped, PINGs answered);
+        None once the kernel has closed the connection; TimeoutError if neither comes."""
+        deadline = time.monotonic() + timeout
+        frames: list[bytes] = []
+        try:
+            while True:
+                self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+                flags = _recv_exactly(self.sock, 1)[0]
+                size_bytes = _recv_exactly(self.sock, 8 if flags & _LONG else 1)
+                body = _recv_exactly(self.sock, int.from_bytes(size_bytes, "big"))
+                if flags & _COMMAND:
+                    self._answer_command(body)
+                    continue
+                frames.append(body)
+                if not flags & _MORE:
+                    return frames
+        except TimeoutError:
+            raise TimeoutError(f"the kernel neither sent a message nor closed the "
+                               f"connection within {timeout} s") from None
+        except (ConnectionError, OSError):
+            return None
+
+    def _answer_command(self, body: bytes) -> None:
+        name = body[1 : 1 + body[0]]
+        if name == b"PING":  # name, a 2-byte TTL, then the context PONG echoes
+            pong = b"\x04PONG" + body[1 + body[0] + 2 :]
+            self.sock.sendall(bytes([_COMMAND, len(pong)]) + pong)
+
+    def wait_closed(self, timeout: float = WAIT) -> bool:
+        """True once the kernel has closed the connection; False if it sent a message
+        first (it read on past whatever this peer sent before)."""
+        return self.recv_message(timeout) is None
 
     def close(self) -> None:
         self.sock.close()
@@ -292,6 +388,16 @@ class SpawnedFrontend:
 
     def freeze(self) -> None:
         self.process.freeze()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT,
+               every: float = 0.01) -> None:
+    """Poll ``condition`` until it holds; TimeoutError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not so within {timeout} s")
+        time.sleep(every)
 
 
 def open_and_wait(frontend: RawFrontend, target: str) -> str:
