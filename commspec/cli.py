@@ -11,7 +11,8 @@ from commspec import __version__
 from commspec.helptext import summary
 
 # Each subcommand is a module in commspec.commands with ``add_parser`` and ``run``.
-COMMANDS: tuple[str, ...] = ("check", "diagrams", "spec", "kernel", "demo", "trace-check", "mbt")
+COMMANDS: tuple[str, ...] = ("check", "diagrams", "spec", "kernel", "install", "demo",
+                             "trace-check", "mbt")
 
 
 def _module(name: str) -> Any:
