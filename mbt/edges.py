@@ -547,8 +547,10 @@ def run_edges(
     *,
     kernel: KernelFactory = ReferenceKernel,
     only: Iterable[str] | None = None,
+    done: Callable[[str], None] | None = None,
 ) -> list[tuple[str, float]]:
     """Run every scenario (or those named in ``only``); (name, seconds) for each.
+    ``done`` hears each scenario's name as it passes (a progress display).
 
     ``kernel`` makes the kernel under test (a broken variant of the reference kernel in
     the tests). The first failure is raised as an AssertionError naming its scenario.
@@ -566,4 +568,6 @@ def run_edges(
         except Exception as e:
             raise AssertionError(f"edge scenario {name!r}: {type(e).__name__}: {e}") from e
         out.append((name, time.monotonic() - began))
+        if done is not None:
+            done(name)
     return out

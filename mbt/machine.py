@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ __all__ = [
     "RunResult",
     "make_machine",
     "program_as_test",
+    "random_seed",
     "run",
 ]
 
@@ -116,15 +118,27 @@ class Program:
 
 @dataclass
 class RunResult:
+    #: programs run, the search's and (after a failure) the shrinking's
     examples: int = 0
     steps: int = 0
     seconds: float = 0.0
     failure: BaseException | None = None
     programs: list[Program] = field(default_factory=list)
+    #: the Hypothesis seed the run used (drawn when none was given): it repeats the run
+    seed: int | None = None
+    #: of ``examples``, those run after the first failure (shrinking it, replaying it)
+    shrinks: int = 0
+    #: whether a program has failed yet (while the run goes on: the shrinking has begun)
+    found_failure: bool = False
 
     @property
     def ok(self) -> bool:
         return self.failure is None
+
+    @property
+    def searched(self) -> int:
+        """Programs the search ran, up to and including the first that failed."""
+        return self.examples - self.shrinks
 
     @property
     def shrunk(self) -> Program | None:
@@ -199,14 +213,26 @@ def make_machine(
     class ModelBasedTest(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.harness = Harness(system_factory(), bounds, supported=supported)
+            self.failure: str | None = None
+            self.choices: list[list[int]] = []
+            system = system_factory()  # _Searched, when the search is done, passes here
+            self.harness = Harness(system, bounds, supported=supported)
             try:
                 self.harness.start()
+            except Exception as e:  # a failure like any other: the run must know of it
+                self.failed(e)
+                self.harness.close()
+                self.report()
+                raise
             except BaseException:
                 self.harness.close()
                 raise
-            self.failure: str | None = None
-            self.choices: list[list[int]] = []
+
+        def failed(self, e: Exception) -> None:
+            # only Exceptions: Hypothesis's StopTest (its data ran out: an invalid
+            # example, not a failure) and KeyboardInterrupt are BaseExceptions
+            if self.failure is None:
+                self.failure = f"{type(e).__name__}: {e}"
 
         @rule(data=st.data())
         def act(self, data: st.DataObject) -> None:
@@ -223,29 +249,40 @@ def make_machine(
             self.choices.append(choose.made)
             try:
                 self.harness.apply(action, choose)
-            except BaseException as e:
-                self.failure = f"{type(e).__name__}: {e}"
+            except Exception as e:
+                self.failed(e)
                 raise
 
         @invariant()
         def model_and_system_checks(self) -> None:
-            self.harness.check()
+            try:
+                self.harness.check()
+            except Exception as e:
+                self.failed(e)
+                raise
 
         def teardown(self) -> None:
             try:
                 self.harness.close()
+            except Exception as e:
+                self.failed(e)
+                raise
             finally:
-                if on_program is not None:
-                    steps = self.harness.steps
-                    freezes = [s.seconds for s in steps if isinstance(s.action, FREEZING)]
-                    on_program(Program(
-                        list(self.harness.program),
-                        sum(s.seconds for s in steps),
-                        self.failure,
-                        sum(freezes),
-                        len(freezes),
-                        self.choices,
-                    ))
+                self.report()
+
+        def report(self) -> None:
+            """Tell ``on_program`` what this example did."""
+            if on_program is not None:
+                steps = self.harness.steps
+                freezes = [s.seconds for s in steps if isinstance(s.action, FREEZING)]
+                on_program(Program(
+                    list(self.harness.program),
+                    sum(s.seconds for s in steps),
+                    self.failure,
+                    sum(freezes),
+                    len(freezes),
+                    self.choices,
+                ))
 
     return ModelBasedTest
 
@@ -254,6 +291,11 @@ def make_machine(
 def _below(n: int) -> st.SearchStrategy[int]:
     """0 .. n-1: one strategy per n (building one per draw costs a fifth of the draw)."""
     return st.integers(0, n - 1)
+
+
+def random_seed() -> int:
+    """A fresh Hypothesis seed, for a run that is to be repeatable."""
+    return random.SystemRandom().randrange(2**32)
 
 
 def run(
@@ -274,6 +316,12 @@ def run(
 ) -> RunResult:
     """Run the model-based test; a failure is caught and returned, not raised.
 
+    The search runs ``examples`` programs, exactly (Hypothesis's own count leaves out
+    the programs it deems invalid, so it would run more); a failure ends it, and the
+    shrinking that follows runs as many as it takes (``RunResult.shrinks``). Without a
+    ``seed`` one is drawn (unless ``derandomize``) and returned in the result: given
+    again, it repeats the run's programs.
+
     Live (the default here): ``adapter_factory``'s kernel, reference frontends as
     processes. ``in_process``: the reference kernel's protocol core, with the
     policies of ``adapter_factory`` (a :class:`ReferenceKernel` or a broken variant
@@ -282,15 +330,23 @@ def run(
     Without ``shrink``, a failure is reported as first found (shrinking a program whose
     steps draw many delivery orders can take thousands of examples).
     """
-    result = RunResult()
+    if seed is None and not derandomize:
+        seed = random_seed()
+    result = RunResult(seed=seed)
     began = time.monotonic()
 
     def record(program: Program) -> None:
+        # once a program failed, the programs after it are the shrinking's
+        result.shrinks += result.found_failure
+        result.found_failure = result.found_failure or program.failure is not None
         result.examples += 1
         result.steps += len(program.actions)
         result.programs.append(program)
         if progress is not None:
             progress(result)
+
+    def searched_enough() -> bool:
+        return not result.found_failure and result.examples >= examples
 
     pool: FrontendPool | None = None
     factory: SystemFactory
@@ -307,7 +363,12 @@ def run(
             return LiveSystem(adapter_factory(), coverage=coverage, quiet=quiet,
                               pool=live_pool, frontend_policies=frontend_policies)
 
-    machine = make_machine(factory, bounds, supported=supported, on_program=record)
+    def bounded() -> System:
+        if searched_enough():
+            raise _Searched
+        return factory()
+
+    machine = make_machine(bounded, bounds, supported=supported, on_program=record)
     if seed is not None:
         machine = hypothesis_seed(seed)(machine)
     config = settings(
@@ -325,6 +386,8 @@ def run(
     try:
         with _fewer_collections():
             run_state_machine_as_test(machine, settings=config)  # type: ignore[no-untyped-call, unused-ignore]
+    except _Searched:
+        pass
     except BaseException as e:  # the failure, after shrinking
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -334,6 +397,14 @@ def run(
             pool.close()
     result.seconds = time.monotonic() - began
     return result
+
+
+class _Searched(KeyboardInterrupt):
+    """Raised instead of starting a program past the ``examples`` asked for, and
+    caught by :func:`run`. A KeyboardInterrupt, because that is the one exception
+    Hypothesis passes on at once, as an interruption: any other it takes for the
+    test's failure, or (raised before the example draws what earlier ones drew) for
+    data generation that is not deterministic."""
 
 
 @contextlib.contextmanager

@@ -122,9 +122,11 @@ def run_directed(
     coverage: Coverage | None = None,
     *,
     in_process: bool = False,
+    done: Callable[[str], None] | None = None,
 ) -> list[tuple[str, float, int]]:
     """Run every directed program, live or ``in_process`` (the reference kernel's core
     with the adapter's policies); MbtFailure (naming it) on the first that fails.
+    ``done`` hears each program's name as it passes (a progress display).
 
     Returns (name, seconds, steps) per program."""
     out: list[tuple[str, float, int]] = []
@@ -140,4 +142,6 @@ def run_directed(
                 except AssertionError as e:
                     raise type(e)(f"directed program {name!r}: {e}") from e
             out.append((name, sum(s.seconds for s in harness.steps), len(harness.steps)))
+        if done is not None:
+            done(name)
     return out

@@ -373,8 +373,11 @@ SESSION_EDGES: tuple[tuple[str, Scenario], ...] = (
 )
 
 
-def run_session_edges(coverage: Coverage | None = None) -> list[tuple[str, float]]:
-    """Run every scenario; AssertionError naming the first that fails.
+def run_session_edges(
+    coverage: Coverage | None = None, *, done: Callable[[str], None] | None = None
+) -> list[tuple[str, float]]:
+    """Run every scenario; AssertionError naming the first that fails. ``done`` hears
+    each scenario's name as it passes (a progress display).
 
     Returns (name, seconds) per scenario."""
     out: list[tuple[str, float]] = []
@@ -385,4 +388,6 @@ def run_session_edges(coverage: Coverage | None = None) -> list[tuple[str, float
         except Exception as e:
             raise AssertionError(f"session edge {name!r}: {e}") from e
         out.append((name, time.monotonic() - began))
+        if done is not None:
+            done(name)
     return out

@@ -392,13 +392,18 @@ SIMULATED_EDGES: tuple[tuple[str, Scenario], ...] = (
 )
 
 
-def run_simulated_edges(coverage: Coverage | None = None) -> list[str]:
-    """Run every scenario; the first failure is raised naming its scenario."""
-    done: list[str] = []
+def run_simulated_edges(
+    coverage: Coverage | None = None, *, done: Callable[[str], None] | None = None
+) -> list[str]:
+    """Run every scenario; the first failure is raised naming its scenario. ``done``
+    hears each scenario's name as it passes (a progress display)."""
+    passed: list[str] = []
     for name, scenario in SIMULATED_EDGES:
         try:
             scenario(_Scene(coverage))
         except Exception as e:
             raise AssertionError(f"simulated edge {name!r}: {type(e).__name__}: {e}") from e
-        done.append(name)
-    return done
+        passed.append(name)
+        if done is not None:
+            done(name)
+    return passed

@@ -4,27 +4,37 @@ Runs the Hypothesis state machine of ``commspec.mbt`` against the reference
 kernel, in-process by default (its protocol core and the frontends' on a
 simulated network; Hypothesis also draws the delivery orders) or ``--live``
 (the kernel in this process over ZeroMQ, each frontend in a process of its own),
-with a progress bar; then the directed programs and the scenarios for the rows no
-model action takes, and a summary (examples, steps, steps per second, transition
-coverage per machine). On failure it prints the shrunk program as a standalone
-pytest test that replays it. Exit status 0 when the system always matched the
-model, 1 otherwise, 2 on bad arguments.
+then the directed programs and the scenarios for the rows no model action takes,
+each phase with a progress bar; and a summary (programs, steps and seconds per
+phase, steps per second, transition coverage per machine). ``--examples N`` runs N
+random programs; without ``--seed`` one is drawn and printed, and ``--seed`` with it
+repeats the run. The bad input the kernel and frontends drop, as the model allows
+(some scenarios send it on purpose), is counted instead of logged. On failure it
+prints the shrunk program as a standalone pytest test that replays it. Exit status 0
+when the system always matched the model, 1 otherwise, 2 on bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
-from typing import TYPE_CHECKING, Any
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 from commspec.helptext import summary
+from commspec.impl.core.badinput import BAD_INPUT
 from commspec.mbt.adapter import ReferenceKernel
-from commspec.mbt.edges import run_edges
+from commspec.mbt.edges import EDGES, run_edges
 from commspec.mbt.harness import MBT_BOUNDS, default_supported
 from commspec.mbt.recorder import Coverage
-from commspec.mbt.scenarios import run_directed
-from commspec.mbt.session_edges import run_session_edges
-from commspec.mbt.simulated_edges import run_simulated_edges
+from commspec.mbt.scenarios import DIRECTED, run_directed
+from commspec.mbt.session_edges import SESSION_EDGES, run_session_edges
+from commspec.mbt.simulated_edges import SIMULATED_EDGES, run_simulated_edges
 from commspec.model.system import Bounds
 
 if TYPE_CHECKING:
@@ -40,7 +50,7 @@ def add_parser(subparsers: Any) -> None:
         description=summary(__doc__),
     )
     p.add_argument("--examples", type=int, default=50, metavar="N",
-                   help="programs to run (default 50)")
+                   help="random programs to run (default 50)")
     p.add_argument("--steps", type=int, default=20, metavar="N",
                    help="at most N actions per program (default 20)")
     p.add_argument("--frontends", type=int, default=MBT_BOUNDS.frontends, metavar="N",
@@ -49,7 +59,7 @@ def add_parser(subparsers: Any) -> None:
                    help="reconnects the model allows in one program "
                    f"(default {MBT_BOUNDS.reconnects})")
     p.add_argument("--seed", type=int, default=None, metavar="S",
-                   help="Hypothesis seed, to repeat a run")
+                   help="Hypothesis seed, to repeat a run (default: drawn, and printed)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--in-process", dest="live", action="store_false",
                        help="the protocol cores on a simulated network (the default)")
@@ -70,35 +80,230 @@ def run(args: argparse.Namespace) -> int:
     return _run(args)
 
 
+# -- display ---------------------------------------------------------------------------
+
+
+class Bar:
+    """One phase's progress on stderr: redrawn in place on a terminal; otherwise a line
+    each time the bar grows, so a log shows the run's pace without a line per program."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self._shown = -1
+        self._pending = False  # a terminal line drawn and not yet ended
+
+    def update(self, done: int, detail: str = "", *, force: bool = False) -> None:
+        filled = BAR * min(done, self.total) // max(self.total, 1)
+        if not (self.tty or force or filled != self._shown):
+            return
+        self._shown = filled
+        line = (f"  [{'#' * filled}{'.' * (BAR - filled)}] {self.label} "
+                f"{done}/{self.total}{detail}")
+        if self.tty:
+            self.stream.write(f"\r{line}\x1b[K")
+            self._pending = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def interrupt(self) -> None:
+        """End a half-drawn line, so that something else can be printed below it."""
+        if self._pending:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._pending = False
+
+    def advance(self) -> Callable[[str], None]:
+        """A ``done`` callback for the scenario runners: one step per name heard."""
+        count = 0
+
+        def done(name: str) -> None:
+            nonlocal count
+            count += 1
+            self.update(count, force=count == self.total)
+
+        return done
+
+
+@dataclass
+class PhaseTime:
+    name: str
+    what: str
+    seconds: float
+
+
+@contextlib.contextmanager
+def counted_bad_input(before_other: Callable[[], None]) -> Iterator[Counter[str]]:
+    """While the run lasts, the bad-input warnings of the commspec loggers are counted
+    by reason instead of printed (the scenarios send bad input on purpose, and the
+    random programs' races make it too, as the model allows: the lockstep, not the log,
+    judges them). Every other record goes on to the usual handlers, after
+    ``before_other`` (which ends a half-drawn progress line)."""
+    reasons: Counter[str] = Counter()
+    root = logging.getLogger()
+
+    class Sorter(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            reason = getattr(record, BAD_INPUT, None)
+            if reason is not None:
+                reasons[str(reason)] += 1
+                return
+            before_other()
+            root.handle(record)
+
+    logger = logging.getLogger("commspec")
+    sorter = Sorter()
+    propagate = logger.propagate
+    logger.addHandler(sorter)
+    logger.propagate = False
+    try:
+        yield reasons
+    finally:
+        logger.propagate = propagate
+        logger.removeHandler(sorter)
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.examples < 1 or args.steps < 1 or args.frontends < 1 or args.reconnects < 0:
         print("commspec mbt: --examples, --steps and --frontends must be >= 1, "
               "--reconnects >= 0", file=sys.stderr)
         return 2
+    from commspec.mbt.machine import random_seed
+
     b = MBT_BOUNDS
     bounds = Bounds(args.frontends, b.comms, b.requests, args.reconnects, b.faults)
     supported = default_supported(bounds)
     coverage = Coverage()
+    seed = args.seed if args.seed is not None else random_seed()
     system = "live" if args.live else "in-process"
-    print(f"commspec mbt ({system}): {args.examples} examples of up to {args.steps} steps, "
-          f"{bounds.frontends} frontend(s), {bounds.comms} comm slots, {bounds.requests} "
-          f"request slots, {bounds.faults} faults, {bounds.reconnects} reconnects; "
-          f"seed {args.seed}")
-    result = _mbt_run(bounds, args, coverage, supported)
-    if result.ok:
-        try:
-            directed = run_directed(coverage=coverage, in_process=not args.live)
-            edges = ([name for name, _ in run_edges(coverage) + run_session_edges(coverage)]
-                     if args.live else run_simulated_edges(coverage))
-        except AssertionError as e:
-            print(f"FAILED: {e}")
-            return 1
-        print(f"directed programs: {len(directed)} passed; scenarios for the rows no model "
-              f"action takes: {len(edges)} passed")
-    _summary(result, coverage, args.live)
-    if result.ok:
+    print(f"commspec mbt ({system}): {args.examples} random programs of up to {args.steps} "
+          f"steps, {bounds.frontends} frontend(s), {bounds.comms} comm slots, "
+          f"{bounds.requests} request slots, {bounds.faults} faults, {bounds.reconnects} "
+          f"reconnects; seed {seed} (--seed {seed} repeats the run)", flush=True)
+    current: list[Bar] = []
+    with counted_bad_input(lambda: current[-1].interrupt() if current else None) as reasons:
+        times: list[PhaseTime] = []
+        began = time.monotonic()
+        bar = Bar("random programs", args.examples)
+        current.append(bar)
+        result = _random_programs(bounds, args, seed, coverage, supported, bar)
+        times.append(PhaseTime("random programs",
+                               f"{result.searched} programs, {result.steps} steps",
+                               time.monotonic() - began))
+        failed = None if result.ok else "the random programs"
+        if result.ok:
+            failed = _scenarios(args.live, coverage, times, current)
+    _summary(result, coverage, args.live, times, reasons)
+    if failed is None:
         print(f"OK: the {system} system matched the model at every step")
         return 0
+    if not result.ok:
+        _report_failure(result, bounds, supported, args.live)
+    print(f"to repeat: commspec mbt {'--live ' if args.live else ''}--examples "
+          f"{args.examples} --steps {args.steps} --frontends {args.frontends} "
+          f"--reconnects {args.reconnects} --seed {seed}")
+    return 1
+
+
+def _random_programs(
+    bounds: Bounds, args: argparse.Namespace, seed: int, coverage: Coverage,
+    supported: frozenset[str], bar: Bar,
+) -> RunResult:
+    def progress(r: RunResult) -> None:
+        if not r.found_failure:
+            bar.update(r.examples, f", {r.steps} steps", force=r.examples == args.examples)
+        else:  # a program failed: what follows is the shrinking
+            bar.update(r.searched, f": one FAILED; shrinking it, {r.shrinks} programs "
+                       "tried", force=r.shrinks % 10 == 0)
+
+    from commspec.mbt import machine
+
+    try:
+        return machine.run(ReferenceKernel, bounds, in_process=not args.live,
+                           examples=args.examples, steps=args.steps, seed=seed,
+                           coverage=coverage, supported=supported, progress=progress)
+    finally:
+        bar.interrupt()
+
+
+def _scenarios(
+    live: bool, coverage: Coverage, times: list[PhaseTime], current: list[Bar]
+) -> str | None:
+    """The directed programs, then the scenarios; the failed phase's name, or None."""
+    began = time.monotonic()
+    directed = Bar("directed programs", len(DIRECTED))
+    current.append(directed)
+    try:
+        ran = run_directed(coverage=coverage, in_process=not live, done=directed.advance())
+    except AssertionError as e:
+        directed.interrupt()
+        print(f"FAILED: {e}")
+        return "the directed programs"
+    directed.interrupt()
+    times.append(PhaseTime("directed programs",
+                           f"{len(ran)} programs, {sum(n for _, _, n in ran)} steps",
+                           time.monotonic() - began))
+    began = time.monotonic()
+    total = len(EDGES) + len(SESSION_EDGES) if live else len(SIMULATED_EDGES)
+    scenes = Bar("scenarios", total)
+    current.append(scenes)
+    try:
+        if live:
+            passed = len(run_edges(coverage, done=scenes.advance())
+                         + run_session_edges(coverage, done=scenes.advance()))
+        else:
+            passed = len(run_simulated_edges(coverage, done=scenes.advance()))
+    except AssertionError as e:
+        scenes.interrupt()
+        print(f"FAILED: {e}")
+        return "the scenarios"
+    scenes.interrupt()
+    times.append(PhaseTime("scenarios", f"{passed} for the rows no model action takes",
+                           time.monotonic() - began))
+    return None
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+def _summary(result: RunResult, coverage: Coverage, live: bool, times: list[PhaseTime],
+             reasons: Counter[str]) -> None:
+    for t in times:
+        print(f"{t.name:<19} {t.what}, {t.seconds:.1f} s")
+    # the phases follow one another: the total is their sum, of the figures as shown
+    print(f"{'total':<19} {sum(round(t.seconds, 1) for t in times):.1f} s")
+    overall = result.steps / result.seconds if result.seconds > 0 else 0.0
+    if live:
+        print(f"  random programs: {result.steps_per_second:,.0f} live steps/s "
+              f"({overall:,.0f} steps/s with kernel start/stop and Hypothesis; "
+              f"{result.steps_per_second_without_freezes:,.0f} live steps/s leaving out "
+              "freezes, which wait out the kernel's heartbeat timeout)")
+    else:
+        print(f"  random programs: {result.steps_per_second:,.0f} steps/s in the lockstep "
+              f"({overall:,.0f} steps/s with Hypothesis)")
+    if result.shrinks:
+        print(f"  and {result.shrinks} programs shrinking the failure")
+    counts = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
+    print(f"bad input dropped as the model allows: {sum(reasons.values())} warnings"
+          + (f" ({counts})" if counts else ""))
+    print(f"{'machine':<16}{'transitions taken':>20}")
+    for name, (taken, declared) in coverage.per_machine().items():
+        print(f"{name:<16}{taken:>12} / {declared:<6}")
+    missing = coverage.uncovered()
+    if missing:
+        print(f"not taken ({len(missing)}):")
+        for m, s, e, d in missing:
+            print(f"  {m}: {s} --{e}--> {d}")
+
+
+def _report_failure(result: RunResult, bounds: Bounds, supported: frozenset[str],
+                    live: bool) -> None:
     print(f"FAILED: {type(result.failure).__name__}")
     print(str(result.failure))
     shrunk = result.shrunk
@@ -108,50 +313,4 @@ def _run(args: argparse.Namespace) -> int:
         from commspec.mbt.machine import program_as_test
 
         print(program_as_test(shrunk.actions, bounds, supported,
-                              choices=None if args.live else shrunk.choices))
-    return 1
-
-
-def _mbt_run(
-    bounds: Bounds, args: argparse.Namespace, coverage: Coverage, supported: frozenset[str]
-) -> RunResult:
-    tty = sys.stderr.isatty()
-
-    def progress(r: RunResult) -> None:
-        done = min(r.examples, args.examples)
-        filled = BAR * done // args.examples
-        line = (f"  [{'#' * filled}{'.' * (BAR - filled)}] {r.examples} examples, "
-                f"{r.steps} steps")
-        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr,
-              flush=True)
-
-    from commspec.mbt import machine
-
-    result = machine.run(ReferenceKernel, bounds, in_process=not args.live,
-                         examples=args.examples, steps=args.steps, seed=args.seed,
-                         coverage=coverage, supported=supported, progress=progress)
-    if tty:
-        print(file=sys.stderr)
-    return result
-
-
-def _summary(result: RunResult, coverage: Coverage, live: bool) -> None:
-    overall = result.steps / result.seconds if result.seconds > 0 else 0.0
-    if live:
-        print(f"examples {result.examples}, steps {result.steps}, {result.seconds:.1f} s, "
-              f"{result.steps_per_second:,.0f} live steps/s ({overall:,.0f} steps/s with "
-              "kernel start/stop and Hypothesis; "
-              f"{result.steps_per_second_without_freezes:,.0f} live steps/s leaving out "
-              "freezes, which wait out the kernel's heartbeat timeout)")
-    else:
-        print(f"examples {result.examples}, steps {result.steps}, {result.seconds:.1f} s, "
-              f"{result.steps_per_second:,.0f} steps/s in the lockstep ({overall:,.0f} "
-              "steps/s with Hypothesis)")
-    print(f"{'machine':<16}{'transitions taken':>20}")
-    for name, (taken, declared) in coverage.per_machine().items():
-        print(f"{name:<16}{taken:>12} / {declared:<6}")
-    missing = coverage.uncovered()
-    if missing:
-        print(f"not taken ({len(missing)}):")
-        for m, s, e, d in missing:
-            print(f"  {m}: {s} --{e}--> {d}")
+                              choices=None if live else shrunk.choices))
