@@ -49,11 +49,13 @@ def add_parser(subparsers: Any) -> None:
         "kernel",
         help="run the reference kernel",
         description="Bind the five Jupyter sockets on 127.0.0.1, print the connection file's "
-        "path, and serve comm RPCs until SIGINT/SIGTERM or a shutdown_request.",
+        "path, and serve comm RPCs until SIGTERM or a shutdown_request. SIGINT (Ctrl-C, "
+        "Jupyter's Interrupt) interrupts: pending stdin requests end interrupted.",
     )
     p.add_argument("--connection-file", type=Path, default=None,
                    help="use this file (ports of 0 are chosen and written back); "
-                   "created with fresh ports and key if missing")
+                   "created with fresh ports and key if missing (default: a new file in "
+                   "Jupyter's runtime directory, where jupyter console --existing looks)")
     p.add_argument("--trace", type=Path, default=None,
                    help="append every transition to this file as JSON lines")
     p.add_argument("--heartbeat-interval", type=_positive, default=1.0,
