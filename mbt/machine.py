@@ -130,6 +130,8 @@ class RunResult:
     shrinks: int = 0
     #: whether a program has failed yet (while the run goes on: the shrinking has begun)
     found_failure: bool = False
+    #: of ``seconds``, the search's: up to the end of the first program that failed
+    search_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -139,6 +141,11 @@ class RunResult:
     def searched(self) -> int:
         """Programs the search ran, up to and including the first that failed."""
         return self.examples - self.shrinks
+
+    @property
+    def searched_steps(self) -> int:
+        """The steps of those programs."""
+        return sum(len(p.actions) for p in self.programs[:self.searched])
 
     @property
     def shrunk(self) -> Program | None:
@@ -338,6 +345,8 @@ def run(
     def record(program: Program) -> None:
         # once a program failed, the programs after it are the shrinking's
         result.shrinks += result.found_failure
+        if not result.found_failure:
+            result.search_seconds = time.monotonic() - began
         result.found_failure = result.found_failure or program.failure is not None
         result.examples += 1
         result.steps += len(program.actions)
@@ -396,6 +405,8 @@ def run(
         if pool is not None:
             pool.close()
     result.seconds = time.monotonic() - began
+    if not result.found_failure:
+        result.search_seconds = result.seconds
     return result
 
 

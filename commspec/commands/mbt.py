@@ -193,9 +193,16 @@ def _run(args: argparse.Namespace) -> int:
         bar = Bar("random programs", args.examples)
         current.append(bar)
         result = _random_programs(bounds, args, seed, coverage, supported, bar)
+        ended = time.monotonic()
+        search = result.search_seconds + (ended - began - result.seconds)  # and set-up
         times.append(PhaseTime("random programs",
-                               f"{result.searched} programs, {result.steps} steps",
-                               time.monotonic() - began))
+                               f"{result.searched} programs, {result.searched_steps} steps",
+                               search))
+        if result.shrinks:
+            times.append(PhaseTime("shrinking",
+                                   f"{result.shrinks} programs, "
+                                   f"{result.steps - result.searched_steps} steps",
+                                   ended - began - search))
         failed = None if result.ok else "the random programs"
         if result.ok:
             failed = _scenarios(args.live, coverage, times, current)
@@ -280,17 +287,16 @@ def _summary(result: RunResult, coverage: Coverage, live: bool, times: list[Phas
     print(f"{'total':<19} {sum(round(t.seconds, 1) for t in times):.1f} s")
     overall = result.steps / result.seconds if result.seconds > 0 else 0.0
     if live:
-        print(f"  random programs: {result.steps_per_second:,.0f} live steps/s "
+        print(f"speed: {result.steps_per_second:,.0f} live steps/s "
               f"({overall:,.0f} steps/s with kernel start/stop and Hypothesis; "
               f"{result.steps_per_second_without_freezes:,.0f} live steps/s leaving out "
               "freezes, which wait out the kernel's heartbeat timeout)")
     else:
-        print(f"  random programs: {result.steps_per_second:,.0f} steps/s in the lockstep "
+        print(f"speed: {result.steps_per_second:,.0f} steps/s in the lockstep "
               f"({overall:,.0f} steps/s with Hypothesis)")
-    if result.shrinks:
-        print(f"  and {result.shrinks} programs shrinking the failure")
     counts = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items()))
-    print(f"bad input dropped as the model allows: {sum(reasons.values())} warnings"
+    allowed = " as the model allows" if result.ok else ""  # a failed run proves nothing
+    print(f"bad input dropped{allowed}: {sum(reasons.values())} warnings"
           + (f" ({counts})" if counts else ""))
     print(f"{'machine':<16}{'transitions taken':>20}")
     for name, (taken, declared) in coverage.per_machine().items():
