@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from . import codec, disconnect, fail_pending, report, rpc
+from . import churn, codec, disconnect, fail_pending, report, rpc
 from .common import load_average, machine
 
 
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     costs = fail_pending.measure(sizes, repeats)
     print("\n" + report.fail_table(costs), flush=True)
     print("\n" + report.targets_table(rates, latencies, costs), flush=True)
+    samples = churn.measure(churn.QUICK_SAMPLES if args.quick else churn.SAMPLES)
+    print("\n" + report.churn_table(samples), flush=True)
     print(f"\n(run took {time.perf_counter() - started:.0f} s; load average at the end "
           f"{load_average()})")
     return 0

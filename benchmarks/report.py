@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from commspec.impl.core.comms import DEFAULT_MAX_DETACHED
+
+from .churn import Sample
 from .codec import CodecCost
 from .common import percentile
 from .disconnect import HEARTBEAT, Latencies
@@ -114,3 +117,37 @@ def targets_table(
     spread = max(per) / min(per)
     check("linear in N (ns/req spread across N < 2x)", f"{spread:.2f}x", spread < 2)
     return table(["target", "measured", "verdict"], rows)
+
+
+#: how much the kernel's resident memory may grow between two samples and count as flat
+CHURN_RSS_SLACK_KIB = 8 * 1024
+
+
+def churn_table(samples: list[Sample], max_detached: int = DEFAULT_MAX_DETACHED) -> str:
+    """The kernel's fds, threads, VmRSS and comms after each count of churn cycles, and
+    whether they stayed flat (from the second sample on) and bounded."""
+    rows = [[f"churn: after {s.cycles} cycles", str(s.resources.fds), str(s.resources.threads),
+             f"{s.resources.rss_kib / 1024:.1f}", str(s.default_comms), str(s.persistent_comms)]
+            for s in samples]
+    figures = table(["churn (commspec kernel process)", "fds", "threads", "VmRSS MiB",
+                     "default comms", "persistent comms"], rows)
+    warm, last = samples[1], samples[-1]
+    checks: list[list[str]] = []
+
+    def check(name: str, measured: str, met: bool) -> None:
+        checks.append([name, measured, "met" if met else "NOT met"])
+
+    check(f"fds flat from {warm.cycles} to {last.cycles} cycles",
+          f"{warm.resources.fds} -> {last.resources.fds}",
+          last.resources.fds <= warm.resources.fds)
+    check(f"threads flat from {warm.cycles} to {last.cycles} cycles",
+          f"{warm.resources.threads} -> {last.resources.threads}",
+          last.resources.threads <= warm.resources.threads)
+    growth = last.resources.rss_kib - warm.resources.rss_kib
+    check(f"VmRSS flat from {warm.cycles} to {last.cycles} cycles (< {CHURN_RSS_SLACK_KIB // 1024} "
+          "MiB)", f"{growth / 1024:+.1f} MiB", growth < CHURN_RSS_SLACK_KIB)
+    expected = min(last.cycles, max_detached)
+    check(f"persistent comms = min(cycles, max_detached {max_detached}), no default",
+          f"{last.persistent_comms} persistent, {last.default_comms} default",
+          last.persistent_comms == expected and last.default_comms == 0)
+    return figures + "\n\n" + table(["churn target", "measured", "verdict"], checks)
