@@ -98,6 +98,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class KernelConfig:
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
+    #: the largest message a peer may send, in bytes: a larger one is refused and
+    #: counted; a single frame larger than this ends its connection (ZMQ_MAXMSGSIZE)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     #: how many ended requests and closed comm ids are remembered (late replies)
     remember: int = 10_000
@@ -194,8 +196,10 @@ class KernelEndpoint(LoopRunner):
         self._started = True
         self._context = zmq.Context()
         try:
-            self._sockets = KernelSockets(self._context, self._info, self.config.heartbeat)
-            self._heartbeat = HeartbeatEcho(self._context, self._info)
+            self._sockets = KernelSockets(self._context, self._info, self.config.heartbeat,
+                                          self.config.max_message_bytes)
+            self._heartbeat = HeartbeatEcho(self._context, self._info,
+                                            self.config.max_message_bytes)
             self._info = self._info.with_ports(dict(self._sockets.ports, hb=self._heartbeat.port))
             self._connection_file = self._write_connection_file()
         except BaseException:
@@ -503,8 +507,10 @@ class KernelEndpoint(LoopRunner):
                 ok, detail = False, "EHOSTUNREACH: the stdin socket has no such peer"
                 log.info("kernel: %s not sent: its frontend is gone", effect.msg_type)
             elif e.errno == zmq.EAGAIN:
+                # Cannot happen: the sockets have no send limit (sockets.py). Were it
+                # to, the message is lost, and says why.
                 ok, detail = False, "EAGAIN: the peer's queue is full"
-                log.warning("kernel: %s not sent: the peer's queue is full", effect.msg_type)
+                log.error("kernel: %s not sent: the peer's queue is full", effect.msg_type)
             else:
                 raise
         if effect.confirm:
