@@ -6,6 +6,12 @@ take it over); iopub is a SUB subscribed to everything *and* to the per-peer
 presence topic ``commspec.peer/<session id>/<tag>``: libzmq reports that topic's
 unsubscribe when this socket goes away, which tells the kernel which frontend
 left. Monitors on shell and iopub turn a dropped TCP connection into an input.
+
+The DEALERs have no send limit (``SNDHWM`` 0): what the kernel has not read yet
+waits in libzmq's queue, however many requests a caller fires at once. At libzmq's
+default (1,000 messages) the rest failed at once as undeliverable although the
+kernel was alive and would read them. A kernel that stops reading for good is lost
+by the heartbeat, and the link's queue goes with its sockets.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from commspec.impl.frames import readable
 
 #: the monitor events that mean "this link is down"
 LINK_DOWN_EVENTS = zmq.EVENT_DISCONNECTED
+#: no limit on what waits to be sent (libzmq's 0)
+UNLIMITED = 0
 
 
 class Channels:
@@ -40,6 +48,7 @@ class Channels:
         def dealer(channel: str) -> zmq.Socket[bytes]:
             sock = self._track(context.socket(zmq.DEALER))
             sock.setsockopt(zmq.IDENTITY, identity)
+            sock.setsockopt(zmq.SNDHWM, UNLIMITED)
             sock.connect(connection.url(channel))
             return sock
 

@@ -380,8 +380,9 @@ class FrontendEndpoint(LoopRunner):
             try:
                 link.send(effect.channel, frames, effect.buffers)
             except zmq.Again:
-                # the socket's queue is full: the kernel stopped reading, nobody receives it
-                ok, detail = False, "the kernel is not reading (its queue is full)"
+                # Cannot happen: the DEALERs have no send limit (channels.py), so what the
+                # kernel has not read yet waits. Were it to, nothing went out.
+                ok, detail = False, "the socket refused it (its queue is full)"
             if effect.channel is Channel.SHELL and link.shell_pending():
                 # the send took in the fd's signal of a reply that had arrived: the I/O
                 # thread, which watches shell by its fd, would not wake for it

@@ -15,6 +15,18 @@
   (``impl/core/connections.py``).
 - hb: a ROUTER that echoes every message, on a thread of its own, so a busy
   I/O thread never looks like a dead kernel.
+- No send limit on shell, control, stdin and iopub (``SNDHWM`` 0): at libzmq's default
+  of 1,000 messages an XPUB drops what a subscriber that fell behind has not taken,
+  silently (replies and idles lost, their requests stuck), and a mandatory ROUTER
+  refuses the send (EAGAIN). A peer that stops reading is cut off instead by the
+  ZMTP heartbeat, which libzmq keeps up even while the data waits (measured: a
+  subscriber that stopped reading during a flood was dropped at timeout + interval),
+  and its going is a departure like any other; until then its queue grows.
+- A size limit on every socket, the kernel's largest message (``MAXMSGSIZE``, set
+  before bind): libzmq refuses a larger frame as soon as it has read its size, before
+  buffering any of it, and closes the connection that sent it. The kernel sees only
+  that connection end, as it sees any other (the monitor's disconnect; on IOPub its
+  unsubscribes): libzmq reports no cause.
 """
 
 from __future__ import annotations
@@ -26,11 +38,14 @@ from dataclasses import dataclass
 import zmq
 
 from ..connection import ConnectionInfo
+from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["MONITORED_EVENTS", "HeartbeatEcho", "HeartbeatSettings", "KernelSockets"]
 
 #: what the shell and stdin monitors report: connections made and gone, with their fd
 MONITORED_EVENTS = int(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+#: no limit on what waits to be sent to one peer (libzmq's 0)
+UNLIMITED = 0
 
 log = logging.getLogger("commspec.kernel")
 
@@ -63,18 +78,21 @@ class KernelSockets:
 
     def __init__(
         self, context: zmq.Context[zmq.Socket[bytes]], info: ConnectionInfo,
-        heartbeat: HeartbeatSettings,
+        heartbeat: HeartbeatSettings, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
+        """``max_message_bytes``: the largest frame a peer may send (libzmq closes the
+        connection of one that sends a larger one)."""
         self._all: list[zmq.Socket[bytes]] = []
         self._monitored: list[zmq.Socket[bytes]] = []
         self.ports: dict[str, int] = {}
+        self._max_message_bytes = _check_max_message_bytes(max_message_bytes)
         try:
             self.shell = self._router(context, heartbeat)
             self.control = self._router(context, heartbeat)
             self.stdin = self._router(context, heartbeat)
             self.shell_monitor = self._monitor(self.shell)
             self.stdin_monitor = self._monitor(self.stdin)
-            self.iopub = self._track(context.socket(zmq.XPUB))
+            self.iopub = self._limited(context.socket(zmq.XPUB))
             self.iopub.setsockopt(zmq.XPUB_VERBOSE, 1)
             heartbeat.apply(self.iopub)
             for name in ("shell", "control", "stdin", "iopub"):
@@ -88,10 +106,17 @@ class KernelSockets:
         self._all.append(sock)
         return sock
 
+    def _limited(self, sock: zmq.Socket[bytes]) -> zmq.Socket[bytes]:
+        """A peer-facing socket: no send limit, the size limit (see the module's rules)."""
+        self._track(sock)
+        sock.setsockopt(zmq.SNDHWM, UNLIMITED)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
+        return sock
+
     def _router(
         self, context: zmq.Context[zmq.Socket[bytes]], heartbeat: HeartbeatSettings
     ) -> zmq.Socket[bytes]:
-        sock = self._track(context.socket(zmq.ROUTER))
+        sock = self._limited(context.socket(zmq.ROUTER))
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         heartbeat.apply(sock)
@@ -117,6 +142,12 @@ class KernelSockets:
         self._all.clear()
 
 
+def _check_max_message_bytes(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise ValueError(f"max_message_bytes must be a positive int, got {limit!r}")
+    return limit
+
+
 def _bind(sock: zmq.Socket[bytes], info: ConnectionInfo, channel: str) -> int:
     port = info.port(channel)
     if port == 0:
@@ -128,11 +159,14 @@ def _bind(sock: zmq.Socket[bytes], info: ConnectionInfo, channel: str) -> int:
 class HeartbeatEcho:
     """The heartbeat channel: echoes every message back to its sender, on its own thread."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], info: ConnectionInfo) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], info: ConnectionInfo,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._context = context
         self._socket: zmq.Socket[bytes] | None = context.socket(zmq.ROUTER)
         self._socket.linger = 0
         try:
+            # A ping is echoed whole: one of any size would cost the kernel twice over.
+            self._socket.setsockopt(zmq.MAXMSGSIZE, _check_max_message_bytes(max_message_bytes))
             self.port = _bind(self._socket, info, "hb")
         except BaseException:
             self._socket.close()
