@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from commspec.helptext import summary
+from commspec.helptext import plain
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.frontend import FrontendEndpoint
 from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
@@ -53,7 +53,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo",
         help="kill a frontend mid-request and watch the kernel apply both comm policies",
-        description=summary(__doc__),
+        description=plain(__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--keep",

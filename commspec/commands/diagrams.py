@@ -30,7 +30,8 @@ def add_parser(subparsers: Any) -> None:
         "(pip install 'commspec[render]') or Graphviz's dot program. Every DOT is written "
         "before anything is rendered.",
     )
-    p.add_argument("--out", type=Path, default=Path("diagrams"), help="output folder")
+    p.add_argument("--out", type=Path, default=Path("diagrams"),
+                   help="output folder (default diagrams)")
     p.add_argument("--format", type=_formats, default=("dot", "svg"),
                    help="comma-separated: dot,svg,png (default dot,svg)")
     p.add_argument("--check", action="store_true",

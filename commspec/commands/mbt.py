@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from commspec.helptext import summary
+from commspec.helptext import plain
 from commspec.impl.core.badinput import BAD_INPUT
 from commspec.mbt.adapter import ReferenceKernel
 from commspec.mbt.edges import EDGES, run_edges
@@ -47,7 +47,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "mbt",
         help="model-based test: Hypothesis drives the model and the kernel in lockstep",
-        description=summary(__doc__),
+        description=plain(__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--examples", type=int, default=50, metavar="N",
                    help="random programs to run (default 50)")

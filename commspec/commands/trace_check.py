@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from commspec.helptext import summary
+from commspec.helptext import plain
 from commspec.model.trace_check import TraceFormatError, check_lines
 
 
@@ -22,7 +22,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "trace-check",
         help="check recorded JSON-lines traces against the declared machines",
-        description=summary(__doc__),
+        description=plain(__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", type=Path, metavar="FILE",
                    help="a JSON-lines trace (JsonLinesSink output); each is checked on its own")
