@@ -183,3 +183,16 @@ def test_mbt_keeps_expected_bad_input_quiet_but_not_other_warnings(
     assert not [m for m in logged if "dropped bad input" in m], logged
     assert "something nobody expected" in logged
     assert re.search(r"bad input dropped as the model allows: \d+", out), out
+
+
+def test_a_run_without_a_seed_returns_the_seed_it_drew_which_repeats_it() -> None:
+    from commspec.mbt import machine
+
+    def run(seed: int | None) -> machine.RunResult:
+        return machine.run(in_process=True, examples=6, steps=6, seed=seed)
+
+    first = run(None)
+    assert isinstance(first.seed, int)
+    again = run(first.seed)
+    assert again.seed == first.seed and again.examples == first.examples == 6
+    assert [p.actions for p in again.programs] == [p.actions for p in first.programs]
