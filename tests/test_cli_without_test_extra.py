@@ -1,8 +1,7 @@
 """The README's first command needs only the runtime dependencies.
 
 `python -m pip install . && commspec check` must work without the test extra, so
-no command may import a test-only package (Hypothesis, pytest) when the CLI starts,
-nor the render extra's pygraphviz.
+no command may import a test-only package (Hypothesis, pytest) when the CLI starts.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import sys
 
 SCRIPT = """
 import sys
-for name in ("hypothesis", "pytest", "pygraphviz"):
+for name in ("hypothesis", "pytest"):
     sys.modules[name] = None  # any import of them now fails, as in a plain install
 from commspec.cli import main
 assert main(["check", "--frontends", "1", "--comms", "0", "--requests", "1",
