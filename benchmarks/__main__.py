@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from . import churn, codec, disconnect, fail_pending, report, rpc
+from . import at_once, churn, codec, disconnect, fail_pending, oversize, report, rpc
 from .common import load_average, machine
 
 
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + report.targets_table(rates, latencies, costs), flush=True)
     samples = churn.measure(churn.QUICK_SAMPLES if args.quick else churn.SAMPLES)
     print("\n" + report.churn_table(samples), flush=True)
+    burst = at_once.measure(at_once.QUICK_N if args.quick else at_once.N)
+    frame = oversize.measure(oversize.QUICK_FRAME_MIB if args.quick else oversize.FRAME_MIB)
+    print("\n" + report.load_tables(burst, frame), flush=True)
     print(f"\n(run took {time.perf_counter() - started:.0f} s; load average at the end "
           f"{load_average()})")
     return 0

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 
 from commspec.impl.core.comms import DEFAULT_MAX_DETACHED
 
+from .at_once import AtOnce
 from .churn import Sample
 from .codec import CodecCost
 from .common import percentile
 from .disconnect import HEARTBEAT, Latencies
 from .fail_pending import FailCost
+from .oversize import OversizeCost
 from .rpc import Rates
 
 
@@ -151,3 +153,36 @@ def churn_table(samples: list[Sample], max_detached: int = DEFAULT_MAX_DETACHED)
           f"{last.persistent_comms} persistent, {last.default_comms} default",
           last.persistent_comms == expected and last.default_comms == 0)
     return figures + "\n\n" + table(["churn target", "measured", "verdict"], checks)
+
+
+#: the most an oversize frame may add to the kernel's peak memory (libzmq refuses it unread)
+OVERSIZE_PEAK_SLACK_MIB = 16
+
+
+def load_tables(burst: AtOnce, oversize: OversizeCost) -> str:
+    """Requests fired at once and what became of each; an oversize frame's cost to the
+    kernel; and the targets: every request its result, the frame refused unread."""
+    otherwise = ", ".join(f"{count:,} {name}" for name, count in burst.otherwise.most_common())
+    fired = table(["echo requests fired at once, one comm (ours)", "ended in their result",
+                   "ended otherwise", "never ended", "s"],
+                  [[f"{burst.n:,} at once", f"{burst.results:,}", otherwise or "none",
+                    f"{burst.never_ended:,}", f"{burst.seconds:.2f}"]])
+    frame = table(["oversize unsigned frame on shell (commspec kernel process)",
+                   "VmHWM before MiB", "VmHWM after MiB", "connection cut",
+                   "answers again after s"],
+                  [[f"{oversize.frame_mib} MiB frame, 64 MiB limit",
+                    f"{oversize.peak_before_kib / 1024:.1f}",
+                    f"{oversize.peak_after_kib / 1024:.1f}",
+                    "yes" if oversize.connection_cut else "no", f"{oversize.seconds:.2f}"]])
+    checks = [
+        [f"{burst.n:,} at once: every one ends in its result",
+         f"{burst.results:,} of {burst.n:,}", _verdict(burst.results == burst.n)],
+        [f"oversize frame: refused unread (VmHWM +< {OVERSIZE_PEAK_SLACK_MIB} MiB, cut)",
+         f"{oversize.growth_mib:+.1f} MiB, {'cut' if oversize.connection_cut else 'not cut'}",
+         _verdict(oversize.growth_mib < OVERSIZE_PEAK_SLACK_MIB and oversize.connection_cut)],
+    ]
+    return "\n\n".join([fired, frame, table(["load target", "measured", "verdict"], checks)])
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from commspec.impl import ECHO, FrontendEndpoint
+from commspec.impl.comm import Comm
 
 from .common import PAYLOAD, Child
 from .rpc_loop import round_trips_per_second
@@ -41,6 +42,11 @@ class OursStack:
     def server_pid(self) -> int:
         assert self._kernel is not None
         return self._kernel.pid
+
+    @property
+    def comm(self) -> Comm:
+        """The echo comm ``start`` opened."""
+        return self._comm
 
     def rate(self, window: int, seconds: float) -> float:
         in_flight: deque[Future[Any]] = deque()
