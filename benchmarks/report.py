@@ -163,10 +163,12 @@ def load_tables(burst: AtOnce, oversize: OversizeCost) -> str:
     """Requests fired at once and what became of each; an oversize frame's cost to the
     kernel; and the targets: every request its result, the frame refused unread."""
     otherwise = ", ".join(f"{count:,} {name}" for name, count in burst.otherwise.most_common())
+    before, after = (kib / 1024 for kib in burst.kernel_peak_kib)
     fired = table(["echo requests fired at once, one comm (ours)", "ended in their result",
-                   "ended otherwise", "never ended", "s"],
+                   "ended otherwise", "never ended", "s", "kernel VmHWM MiB"],
                   [[f"{burst.n:,} at once", f"{burst.results:,}", otherwise or "none",
-                    f"{burst.never_ended:,}", f"{burst.seconds:.2f}"]])
+                    f"{burst.never_ended:,}", f"{burst.seconds:.2f}",
+                    f"{before:.1f} -> {after:.1f}"]])
     frame = table(["oversize unsigned frame on shell (commspec kernel process)",
                    "VmHWM before MiB", "VmHWM after MiB", "connection cut",
                    "answers again after s"],

@@ -23,6 +23,7 @@ def test_a_burst_is_accounted_for_and_reported() -> None:
     ended = burst.results + sum(burst.otherwise.values()) + burst.never_ended
     assert ended == SMALL_BURST, burst
     assert burst.results == SMALL_BURST, burst
+    assert burst.kernel_peak_kib[0] > 0, burst
     assert f"{SMALL_BURST} at once" in report.load_tables(
         burst, oversize.OversizeCost(65, 1024, 1024, True, 0.1))
 
