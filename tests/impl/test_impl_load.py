@@ -41,7 +41,8 @@ BURST = 4_000
 LATE_READS, COMMS_LISTED = 3_000, 100
 #: the kernel's size limit in the oversize tests: small, so a frame over it is cheap
 LIMIT = 64 * 1024
-#: a heartbeat that cannot be what ends a connection within a test's waits
+#: a heartbeat that cannot be what ends a connection within a test's waits (a frontend
+#: that reads nothing for a while is cut off at the timeout, however loaded the machine)
 SLOW_HEARTBEAT = HeartbeatSettings(interval=1.0, timeout=60.0)
 
 
@@ -70,7 +71,8 @@ def _collect_iopub(frontend: RawFrontend, parents: set[str], last: str,
 
 
 def test_iopub_keeps_every_reply_and_idle_for_a_subscriber_that_falls_behind(
-        kut: KernelUnderTest, raw_frontend: MakeRaw) -> None:
+        make_kernel: MakeKernel, raw_frontend: MakeRaw) -> None:
+    kut = make_kernel(heartbeat=SLOW_HEARTBEAT)
     frontend = raw_frontend(kut)
     frontend.wait_welcome()
     comm_id = open_and_wait(frontend, ECHO)
@@ -86,7 +88,8 @@ def test_iopub_keeps_every_reply_and_idle_for_a_subscriber_that_falls_behind(
 
 
 def test_shell_replies_wait_for_a_frontend_that_reads_them_late(
-        kut: KernelUnderTest, raw_frontend: MakeRaw) -> None:
+        make_kernel: MakeKernel, raw_frontend: MakeRaw) -> None:
+    kut = make_kernel(heartbeat=SLOW_HEARTBEAT)
     frontend = raw_frontend(kut)
     frontend.wait_welcome()
     comm_ids = [frontend.open_comm(ECHO) for _ in range(COMMS_LISTED)]
