@@ -13,6 +13,7 @@ core emits. Each side adds its own effects (``kernel/application.py``,
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -22,7 +23,12 @@ from .core.events import Answer, CommClosed, CommData, CommLost, Effect, Request
 from .errors import EndpointClosed
 from .runner import CoreRunner
 
-__all__ = ["Application"]
+__all__ = ["SETTLE_SLICE", "Application"]
+
+#: how many futures one input settles at once; the rest are settled a slice per loop
+#: round, so that a departure failing 10,000 requests (each future's callbacks are
+#: application code) does not hold up every other frontend's messages meanwhile
+SETTLE_SLICE = 128
 
 JsonDict = dict[str, Any]
 
@@ -41,6 +47,9 @@ class Application:
         #: the comms application code holds, by id (the core says which state each is in)
         self.comms: dict[str, Comm] = {}
         self._requests: dict[str, Future[Any]] = {}
+        #: RequestEnded beyond the slice of the input that produced them, in order
+        self._unsettled: deque[RequestEnded] = deque()
+        self._settled_in_input = 0
         self.effects: dict[type, Callable[[Any], None]] = {
             CommLost: self._comm_lost,
             CommClosed: self._comm_closed,
@@ -80,7 +89,7 @@ class Application:
             return NO_ANSWER
         return AnswerChannel(self._answer, effect.exchange)
 
-    def _answer(self, exchange: int, payload: JsonDict | None) -> None:
+    def _answer(self, exchange: int, payload: JsonDict) -> None:
         try:
             self.runner.submit(Answer(exchange, payload))
         except EndpointClosed:
@@ -98,7 +107,29 @@ class Application:
         if comm is not None:
             comm.handle_closed(effect.data if isinstance(effect.data, dict) else {})
 
+    def input_done(self) -> None:
+        """The runner has carried out all the effects of one input (and of those its
+        handlers fed in turn): the next input settles a slice of its own."""
+        self._settled_in_input = 0
+
     def _request_ended(self, effect: RequestEnded) -> None:
+        if self._unsettled or self._settled_in_input >= SETTLE_SLICE:
+            self._unsettled.append(effect)
+            if len(self._unsettled) == 1:
+                self.runner.call_later(0.0, self._settle_slice)
+            return
+        self._settled_in_input += 1
+        self._settle(effect)
+
+    def _settle_slice(self) -> None:
+        unsettled = self._unsettled
+        for _ in range(min(SETTLE_SLICE, len(unsettled))):
+            self._settle(unsettled[0])
+            unsettled.popleft()  # after: a RequestEnded its callbacks cause queues behind
+        if unsettled:
+            self.runner.call_later(0.0, self._settle_slice)
+
+    def _settle(self, effect: RequestEnded) -> None:
         future = self._requests.pop(effect.msg_id, None)
         if future is None:
             return

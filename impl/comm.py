@@ -104,9 +104,6 @@ class ReplyChannel(Protocol):
     def reply(self, payload: JsonDict) -> None:
         """Send the JSON-RPC reply; thread-safe, called at most once."""
 
-    def abandon(self) -> None:
-        """The request will never be answered (its comm closed first); thread-safe."""
-
 
 def check_json(value: Any) -> None:
     """TypeError or ValueError if JSON cannot carry ``value`` (before it is queued)."""
@@ -120,7 +117,7 @@ class AnswerChannel:
 
     __slots__ = ("_deliver", "_exchange")
 
-    def __init__(self, deliver: Callable[[int, JsonDict | None], None], exchange: int) -> None:
+    def __init__(self, deliver: Callable[[int, JsonDict], None], exchange: int) -> None:
         self._deliver = deliver
         self._exchange = exchange
 
@@ -133,18 +130,12 @@ class AnswerChannel:
                                 f"the handler's answer cannot be encoded: {e}")
         self._deliver(self._exchange, payload)
 
-    def abandon(self) -> None:
-        self._deliver(self._exchange, None)
-
 
 class _NoAnswer:
     """A notification's channel: nobody waits for an answer."""
 
     def reply(self, payload: JsonDict) -> None:
         log.warning("a notification handler tried to answer: %r", payload)
-
-    def abandon(self) -> None:
-        pass
 
 
 #: the channel handed to notification handlers
@@ -156,7 +147,8 @@ class Dispatch(Enum):
 
     #: a request answered before handle_data returned
     ANSWERED = "answered"
-    #: a request whose handler returned a Deferred: reply() or abandon() comes later
+    #: a request whose handler returned a Deferred: its reply() comes later, or its
+    #: comm closes first
     DEFERRED = "deferred"
     NOTIFICATION = "notification"
 
@@ -236,9 +228,8 @@ class Deferred:
                 return
             self._cancelled = True
             callbacks, self._cancel_callbacks = self._cancel_callbacks, []
-            channel = self._channel
-        if channel is not None:
-            channel.abandon()
+        # Nothing to tell the core: it dropped the request (and published its idle) when
+        # the comm closed, before the comm's handlers heard of it.
         for callback in callbacks:
             _run_handler("on_cancel", callback)
 

@@ -48,6 +48,8 @@ class CoreRunner(Protocol):
 class _Application(Protocol):
     def carry_out(self, effect: Effect) -> bool: ...
 
+    def input_done(self) -> None: ...
+
 
 class EffectRunner:
     """Feeds a core and carries out its effects. A subclass sets ``core``, ``app``
@@ -64,6 +66,7 @@ class EffectRunner:
     sink: TraceSink
     log: logging.Logger
     strict = False
+    _feeding = 0  # how deep feed() is: an effect's handler may feed another input
 
     def __init__(self) -> None:
         self.effects: dict[type, Callable[[Any], None]] = {
@@ -85,12 +88,18 @@ class EffectRunner:
 
     def feed(self, event: Input) -> None:
         core = self.core
+        self._feeding += 1
         try:
-            effects = core.handle(event, self.now())
-        except BaseException:
-            self.carry_out(core.take_effects())  # what happened before it went wrong
-            raise
-        self.carry_out(effects)
+            try:
+                effects = core.handle(event, self.now())
+            except BaseException:
+                self.carry_out(core.take_effects())  # what happened before it went wrong
+                raise
+            self.carry_out(effects)
+        finally:
+            self._feeding -= 1
+            if not self._feeding:
+                self.app.input_done()
 
     def carry_out(self, effects: list[Effect]) -> None:
         own, app = self.effects, self.app

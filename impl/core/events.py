@@ -305,11 +305,10 @@ class StartStdinRequest:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The application's answer to an incoming request (``CommData.exchange``);
-    None: it will never answer (its comm closed first)."""
+    """The application's answer to an incoming request (``CommData.exchange``)."""
 
     exchange: int
-    payload: dict[str, Any] | None
+    payload: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

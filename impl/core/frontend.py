@@ -954,8 +954,6 @@ class FrontendProtocol(ProtocolCore):
         exchange = self._exchanges.pop(event.exchange, None)
         if exchange is None:
             return  # its comm closed first: the kernel cancelled its request too
-        if event.payload is None:
-            return
         record = self.comms.get(exchange.comm_id)
         # An answer made after the link that carried the request was lost is dropped:
         # the kernel has already invalidated that request.

@@ -130,8 +130,8 @@ class _Exchange:
     """An incoming comm RPC awaiting the application's answer."""
 
     comm_id: str
-    rpc_id: Any
     request: Header  # the request's header: the parent of the reply and the idle
+    requester: bytes | None  # who asked: once it has left, nobody awaits the answer
 
 
 class KernelProtocol(ProtocolCore):
@@ -173,6 +173,8 @@ class KernelProtocol(ProtocolCore):
         #: the identity of the last frontend that sent a shell or control request
         self.last_sender: bytes | None = None
         self.shut_down = False
+        #: comm RPCs dropped unanswered because their requester left
+        self.abandoned_answers = 0
         #: execute_requests answered (not run: this kernel runs no code)
         self.execution_count = 0
         self._exchanges: dict[int, _Exchange] = {}
@@ -380,9 +382,27 @@ class KernelProtocol(ProtocolCore):
                 log.info("kernel: comm %s re-attached", record.comm_id)
             return
         if change.peer_departed and change.peer is not None:
+            self._abandon_exchanges(change.peer)
             self.policies.frontend_lost(self, change.peer)
         if change.emptied:
+            self._abandon_exchanges(None)
             self.policies.frontend_lost(self, None)
+
+    def _abandon_exchanges(self, requester: bytes | None) -> None:
+        """Its requester left (None: every subscriber did): the comm RPCs it was still
+        being answered are dropped, and their answers with them when they come. Nothing
+        is published for a frontend that has left (SPEC, "The disconnection policy"),
+        but one idle, parented to the last of them, so that no observer is left seeing
+        the kernel busy on their account."""
+        dropped = [number for number, exchange in self._exchanges.items()
+                   if requester is None or exchange.requester == requester]
+        if not dropped:
+            return
+        last = self._exchanges[dropped[-1]].request
+        for number in dropped:
+            del self._exchanges[number]
+        self.abandoned_answers += len(dropped)
+        self._status("idle", last)
 
     # -- the shell and stdin connections (connections.py) -------------------------------
 
@@ -536,7 +556,7 @@ class KernelProtocol(ProtocolCore):
         # that id is the caller's, and two callers may both use 1.
         self._next_exchange += 1
         exchange = self._next_exchange
-        self._exchanges[exchange] = _Exchange(record.comm_id, data["id"], header)
+        self._exchanges[exchange] = _Exchange(record.comm_id, header, received.identity)
         self._out.append(CommData(comm_id, data, tuple(received.msg["buffers"]), exchange,
                                   received.msg, received.identity))
         return False  # the idle follows the answer
@@ -629,9 +649,10 @@ class KernelProtocol(ProtocolCore):
     def _on_answer(self, event: Answer) -> None:
         exchange = self._exchanges.pop(event.exchange, None)
         if exchange is None:
-            return  # its comm closed first (its idle went out then), or answered twice
-        if event.payload is not None:
-            self._comm_reply(exchange.comm_id, event.payload, exchange.request)
+            # its comm closed first (its idle went out then), its requester left, or
+            # it was answered twice
+            return
+        self._comm_reply(exchange.comm_id, event.payload, exchange.request)
         self._status("idle", exchange.request)
 
     def _comm_reply(self, comm_id: str, payload: dict[str, Any], request: Header) -> None:

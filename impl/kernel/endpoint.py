@@ -353,6 +353,12 @@ class KernelEndpoint(LoopRunner):
                           + self.core.stdin.late_replies)
 
     @property
+    def abandoned_answers(self) -> int:
+        """Comm RPCs dropped unanswered because their frontend left (nothing is published
+        for a frontend that has left)."""
+        return self._read(lambda: self.core.abandoned_answers)
+
+    @property
     def pending_count(self) -> int:
         return self._read(lambda: self.core.requests.pending_count)
 
