@@ -129,6 +129,22 @@ class Bar:
         return done
 
 
+class Screen:
+    """The progress bars of one run, one phase after another: the latest is the one a
+    log line must not cut in half."""
+
+    def __init__(self) -> None:
+        self.latest: Bar | None = None
+
+    def bar(self, label: str, total: int) -> Bar:
+        self.latest = Bar(label, total)
+        return self.latest
+
+    def interrupt(self) -> None:
+        if self.latest is not None:
+            self.latest.interrupt()
+
+
 @dataclass
 class PhaseTime:
     name: str
@@ -187,28 +203,16 @@ def _run(args: argparse.Namespace) -> int:
           f"steps, {bounds.frontends} frontend(s), {bounds.comms} comm slots, "
           f"{bounds.requests} request slots, {bounds.faults} faults, {bounds.reconnects} "
           f"reconnects; seed {seed} (--seed {seed} repeats the run)", flush=True)
-    current: list[Bar] = []
-    with counted_bad_input(lambda: current[-1].interrupt() if current else None) as reasons:
-        times: list[PhaseTime] = []
+    screen = Screen()
+    times: list[PhaseTime] = []
+    with counted_bad_input(screen.interrupt) as reasons:
         began = time.monotonic()
-        bar = Bar("random programs", args.examples)
-        current.append(bar)
-        result = _random_programs(bounds, args, seed, coverage, supported, bar)
-        ended = time.monotonic()
-        search = result.search_seconds + (ended - began - result.seconds)  # and set-up
-        times.append(PhaseTime("random programs",
-                               f"{result.searched} programs, {result.searched_steps} steps",
-                               search))
-        if result.shrinks:
-            times.append(PhaseTime("shrinking",
-                                   f"{result.shrinks} programs, "
-                                   f"{result.steps - result.searched_steps} steps",
-                                   ended - began - search))
-        failed = None if result.ok else "the random programs"
-        if result.ok:
-            failed = _scenarios(args.live, coverage, times, current)
+        result = _random_programs(bounds, args, seed, coverage, supported,
+                                  screen.bar("random programs", args.examples))
+        times += _search_times(result, time.monotonic() - began)
+        passed = result.ok and _scenarios(args.live, coverage, times, screen)
     _summary(result, coverage, args.live, times, reasons)
-    if failed is None:
+    if passed:
         print(f"OK: the {system} system matched the model at every step")
         return 0
     if not result.ok:
@@ -217,6 +221,18 @@ def _run(args: argparse.Namespace) -> int:
           f"{args.examples} --steps {args.steps} --frontends {args.frontends} "
           f"--reconnects {args.reconnects} --seed {seed}")
     return 1
+
+
+def _search_times(result: RunResult, seconds: float) -> list[PhaseTime]:
+    """The random programs' phase (set-up included), and the shrinking's if any."""
+    search = result.search_seconds + (seconds - result.seconds)
+    times = [PhaseTime("random programs",
+                       f"{result.searched} programs, {result.searched_steps} steps", search)]
+    if result.shrinks:
+        times.append(PhaseTime("shrinking", f"{result.shrinks} programs, "
+                               f"{result.steps - result.searched_steps} steps",
+                               seconds - search))
+    return times
 
 
 def _random_programs(
@@ -241,40 +257,38 @@ def _random_programs(
 
 
 def _scenarios(
-    live: bool, coverage: Coverage, times: list[PhaseTime], current: list[Bar]
-) -> str | None:
-    """The directed programs, then the scenarios; the failed phase's name, or None."""
+    live: bool, coverage: Coverage, times: list[PhaseTime], screen: Screen
+) -> bool:
+    """The directed programs, then the scenarios; whether they all passed."""
     began = time.monotonic()
-    directed = Bar("directed programs", len(DIRECTED))
-    current.append(directed)
+    directed = screen.bar("directed programs", len(DIRECTED))
     try:
         ran = run_directed(coverage=coverage, in_process=not live, done=directed.advance())
     except AssertionError as e:
         directed.interrupt()
         print(f"FAILED: {e}")
-        return "the directed programs"
+        return False
     directed.interrupt()
     times.append(PhaseTime("directed programs",
                            f"{len(ran)} programs, {sum(n for _, _, n in ran)} steps",
                            time.monotonic() - began))
     began = time.monotonic()
     total = len(EDGES) + len(SESSION_EDGES) if live else len(SIMULATED_EDGES)
-    scenes = Bar("scenarios", total)
-    current.append(scenes)
+    scenes = screen.bar("scenarios", total)
+    done = scenes.advance()
     try:
         if live:
-            passed = len(run_edges(coverage, done=scenes.advance())
-                         + run_session_edges(coverage, done=scenes.advance()))
+            passed = len(run_edges(coverage, done=done) + run_session_edges(coverage, done=done))
         else:
-            passed = len(run_simulated_edges(coverage, done=scenes.advance()))
+            passed = len(run_simulated_edges(coverage, done=done))
     except AssertionError as e:
         scenes.interrupt()
         print(f"FAILED: {e}")
-        return "the scenarios"
+        return False
     scenes.interrupt()
     times.append(PhaseTime("scenarios", f"{passed} for the rows no model action takes",
                            time.monotonic() - began))
-    return None
+    return True
 
 
 # -- output ----------------------------------------------------------------------------
