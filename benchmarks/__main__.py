@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from . import at_once, churn, codec, disconnect, fail_pending, oversize, report, rpc
+from . import at_once, churn, codec, departure, disconnect, fail_pending, oversize, report, rpc
 from .common import load_average, machine
 
 
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     burst = at_once.measure(at_once.QUICK_N if args.quick else at_once.N)
     frame = oversize.measure(oversize.QUICK_FRAME_MIB if args.quick else oversize.FRAME_MIB)
     print("\n" + report.load_tables(burst, frame), flush=True)
+    departures = (departure.measure(departure.QUICK_N, departure.QUICK_WINDOW) if args.quick
+                  else departure.measure(departure.N))
+    print("\n" + report.departure_table(departures), flush=True)
     print(f"\n(run took {time.perf_counter() - started:.0f} s; load average at the end "
           f"{load_average()})")
     return 0

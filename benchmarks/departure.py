@@ -31,7 +31,9 @@ from commspec.impl.targets import ECHO, ECHO_PERSISTENT
 
 from .common import Child, median, percentile, reply_line
 
-WINDOW = 1.0  # seconds of probing before the departure, and after all N have failed
+N, QUICK_N = 10_000, 500
+#: seconds of probing before the departure, and after all N have failed
+WINDOW, QUICK_WINDOW = 1.0, 0.3
 BOUND = 120.0  # any wait longer than this is a failure of the run
 
 
@@ -95,7 +97,7 @@ def probe(path: str) -> None:
     sent = time.monotonic()
     b.send("kernel_info_request", {})
     while True:
-        ready = dict(poller.poll(BOUND * 1000))
+        ready = dict(poller.poll(int(BOUND * 1000)))
         if not ready:
             raise TimeoutError("the kernel answered nothing")
         if b.iopub in ready:
@@ -124,7 +126,7 @@ def _wait(condition: object, what: str) -> None:
         time.sleep(0.005)
 
 
-def one(n: int, persistent: bool) -> DepartureCost:
+def one(n: int, persistent: bool, window: float) -> DepartureCost:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     kernel = KernelEndpoint().start()
     b: Child | None = None
@@ -142,12 +144,12 @@ def one(n: int, persistent: bool) -> DepartureCost:
         b = Child.start("-m", "benchmarks.departure", "probe", str(kernel.connection_file))
         b.read_json(BOUND)
         b.tell("go")
-        time.sleep(WINDOW)
+        time.sleep(window)
         left = time.monotonic()
         a.close()
         _wait(lambda: kernel.pending_count == 0, "the departure failed them")
         failed_all = time.monotonic()
-        time.sleep(WINDOW)
+        time.sleep(window)
         b.tell("stop")
         probes = b.read_json(BOUND)["probes"]
     finally:
@@ -163,8 +165,8 @@ def one(n: int, persistent: bool) -> DepartureCost:
         (failed_all - left) * 1000)
 
 
-def measure(n: int) -> list[DepartureCost]:
-    return [one(n, persistent=False), one(n, persistent=True)]
+def measure(n: int, window: float = WINDOW) -> list[DepartureCost]:
+    return [one(n, persistent=False, window=window), one(n, persistent=True, window=window)]
 
 
 def summary(ms: list[float]) -> str:
@@ -175,7 +177,7 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["probe"]:
         probe(argv[1])
         return
-    n = int(argv[0]) if argv else 10_000
+    n = int(argv[0]) if argv else N
     for cost in measure(n):
         print(json.dumps({"n": cost.n, "comm": cost.comm, "before": summary(cost.before),
                           "after": summary(cost.after), "probes": len(cost.after),

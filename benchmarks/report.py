@@ -10,6 +10,7 @@ from .at_once import AtOnce
 from .churn import Sample
 from .codec import CodecCost
 from .common import percentile
+from .departure import DepartureCost
 from .disconnect import HEARTBEAT, Latencies
 from .fail_pending import FailCost
 from .oversize import OversizeCost
@@ -184,6 +185,30 @@ def load_tables(burst: AtOnce, oversize: OversizeCost) -> str:
          _verdict(oversize.growth_mib < OVERSIZE_PEAK_SLACK_MIB and oversize.connection_cut)],
     ]
     return "\n\n".join([fired, frame, table(["load target", "measured", "verdict"], checks)])
+
+
+#: "within the same few milliseconds": another frontend's worst round trip across the
+#: departure may exceed its worst one before by at most this much
+DEPARTURE_SLACK_MS = 5.0
+
+
+def departure_table(costs: list[DepartureCost]) -> str:
+    """Another frontend's kernel_info round trips before and across a departure that
+    fails N pending requests, and the target: no worse by more than a few ms."""
+    def ms(values: list[float]) -> str:
+        return (f"{percentile(values, 50):.2f} / {percentile(values, 99):.2f} / "
+                f"{max(values):.2f}")
+
+    rows = [[f"{c.n:,} pending, {c.comm} comm", ms(c.before), ms(c.after), f"{len(c.after)}",
+             f"{c.failed_all_ms:.1f}"] for c in costs]
+    figures = table(["frontend A leaves with", "B's kernel_info ms before (p50 / p99 / max)",
+                     "across the departure (p50 / p99 / max)", "probes across",
+                     "all N failed after ms"], rows)
+    checks = [[f"{c.n:,} pending, {c.comm}: max across <= max before + "
+               f"{DEPARTURE_SLACK_MS:.0f} ms",
+               f"{max(c.after):.2f} ms vs {max(c.before):.2f} ms",
+               _verdict(max(c.after) <= max(c.before) + DEPARTURE_SLACK_MS)] for c in costs]
+    return "\n\n".join([figures, table(["departure target", "measured", "verdict"], checks)])
 
 
 def _verdict(met: bool) -> str:

@@ -61,3 +61,6 @@ def test_quick_run_prints_every_row_with_positive_numbers() -> None:
                    "64 in flight >= 15x ipykernel"):
         assert target in verdicts, done.stdout
     assert len(verdicts) >= 7, done.stdout
+    departures = [r for r in rows if r[0].startswith("500 pending, ") and len(r) == 5]
+    assert len(departures) == 2, done.stdout
+    assert sum(v.startswith("500 pending, ") for v in verdicts) == 2, done.stdout
