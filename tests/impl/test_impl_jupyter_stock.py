@@ -22,7 +22,12 @@ import pexpect
 import pytest
 from jupyter_client import BlockingKernelClient, KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
-from ki_jupyter import interrupt_ends_a_pending_stdin_request
+from ki_jupyter import (
+    START_WAIT,
+    interrupt_ends_a_pending_stdin_request,
+    is_welcome,
+    wait_until_answering,
+)
 from ki_peers import WAIT, stock_client, stock_wait_iopub
 
 from commspec.cli import main
@@ -118,17 +123,21 @@ def test_install_into_a_prefix_it_cannot_write_says_so(
 
 
 @pytest.fixture
-def kernel_manager(jupyter_dirs: JupyterDirs) -> Iterator[KernelManager]:
-    """The installed kernelspec, started by jupyter_client as JupyterLab starts kernels."""
+def kernel_manager(jupyter_dirs: JupyterDirs, tmp_path: Path) -> Iterator[KernelManager]:
+    """The installed kernelspec, started by jupyter_client as JupyterLab starts kernels.
+    The kernel's log is printed at the end (pytest shows it if the test failed)."""
     assert install("--prefix", str(jupyter_dirs.prefix), "--name", NAME) == 0
     manager = KernelManager(kernel_name=NAME)
-    manager.start_kernel()
+    log_path = tmp_path / "kernel.log"
+    with open(log_path, "wb") as log:
+        manager.start_kernel(stdout=log, stderr=log, extra_arguments=["--log-level", "INFO"])
     try:
         yield manager
     finally:
         if manager.has_kernel:
             manager.shutdown_kernel(now=True)
         manager.cleanup_resources()
+        print(f"-- the kernel's log:\n{log_path.read_text(errors='replace')}")
 
 
 def test_kernel_manager_interrupts_and_shuts_down_the_kernel(
@@ -137,7 +146,7 @@ def test_kernel_manager_interrupts_and_shuts_down_the_kernel(
     process: Any = kernel_manager.provisioner.process  # type: ignore[union-attr]
     client = stock_client(kernel_manager.connection_file)
     try:
-        client.wait_for_ready(timeout=4 * WAIT)
+        wait_until_answering(client)
         # What the Interrupt button does: SIGINT (interrupt_mode "signal").
         interrupt_ends_a_pending_stdin_request(client, kernel_manager.interrupt_kernel)
         assert kernel_manager.is_alive()
@@ -172,7 +181,7 @@ def test_every_request_jupyter_console_sends_is_answered(
 ) -> None:
     client = stock_client(kernel_manager.connection_file)
     try:
-        client.wait_for_ready(timeout=4 * WAIT)
+        wait_until_answering(client)
         for msg_type, content in CONSOLE_REQUESTS.items():
             request = client.session.msg(msg_type, content)
             client.shell_channel.send(request)
@@ -185,10 +194,6 @@ def test_every_request_jupyter_console_sends_is_answered(
         client.stop_channels()
 
 
-def is_welcome(msg: dict[str, Any]) -> bool:
-    return bool(msg["msg_type"] == "iopub_welcome")
-
-
 @pytest.fixture
 def iopub_observer(kernel_manager: KernelManager) -> Iterator[BlockingKernelClient]:
     """A stock client subscribed to everything before the console starts: the kernel's
@@ -196,7 +201,7 @@ def iopub_observer(kernel_manager: KernelManager) -> Iterator[BlockingKernelClie
     reaches it too, and tells when the console's IOPub is in."""
     client = stock_client(kernel_manager.connection_file)
     try:
-        stock_wait_iopub(client, is_welcome, timeout=4 * WAIT, what="welcome")
+        wait_until_answering(client)
         yield client
     finally:
         client.stop_channels()
@@ -213,8 +218,8 @@ def console(kernel_manager: KernelManager,
         ["-m", "jupyter_console", "--existing", kernel_manager.connection_file,
          "--no-confirm-exit",
          # Answered at once; only a kernel that never answers waits this long.
-         f"--ZMQTerminalInteractiveShell.kernel_is_complete_timeout={4 * WAIT}"],
-        env=env, encoding="utf-8", timeout=4 * WAIT,
+         f"--ZMQTerminalInteractiveShell.kernel_is_complete_timeout={START_WAIT}"],
+        env=env, encoding="utf-8", timeout=START_WAIT,
     )
     try:
         yield child
@@ -230,7 +235,7 @@ def test_jupyter_console_gets_an_answer_to_everything(
     # jupyter console does not wait for its IOPub subscription (nor for any kernel's
     # welcome): an idle published before it is in never reaches it, and it would wait
     # for that idle forever. Type once the subscription is in, as a person would.
-    stock_wait_iopub(iopub_observer, is_welcome, timeout=4 * WAIT, what="console's welcome")
+    stock_wait_iopub(iopub_observer, is_welcome, timeout=START_WAIT, what="console's welcome")
     console.sendline("1 + 1")  # is_complete_request, then execute_request
     index = console.expect([r"In \[\d+\]: ", "did not respond", pexpect.TIMEOUT])
     assert index == 0, f"no next prompt: {console.before!r}"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from jupyter_client import find_connection_file
-from ki_jupyter import interrupt_ends_a_pending_stdin_request
+from ki_jupyter import START_WAIT, interrupt_ends_a_pending_stdin_request, wait_until_answering
 from ki_peers import WAIT, stock_client
 
 from commspec.cli import main
@@ -212,7 +212,7 @@ def kernel_command_process(runtime_dir: Path) -> Iterator[KernelCommand]:
     started = KernelCommand(process, Path())
     try:
         assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 4 * WAIT)
+        ready, _, _ = select.select([process.stdout], [], [], START_WAIT)
         line = process.stdout.readline().decode().strip() if ready else ""
         assert line, "commspec kernel printed no connection file"
         started.connection_file = Path(line)
@@ -235,6 +235,7 @@ def test_sigint_interrupts_and_sigterm_stops(kernel_command_process: KernelComma
     process = kernel_command_process.process
     client = stock_client(str(kernel_command_process.connection_file))
     try:
+        wait_until_answering(client)
         interrupt_ends_a_pending_stdin_request(client, lambda: process.send_signal(signal.SIGINT))
         reply = client.kernel_info(reply=True, timeout=WAIT)
         assert reply["content"]["status"] == "ok", "an interrupted kernel answers on"
