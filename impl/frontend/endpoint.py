@@ -59,7 +59,7 @@ from commspec.impl.core.frontend_policies import FrontendPolicies
 from commspec.impl.errors import BadMessage, EndpointClosed
 from commspec.impl.loop import IoLoop
 from commspec.impl.runner import LoopRunner
-from commspec.impl.wire import Codec
+from commspec.impl.wire import DEFAULT_MAX_MESSAGE_BYTES, Codec
 from commspec.model.machines import SessionState
 from commspec.model.trace import TraceSink, discard
 
@@ -78,6 +78,8 @@ class FrontendEndpoint(LoopRunner):
 
     ``policies``: the reconcile rules its protocol core follows (the reference ones by
     default); the tests give a broken variant to show the model-based test catches it.
+    ``max_message_bytes``: what the kernel takes; a larger message is not sent (a
+    request fails undeliverable, saying why), since the kernel would cut the link.
     """
 
     core: FrontendProtocol
@@ -93,6 +95,7 @@ class FrontendEndpoint(LoopRunner):
         session_id: str | None = None,
         insecure: bool = False,
         policies: FrontendPolicies | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         if isinstance(connection, ConnectionInfo):
             self.connection = connection
@@ -101,9 +104,12 @@ class FrontendEndpoint(LoopRunner):
         else:
             self.connection = read_connection_file(connection, insecure=insecure)
         self.options = options or FrontendOptions()
+        #: the largest message sent or received, in bytes: what the kernel takes (its
+        #: ``max_message_bytes``, the same default); a larger one is refused here
+        self.max_message_bytes = max_message_bytes
         self.codec = Codec(self.connection.key.encode(),
                            signature_scheme=self.connection.signature_scheme,
-                           session_id=session_id)
+                           session_id=session_id, max_message_bytes=max_message_bytes)
         self.session_id = self.codec.session_id
         self.core = FrontendProtocol(session_id=self.session_id,
                                       new_msg_id=self.codec.new_msg_id,
@@ -372,25 +378,38 @@ class FrontendEndpoint(LoopRunner):
 
     def _send(self, effect: Send) -> None:
         link = self._link
-        ok = link is not None and not link.closed
-        detail = "" if ok else "no live link to the kernel"
-        if link is not None and ok:
-            frames = self.codec.encode(effect.msg_id, effect.msg_type, effect.content,
-                                       effect.parent)
-            try:
-                link.send(effect.channel, frames, effect.buffers)
-            except zmq.Again:
-                # Cannot happen: the DEALERs have no send limit (channels.py), so what the
-                # kernel has not read yet waits. Were it to, nothing went out.
-                ok, detail = False, "the socket refused it (its queue is full)"
-            if effect.channel is Channel.SHELL and link.shell_pending():
-                # the send took in the fd's signal of a reply that had arrived: the I/O
-                # thread, which watches shell by its fd, would not wake for it
-                self._loop.post(link.drain_shell)
+        if link is None or link.closed:
+            ok, detail = False, "no live link to the kernel"
+        else:
+            ok, detail = self._send_on(link, effect)
         if effect.confirm:
             self.feed(Sent(effect.msg_id, ok, detail))
         elif not ok:
             log.info("%s: %s not sent: %s", self.name, effect.msg_type, detail)
+
+    def _send_on(self, link: Link, effect: Send) -> tuple[bool, str]:
+        """Encode and send ``effect`` on ``link``: (whether it went out, why not)."""
+        frames = self.codec.encode(effect.msg_id, effect.msg_type, effect.content,
+                                   effect.parent)
+        size = sum(map(len, frames)) + sum(memoryview(b).nbytes for b in effect.buffers)
+        if size > self.max_message_bytes:
+            # The kernel would refuse it, or cut the connection that carried it (a frame
+            # over its limit) and with it everything else pending here.
+            detail = f"{size:,} bytes, more than the kernel takes ({self.max_message_bytes:,})"
+            log.warning("%s: %s not sent: %s", self.name, effect.msg_type, detail)
+            return False, detail
+        try:
+            link.send(effect.channel, frames, effect.buffers)
+        except zmq.Again:
+            # Cannot happen: the DEALERs have no send limit (channels.py), so what the
+            # kernel has not read yet waits. Were it to, nothing went out.
+            return False, "the socket refused it (its queue is full)"
+        finally:
+            if effect.channel is Channel.SHELL and link.shell_pending():
+                # the send took in the fd's signal of a reply that had arrived: the I/O
+                # thread, which watches shell by its fd, would not wake for it
+                self._loop.post(link.drain_shell)
+        return True, ""
 
     def _on_frames(self, link: Link, channel: Channel, frames: list[bytes]) -> None:
         if link is not self._link:
