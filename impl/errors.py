@@ -22,6 +22,7 @@ __all__ = [
     "BadMessageReason",
     "CannotSend",
     "CommClosed",
+    "CommRefused",
     "Disconnected",
     "EndpointClosed",
     "InsecureConnection",
@@ -117,6 +118,15 @@ class Undeliverable(RequestFailed):
     """Nobody could receive the request when it was made; it never pended."""
 
     cause = "was undeliverable: nobody could receive it"
+
+
+class CommRefused(RequestFailed):
+    """The kernel answered the comm's comm_open with comm_close: it has no such target
+    (SPEC, "Requirements on a kernel"). Requests made on the comm, before the refusal
+    arrived or after, end with this; ``state`` says whether one was pending then
+    (``cancelled``) or never went out (``undeliverable``)."""
+
+    cause = "failed: the kernel refused its comm"
 
 
 class Unreachable(RequestFailed):

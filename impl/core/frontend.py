@@ -60,9 +60,9 @@ from commspec.model.machines import (
 from commspec.model.messages import ADOPT_METHOD, advertises
 from commspec.model.tracked import Tracked
 
-from ..errors import CannotSend, EndpointClosed
+from ..errors import CannotSend, CommRefused, EndpointClosed
 from .badinput import BadInput, RemoteProtocolError, describe
-from .bounded import BoundedSet
+from .bounded import BoundedMap, BoundedSet
 from .events import (
     AdoptComms,
     Answer,
@@ -189,7 +189,7 @@ class ProofOfSubscription:
 
 
 class _CommRecord:
-    __slots__ = ("comm_id", "persistent", "target_name", "tracked")
+    __slots__ = ("comm_id", "opened_with", "persistent", "target_name", "tracked")
 
     def __init__(self, comm_id: str, target_name: str, persistent: bool,
                  tracked: FrontendCommTracked) -> None:
@@ -197,6 +197,9 @@ class _CommRecord:
         self.target_name = target_name
         self.persistent = persistent
         self.tracked = tracked
+        #: the msg_id of the comm_open this frontend sent: a comm_close parented to it
+        #: is the kernel refusing the comm (it has no such target)
+        self.opened_with: str | None = None
 
     @property
     def state(self) -> FrontendCommState:
@@ -282,6 +285,8 @@ class FrontendProtocol(ProtocolCore):
         self.bad = BadInput(self.name, log)
         self.comms: dict[str, _CommRecord] = {}
         self._closed_ids: BoundedSet[str] = BoundedSet(REMEMBER_CLOSED)
+        #: comms the kernel refused, by id: the target it said it does not have
+        self._refused: BoundedMap[str, str] = BoundedMap(REMEMBER_CLOSED)
         #: the comms this frontend closed itself: a comm_info_reply that still lists one
         #: gets its comm_close again, unless it went on the current link (the first may
         #: have been lost with the link that ended)
@@ -589,7 +594,7 @@ class FrontendProtocol(ProtocolCore):
             raise ValueError(f"no confirmed send {event.msg_id} was asked for")
         if self.requests.start(event.msg_id, sending.comm_id, sending.method,
                                receiver_present=event.ok, deadline=sending.deadline,
-                               detail=event.detail or "nobody could receive it"):
+                               detail=event.detail):
             if sending.deadline is not None:
                 self._arm_deadline()
 
@@ -658,6 +663,12 @@ class FrontendProtocol(ProtocolCore):
             log.debug("%s: comm_close for comm %s, already closed here", self.name, comm_id)
             return
         record.tracked.fire(FrontendCommEvent.CLOSED_BY_KERNEL, msg_id=msg["msg_id"])
+        refused = record.opened_with is not None \
+            and msg["parent_header"].get("msg_id") == record.opened_with
+        if refused:
+            self._refused.remember(comm_id, record.target_name)
+            log.warning("%s: the kernel refused comm %s: it has no target %r", self.name,
+                        comm_id, record.target_name)
         self._forget_comm(record, msg["content"].get("data"))
 
     def _on_comm_msg(self, msg: Message) -> None:
@@ -815,7 +826,7 @@ class FrontendProtocol(ProtocolCore):
         comm_id = record.comm_id
         self.comms.pop(comm_id, None)
         self._closed_ids.add(comm_id)
-        self.requests.fail_comm(comm_id, RequestEvent.COMM_CLOSED)
+        self.requests.fail_comm(comm_id, RequestEvent.COMM_CLOSED, *self._why_closed(comm_id))
         # what was held for it cannot go out now; its own held close still must
         keep: list[_Held] = []
         for item in self._held:
@@ -845,7 +856,7 @@ class FrontendProtocol(ProtocolCore):
             self._held.append(_HeldOpen(record, event.data))
 
     def _send_open(self, record: _CommRecord, data: Any) -> None:
-        msg_id = self._new_msg_id()
+        msg_id = record.opened_with = self._new_msg_id()
         record.tracked.fire(FrontendCommEvent.OPENED_BY_FRONTEND, msg_id=msg_id)
         self._send(Channel.SHELL, "comm_open", {"comm_id": record.comm_id,
                                                 "target_name": record.target_name,
@@ -899,9 +910,21 @@ class FrontendProtocol(ProtocolCore):
             return
         if record is not None and state in PROVEN and record.state in HELD:
             self._send_request(record, event.msg_id, event.method, event.params, deadline)
+        elif record is None or record.state is CS.CLOSED:
+            detail, failure = self._why_closed(event.comm_id)
+            self.requests.start(event.msg_id, event.comm_id, event.method,
+                                receiver_present=False, detail=detail, failure=failure)
         else:
             self.requests.start(event.msg_id, event.comm_id, event.method,
-                                receiver_present=False)
+                                receiver_present=False, detail=f"the session is {state.value}")
+
+    def _why_closed(self, comm_id: str) -> tuple[str, type[CommRefused] | None]:
+        """What a request on a closed comm ends with: its refusal, if it was refused."""
+        target = self._refused.get(comm_id)
+        if target is None:
+            return ("its comm is closed", None)
+        return (f"the kernel has no target {target!r} (it answered comm_open with "
+                "comm_close)", CommRefused)
 
     def _undecided(self, record: _CommRecord) -> bool:
         """A stale comm while reconciling: only comm_info_reply says whether it lives."""

@@ -189,8 +189,10 @@ class PendingRequests(_Requests[RequestRecord]):
     # -- inputs -------------------------------------------------------------
 
     def start(self, msg_id: str, comm_id: str, method: str, *, receiver_present: bool,
-              deadline: float | None = None, detail: str = "nobody could receive it") -> bool:
-        """SENT (True: it pends) or NO_RECEIVER (False: it ended, undeliverable)."""
+              deadline: float | None = None, detail: str = "",
+              failure: type[RequestFailed] | None = None) -> bool:
+        """SENT (True: it pends) or NO_RECEIVER (False: it ended, undeliverable, as
+        ``failure`` if given: a cause more precise than its state)."""
         self._check_new(msg_id)
         tracked: Tracked[RequestState, RequestEvent] = Tracked(
             REQUEST, msg_id, endpoint=self.endpoint, sink=self.sink, clock=self.clock
@@ -198,7 +200,7 @@ class PendingRequests(_Requests[RequestRecord]):
         record = RequestRecord(msg_id, comm_id, method, deadline, tracked)
         if not receiver_present:
             tracked.fire(RequestEvent.NO_RECEIVER, msg_id=msg_id)
-            self._ended_with(record, self._failure(record, detail))
+            self._ended_with(record, self._failure(record, detail, failure))
             return False
         tracked.fire(RequestEvent.SENT, msg_id=msg_id)
         self._pending[msg_id] = record
@@ -239,10 +241,12 @@ class PendingRequests(_Requests[RequestRecord]):
         self._ended_with(record, self._failure(record, detail))
         return True
 
-    def fail_comm(self, comm_id: str, event: RequestEvent, detail: str = "") -> int:
-        """End every pending request on a comm (COMM_CLOSED, PEER_LOST...)."""
+    def fail_comm(self, comm_id: str, event: RequestEvent, detail: str = "",
+                  failure: type[RequestFailed] | None = None) -> int:
+        """End every pending request on a comm (COMM_CLOSED, PEER_LOST...), as ``failure``
+        if given."""
         ids = self._by_comm.pop(comm_id, None)
-        return self._fail_many(list(ids), event, detail) if ids else 0
+        return self._fail_many(list(ids), event, detail, failure) if ids else 0
 
     def fail_all(self, event: RequestEvent, detail: str = "") -> int:
         """End every pending request (PEER_LOST when the last peer left...)."""
@@ -274,10 +278,11 @@ class PendingRequests(_Requests[RequestRecord]):
             raise ValueError(f"{event.value!r} is not a failure event")
 
     @staticmethod
-    def _failure(record: RequestRecord, detail: str) -> RequestFailed:
+    def _failure(record: RequestRecord, detail: str,
+                 failure: type[RequestFailed] | None = None) -> RequestFailed:
         state = record.state
-        return failure_type(state)(record.msg_id, record.comm_id, record.method, state.value,
-                                   detail)
+        return (failure or failure_type(state))(record.msg_id, record.comm_id, record.method,
+                                                state.value, detail)
 
     def _unindex(self, record: RequestRecord) -> None:
         ids = self._by_comm.get(record.comm_id)
@@ -286,7 +291,8 @@ class PendingRequests(_Requests[RequestRecord]):
             if not ids:
                 del self._by_comm[record.comm_id]
 
-    def _fail_many(self, ids: list[str], event: RequestEvent, detail: str) -> int:
+    def _fail_many(self, ids: list[str], event: RequestEvent, detail: str,
+                   failure: type[RequestFailed] | None = None) -> int:
         """``fail`` for many requests at once (already unindexed from ``_by_comm``), in
         order: each gets its own transition (traced when a sink listens), its own
         exception and its own RequestEnded. What is done once instead of per request:
@@ -315,7 +321,7 @@ class PendingRequests(_Requests[RequestRecord]):
                         event, _HAS_DEADLINE if has_deadline else _NO_DEADLINE, msg_id
                     )
                     if move is None:
-                        move = known[source] = (dest, failure_type(dest), dest.value)
+                        move = known[source] = (dest, failure or failure_type(dest), dest.value)
                 ended.append((msg_id, record))
                 emit(RequestEnded(msg_id, None, move[1](
                     msg_id, record.comm_id, record.method, move[2], detail)))

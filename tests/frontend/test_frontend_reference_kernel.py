@@ -22,7 +22,7 @@ from fe_kernels import KernelProcess
 from fe_support import TEST_OPTIONS, FrontendFactory
 
 from commspec.impl.comm import Comm, Deferred
-from commspec.impl.errors import Disconnected, RemoteError, Undeliverable
+from commspec.impl.errors import CommRefused, Disconnected, RemoteError, Undeliverable
 from commspec.impl.frontend import FrontendEndpoint
 from commspec.impl.frontend import endpoint as frontend_endpoint
 from commspec.impl.kernel import KernelEndpoint
@@ -141,6 +141,33 @@ def test_other_frontends_comms_survive_a_departure(
     trace.wait_for(match(endpoint="kernel", object=gone.comm_id, dest="closed"))
     assert kept.request("echo", 2).result(WAIT) == 2
     assert kept.state is FrontendCommState.OPEN
+
+
+def test_a_comm_the_kernel_refused_says_so(
+    reference_kernel: KernelEndpoint, frontends: FrontendFactory, trace: ListSink
+) -> None:
+    """The kernel answers a comm_open for a target it lacks with comm_close: requests
+    made on that comm, before the refusal arrived and after it, end as CommRefused
+    naming the target, not as a bare close or "nobody could receive it"."""
+    frontend = frontends(reference_kernel.connection_file)
+    frontend.wait_ready(WAIT)
+    comm = frontend.open_comm("no.such.target")
+    before = comm.request("echo", 1)
+    with pytest.raises(CommRefused) as first:
+        before.result(WAIT)
+    assert (first.value.state, first.value.comm_id) == ("cancelled", comm.comm_id)
+    assert "no target 'no.such.target'" in str(first.value)
+    with pytest.raises(CommRefused) as after:
+        comm.request("echo", 2).result(WAIT)
+    assert after.value.state == "undeliverable"
+    assert "no target 'no.such.target'" in str(after.value)
+    assert str(after.value).count("nobody could receive it") == 0
+    # a comm closed for any other reason still says only that
+    closed = frontend.open_comm(ECHO)
+    closed.close()
+    with pytest.raises(Undeliverable, match="its comm is closed") as plain:
+        closed.request("echo", 3).result(WAIT)
+    assert not isinstance(plain.value, CommRefused)
 
 
 def test_deferred_reply_is_not_mistaken_for_no_reply(
