@@ -28,6 +28,8 @@ from commspec.impl.tracing import JsonLinesSink
 from commspec.model.errors import CommspecError
 from commspec.model.trace import TraceSink, discard
 
+log = logging.getLogger("commspec.kernel")
+
 #: the longest heartbeat setting taken: libzmq holds them as an int of milliseconds
 MAX_SECONDS = 86_400.0
 
@@ -78,9 +80,6 @@ def exit_on_io_death(error: BaseException) -> None:
     print(f"commspec kernel: the I/O thread failed ({error!r}); exiting", file=sys.stderr,
           flush=True)
     os._exit(IO_DEATH_EXIT)
-
-
-log = logging.getLogger("commspec.kernel")
 
 
 class KernelSignals:

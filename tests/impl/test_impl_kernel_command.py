@@ -231,6 +231,19 @@ def test_the_connection_file_goes_to_jupyters_runtime_directory(
     assert read_connection_file(path).key, "a fresh key"
 
 
+def test_a_runtime_directory_that_cannot_be_made_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(a_file / "runtime"))
+    done = subprocess.run([sys.executable, "-m", "commspec", "kernel"], capture_output=True,
+                          text=True, timeout=START_WAIT, stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "cannot make Jupyter's runtime directory" in done.stderr, done.stderr
+    assert "give one with --connection-file" in done.stderr
+
+
 def test_sigint_interrupts_and_sigterm_stops(kernel_command_process: KernelCommand) -> None:
     process = kernel_command_process.process
     client = stock_client(str(kernel_command_process.connection_file))
