@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +40,15 @@ NAME = "commspec-test"
 class JupyterDirs:
     data: Path  # --user installs here (JUPYTER_DATA_DIR)
     prefix: Path  # --prefix installs under it; on JUPYTER_PATH
+    runtime: Path  # connection files (JUPYTER_RUNTIME_DIR)
 
 
 @pytest.fixture
 def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JupyterDirs:
-    dirs = JupyterDirs(tmp_path / "data", tmp_path / "prefix")
+    dirs = JupyterDirs(tmp_path / "data", tmp_path / "prefix", tmp_path / "runtime")
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(dirs.data))
     monkeypatch.setenv("JUPYTER_PATH", str(dirs.prefix / "share" / "jupyter"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(dirs.runtime))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.delenv("JUPYTER_PREFER_ENV_PATH", raising=False)
@@ -127,7 +129,10 @@ def kernel_manager(jupyter_dirs: JupyterDirs, tmp_path: Path) -> Iterator[Kernel
     """The installed kernelspec, started by jupyter_client as JupyterLab starts kernels.
     The kernel's log is printed at the end (pytest shows it if the test failed)."""
     assert install("--prefix", str(jupyter_dirs.prefix), "--name", NAME) == 0
-    manager = KernelManager(kernel_name=NAME)
+    # Where Jupyter Server puts its kernels' files, so --existing finds them by name.
+    jupyter_dirs.runtime.mkdir()
+    runtime_file = jupyter_dirs.runtime / f"kernel-{uuid.uuid4()}.json"
+    manager = KernelManager(kernel_name=NAME, connection_file=str(runtime_file))
     log_path = tmp_path / "kernel.log"
     with open(log_path, "wb") as log:
         manager.start_kernel(stdout=log, stderr=log, extra_arguments=["--log-level", "INFO"])
@@ -210,12 +215,13 @@ def iopub_observer(kernel_manager: KernelManager) -> Iterator[BlockingKernelClie
 @pytest.fixture
 def console(kernel_manager: KernelManager,
             iopub_observer: BlockingKernelClient) -> Iterator[pexpect.spawn]:
-    """``jupyter console --existing`` on the kernel, in its plain prompt mode (the one
-    jupyter_console's own tests use), ended by pid if it did not end by itself."""
+    """``jupyter console --existing NAME`` on the kernel (NAME found in the runtime
+    directory), in its plain prompt mode (the one jupyter_console's own tests use),
+    ended by pid if it did not end by itself."""
     env = dict(os.environ, JUPYTER_CONSOLE_TEST="1", TERM="dumb")
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "jupyter_console", "--existing", kernel_manager.connection_file,
+        ["-m", "jupyter_console", "--existing", Path(kernel_manager.connection_file).name,
          "--no-confirm-exit",
          # Answered at once; only a kernel that never answers waits this long.
          f"--ZMQTerminalInteractiveShell.kernel_is_complete_timeout={START_WAIT}"],
