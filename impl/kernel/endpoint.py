@@ -77,7 +77,7 @@ from ..runner import LoopRunner
 from ..targets import DEFAULT_TARGETS, TargetRegistry
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Codec
 from .application import KernelApplication
-from .sockets import HeartbeatEcho, HeartbeatSettings, KernelSockets
+from .sockets import HeartbeatEcho, HeartbeatSettings, KernelSockets, check_max_message_bytes
 
 __all__ = ["KernelConfig", "KernelEndpoint"]
 
@@ -114,6 +114,7 @@ class KernelConfig:
     def __post_init__(self) -> None:
         # Refused here, not when the kernel starts: the mistake is in the config.
         check_max_detached(self.max_detached)
+        check_max_message_bytes(self.max_message_bytes)
 
 
 class KernelEndpoint(LoopRunner):

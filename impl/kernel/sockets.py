@@ -40,7 +40,13 @@ import zmq
 from ..connection import ConnectionInfo
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 
-__all__ = ["MONITORED_EVENTS", "HeartbeatEcho", "HeartbeatSettings", "KernelSockets"]
+__all__ = [
+    "MONITORED_EVENTS",
+    "HeartbeatEcho",
+    "HeartbeatSettings",
+    "KernelSockets",
+    "check_max_message_bytes",
+]
 
 #: what the shell and stdin monitors report: connections made and gone, with their fd
 MONITORED_EVENTS = int(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
@@ -85,7 +91,7 @@ class KernelSockets:
         self._all: list[zmq.Socket[bytes]] = []
         self._monitored: list[zmq.Socket[bytes]] = []
         self.ports: dict[str, int] = {}
-        self._max_message_bytes = _check_max_message_bytes(max_message_bytes)
+        self._max_message_bytes = check_max_message_bytes(max_message_bytes)
         try:
             self.shell = self._router(context, heartbeat)
             self.control = self._router(context, heartbeat)
@@ -142,7 +148,8 @@ class KernelSockets:
         self._all.clear()
 
 
-def _check_max_message_bytes(limit: int) -> int:
+def check_max_message_bytes(limit: int) -> int:
+    """``limit``, if it can be a size limit (a positive int); ValueError naming it if not."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         raise ValueError(f"max_message_bytes must be a positive int, got {limit!r}")
     return limit
@@ -166,7 +173,7 @@ class HeartbeatEcho:
         self._socket.linger = 0
         try:
             # A ping is echoed whole: one of any size would cost the kernel twice over.
-            self._socket.setsockopt(zmq.MAXMSGSIZE, _check_max_message_bytes(max_message_bytes))
+            self._socket.setsockopt(zmq.MAXMSGSIZE, check_max_message_bytes(max_message_bytes))
             self.port = _bind(self._socket, info, "hb")
         except BaseException:
             self._socket.close()

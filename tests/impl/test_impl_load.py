@@ -24,10 +24,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import zmq
 from ki_peers import WAIT, KernelUnderTest, RawFrontend, open_and_wait, wait_until
 
-from commspec.impl.kernel import HeartbeatSettings
+from commspec.impl.kernel import HeartbeatSettings, KernelConfig
 from commspec.impl.targets import ECHO
 
 MakeKernel = Callable[..., KernelUnderTest]
@@ -144,3 +145,9 @@ def test_an_oversize_subscription_ends_that_subscribers_connection(
     wait_until(lambda: identity not in kut.kernel.live_peers,
                "the kernel saw the subscriber that sent the oversize frame leave")
     assert kut.kernel.subscriptions == 0, "its topics went with its connection"
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 1.5, "64"])
+def test_a_size_limit_that_is_not_a_positive_int_is_refused_in_the_config(limit: Any) -> None:
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        KernelConfig(max_message_bytes=limit)
