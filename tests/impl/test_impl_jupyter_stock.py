@@ -84,6 +84,15 @@ def test_install_user_writes_to_jupyters_data_dir(jupyter_dirs: JupyterDirs) -> 
     assert KernelSpecManager().get_kernel_spec("commspec").argv == written["argv"]
 
 
+def test_install_sys_prefix_writes_under_this_pythons_prefix(
+    jupyter_dirs: JupyterDirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "prefix", str(jupyter_dirs.prefix))  # not the real venv
+    assert install("--sys-prefix", "--name", NAME) == 0
+    assert KernelSpecManager().get_kernel_spec(NAME).interrupt_mode == "signal"
+    assert (jupyter_dirs.prefix / "share" / "jupyter" / "kernels" / NAME / "kernel.json").exists()
+
+
 def test_install_again_replaces_the_kernelspec(jupyter_dirs: JupyterDirs) -> None:
     assert install("--user", "--name", NAME) == 0
     spec_file = jupyter_dirs.data / "kernels" / NAME / "kernel.json"
