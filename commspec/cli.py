@@ -12,7 +12,7 @@ from commspec.helptext import summary
 
 # Each subcommand is a module in commspec.commands with ``add_parser`` and ``run``.
 COMMANDS: tuple[str, ...] = ("check", "diagrams", "spec", "kernel", "install", "demo",
-                             "trace-check", "mbt")
+                             "trace-check", "mbt", "conform")
 
 
 def _module(name: str) -> Any:

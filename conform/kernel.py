@@ -1,0 +1,131 @@
+"""Starting the kernel under test the way Jupyter frontends do.
+
+Rules:
+- A kernel comes from a kernelspec (``--kernelspec NAME``) or a command line with
+  ``{connection_file}`` in it (``--cmd``); the command becomes a kernelspec of its own
+  in a temporary folder, so both start through ``jupyter_client.KernelManager``, with
+  the connection file and ports it chooses, on 127.0.0.1.
+- Every check gets a kernel of its own (a check that kills frontends or sends bad
+  input must not decide the next one's fate); it is ready once shell answers a
+  kernel_info_request, within ``start_timeout``.
+- Stopping always ends the process: a shutdown_request first, then the manager's own
+  kill, whatever state the kernel is in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+from .client import Client, NoAnswer
+
+__all__ = ["KernelSource", "KernelStartFailed", "RunningKernel", "running_kernel"]
+
+CMD_SPEC = "commspec-conform-target"
+
+
+class KernelStartFailed(RuntimeError):
+    """The kernel did not start, or did not answer kernel_info in time."""
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """Where the kernel under test comes from: exactly one of the two."""
+
+    kernelspec: str | None = None
+    cmd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.kernelspec is None) == (self.cmd is None):
+            raise ValueError("give a kernelspec name or a command line, not both or neither")
+        if self.cmd is not None and "{connection_file}" not in self.cmd:
+            raise ValueError(f"the command must contain {{connection_file}}: {self.cmd!r}")
+
+    def describe(self) -> str:
+        return f"kernelspec {self.kernelspec}" if self.kernelspec else f"command {self.cmd}"
+
+
+@dataclass
+class RunningKernel:
+    manager: KernelManager
+    info: dict[str, Any]
+    kernel_info: dict[str, Any]
+
+    @property
+    def pid(self) -> int | None:
+        provisioner = self.manager.provisioner
+        process = getattr(provisioner, "process", None)
+        pid = getattr(process, "pid", None)
+        return pid if isinstance(pid, int) else None
+
+    def alive(self) -> bool:
+        return bool(self.manager.is_alive())
+
+
+def _manager(source: KernelSource, folder: Path) -> KernelManager:
+    if source.kernelspec is not None:
+        manager = KernelManager(kernel_name=source.kernelspec)
+    else:
+        assert source.cmd is not None
+        spec_dir = folder / "kernels" / CMD_SPEC
+        spec_dir.mkdir(parents=True)
+        (spec_dir / "kernel.json").write_text(json.dumps({
+            "argv": shlex.split(source.cmd), "display_name": "kernel under test",
+            "language": "unknown", "interrupt_mode": "signal"}))
+        specs = KernelSpecManager(kernel_dirs=[str(folder / "kernels")])
+        manager = KernelManager(kernel_name=CMD_SPEC, kernel_spec_manager=specs)
+    manager.connection_file = str(folder / "kernel.json")
+    manager.ip = "127.0.0.1"
+    manager.shutdown_wait_time = 2.0  # then it is killed: a check must not wait long
+    return manager
+
+
+@contextmanager
+def running_kernel(source: KernelSource, start_timeout: float) -> Iterator[RunningKernel]:
+    """A fresh kernel for one check; stopped however the check ends."""
+    with tempfile.TemporaryDirectory(prefix="commspec-conform-") as tmp:
+        manager = _manager(source, Path(tmp))
+        # The kernel's own output goes to a file of its own, not into the scorecard.
+        output = (Path(tmp) / "kernel-output.txt").open("wb")
+        try:
+            manager.start_kernel(env={**os.environ, **dict(source.env)}, stdout=output,
+                                 stderr=output)
+        except Exception as e:
+            output.close()
+            raise KernelStartFailed(f"{source.describe()} did not start: {e}") from e
+        try:
+            info: dict[str, Any] = dict(manager.get_connection_info())
+            with Client(info, name="starter") as client:
+                try:
+                    reply = client.kernel_info(start_timeout)
+                except NoAnswer:
+                    raise KernelStartFailed(
+                        f"{source.describe()} did not answer kernel_info within "
+                        f"{start_timeout:g} s") from None
+            yield RunningKernel(manager, info, reply["content"])
+        finally:
+            _stop(manager)
+            output.close()
+
+
+def _stop(manager: KernelManager) -> None:
+    try:
+        if manager.is_alive():
+            manager.shutdown_kernel(now=False, restart=False)
+    except Exception:
+        pass
+    finally:
+        if manager.has_kernel and manager.is_alive():
+            manager.shutdown_kernel(now=True)
+        manager.cleanup_resources()
