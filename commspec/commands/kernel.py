@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -128,14 +129,16 @@ class UsageError(Exception):
     """What the user gave cannot be used: the message says what and why (exit 2)."""
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, endpoint: Callable[..., KernelEndpoint] = KernelEndpoint
+        ) -> int:
+    """``endpoint``: what makes the kernel (the tests' broken variants give their own)."""
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     with KernelSignals() as signals:
         trace: JsonLinesSink | None = None
         try:
             trace = _open_trace(args.trace)
-            signals.kernel = _start_kernel(args, trace)
+            signals.kernel = _start_kernel(args, trace, endpoint)
         except UsageError as e:
             print(f"commspec kernel: {e}", file=sys.stderr)
             if trace is not None:
@@ -159,7 +162,8 @@ def _open_trace(path: Path | None) -> JsonLinesSink | None:
         raise UsageError(f"trace file {path}: cannot be opened ({e.strerror})") from e
 
 
-def _start_kernel(args: argparse.Namespace, trace: JsonLinesSink | None) -> KernelEndpoint:
+def _start_kernel(args: argparse.Namespace, trace: JsonLinesSink | None,
+                  endpoint: Callable[..., KernelEndpoint]) -> KernelEndpoint:
     config = KernelConfig(
         heartbeat=HeartbeatSettings(args.heartbeat_interval, args.heartbeat_timeout),
         insecure=args.insecure,
@@ -171,8 +175,8 @@ def _start_kernel(args: argparse.Namespace, trace: JsonLinesSink | None) -> Kern
                          f"({e}); give one with --connection-file") from e
     sink: TraceSink = trace if trace is not None else discard
     try:
-        kernel = KernelEndpoint(connection_file, sink=sink, config=config,
-                                on_io_death=exit_on_io_death)
+        kernel = endpoint(connection_file, sink=sink, config=config,
+                          on_io_death=exit_on_io_death)
         return kernel.start()
     except (CommspecError, ValueError) as e:  # they name the file already
         raise UsageError(str(e)) from e
