@@ -122,6 +122,10 @@ class Client:
         frames = sock.recv_multipart()
         _, rest = self.session.feed_identities(frames)
         msg: Message = self.session.deserialize(rest)
+        # Some kernels send null for an empty parent or metadata (xeus-python 0.19's
+        # iopub_welcome): read as the {} the protocol means, not a crash of a check.
+        msg["parent_header"] = msg.get("parent_header") or {}
+        msg["metadata"] = msg.get("metadata") or {}
         content = msg["content"]
         shown = content.get("execution_state") if msg["msg_type"] == "status" else brief(content)
         parent = msg["parent_header"].get("msg_type", "-")

@@ -18,13 +18,14 @@ import json
 import os
 import shlex
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import KernelManager
 
 from .client import Client, NoAnswer
@@ -101,22 +102,46 @@ def running_kernel(source: KernelSource, start_timeout: float) -> Iterator[Runni
         try:
             manager.start_kernel(env={**os.environ, **dict(source.env)}, stdout=output,
                                  stderr=output)
+        except NoSuchKernel:
+            output.close()
+            installed = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
+            raise KernelStartFailed(f"no kernelspec named {source.kernelspec!r} "
+                                    f"(installed: {installed})") from None
         except Exception as e:
             output.close()
             raise KernelStartFailed(f"{source.describe()} did not start: {e}") from e
         try:
             info: dict[str, Any] = dict(manager.get_connection_info())
             with Client(info, name="starter") as client:
-                try:
-                    reply = client.kernel_info(start_timeout)
-                except NoAnswer:
-                    raise KernelStartFailed(
-                        f"{source.describe()} did not answer kernel_info within "
-                        f"{start_timeout:g} s") from None
+                reply = _first_kernel_info(manager, client, source, start_timeout,
+                                           Path(output.name))
             yield RunningKernel(manager, info, reply["content"])
         finally:
             _stop(manager)
             output.close()
+
+
+def _first_kernel_info(manager: KernelManager, client: Client, source: KernelSource,
+                       timeout: float, output: Path) -> dict[str, Any]:
+    """The kernel's first kernel_info_reply; a kernel that exits first is reported as
+    soon as it has, with the last of its output, not after the whole timeout."""
+    request = client.send("shell", "kernel_info_request", {})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.reply_to(request, min(0.2, max(0.0, deadline - time.monotonic())))
+        except NoAnswer:
+            pass
+        if not manager.is_alive():
+            process = getattr(manager.provisioner, "process", None)
+            status = process.poll() if process is not None else None
+            said = output.read_text(errors="replace").strip().splitlines()[-3:]
+            raise KernelStartFailed(
+                f"{source.describe()} exited with status {status} before answering "
+                f"kernel_info" + (f"; its last output: {' / '.join(said)}" if said else ""))
+        if time.monotonic() >= deadline:
+            raise KernelStartFailed(f"{source.describe()} did not answer kernel_info within "
+                                    f"{timeout:g} s")
 
 
 def _stop(manager: KernelManager) -> None:

@@ -27,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "conform", help="hold any kernel to the spec from outside: one verdict per rule",
         description=plain(__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = p.add_mutually_exclusive_group(required=True)
+    source = p.add_mutually_exclusive_group()  # one of them, unless --list
     source.add_argument("--kernelspec", metavar="NAME", help="an installed kernelspec")
     source.add_argument("--cmd", metavar="COMMAND",
                         help="a command line that starts the kernel; must contain "
@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
             needs = f" (needs {', '.join(sorted(c.needs))})" if c.needs else ""
             print(f"{c.name:<24} {c.title}{needs}")
         return 0
+    if args.kernelspec is None and args.cmd is None:
+        print("commspec conform: give --kernelspec NAME or --cmd COMMAND (the kernel to "
+              "check)", file=sys.stderr)
+        return 2
     if args.profile is not None and args.profile not in PROFILES:
         print(f"commspec conform: unknown profile {args.profile!r}; known: "
               f"{', '.join(PROFILES)}", file=sys.stderr)
