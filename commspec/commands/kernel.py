@@ -18,11 +18,12 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 from jupyter_core.paths import jupyter_runtime_dir
 
+from commspec.impl.control import CONTROL_ENV, ControlServer, check_control_endpoint
 from commspec.impl.errors import EndpointClosed
 from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
 from commspec.impl.tracing import JsonLinesSink
@@ -30,6 +31,8 @@ from commspec.model.errors import CommspecError
 from commspec.model.trace import TraceSink, discard
 
 log = logging.getLogger("commspec.kernel")
+
+T = TypeVar("T")
 
 #: the longest heartbeat setting taken: libzmq holds them as an int of milliseconds
 MAX_SECONDS = 86_400.0
@@ -60,7 +63,12 @@ def add_parser(subparsers: Any) -> None:
                    "created with fresh ports and key if missing (default: a new file in "
                    "Jupyter's runtime directory, where jupyter console --existing looks)")
     p.add_argument("--trace", type=Path, default=None,
-                   help="append every transition to this file as JSON lines")
+                   help="append every transition to this file as JSON lines "
+                   f"(default: ${TRACE_ENV} if set)")
+    p.add_argument("--control", default=None, metavar="tcp://127.0.0.1:PORT",
+                   help="bind the test-control socket there (SPEC.md, 'A kernel in any "
+                   f"language'; default: ${CONTROL_ENV} if set, else off). Whoever holds "
+                   "the key can then drive the kernel: for test runs only")
     p.add_argument("--heartbeat-interval", type=_positive, default=1.0,
                    help="ZMTP heartbeat interval, seconds (default 1)")
     p.add_argument("--heartbeat-timeout", type=_positive, default=10.0,
@@ -70,6 +78,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--log-level", default="WARNING",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
+
+#: the environment variable naming the trace file (SPEC.md, "Trace export")
+TRACE_ENV = "COMMSPEC_TRACE"
 
 #: the exit status when the kernel's I/O thread dies (EX_SOFTWARE): a restarter sees it
 IO_DEATH_EXIT = 70
@@ -136,21 +147,53 @@ def run(args: argparse.Namespace, endpoint: Callable[..., KernelEndpoint] = Kern
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     with KernelSignals() as signals:
         trace: JsonLinesSink | None = None
+        control: ControlServer | None = None
         try:
-            trace = _open_trace(args.trace)
+            trace = _open_trace(args.trace or _from_env(TRACE_ENV, Path))
+            control_at = _control_endpoint(args.control or _from_env(CONTROL_ENV, str))
             signals.kernel = _start_kernel(args, trace, endpoint)
+            control = _start_control(signals.kernel, control_at)
         except UsageError as e:
             print(f"commspec kernel: {e}", file=sys.stderr)
+            if signals.kernel is not None:
+                signals.kernel.stop()
             if trace is not None:
                 trace.close()
             return 2
         try:
             _serve(signals.kernel, signals.stop, defaulted=args.connection_file is None)
         finally:
+            if control is not None:
+                control.stop()
             signals.kernel.stop()
             if trace is not None:
                 trace.close()
     return 0
+
+
+def _from_env(name: str, kind: Callable[[str], T]) -> T | None:
+    """The environment's value for ``name`` (unset or empty: None)."""
+    value = os.environ.get(name, "")
+    return kind(value) if value else None
+
+
+def _control_endpoint(endpoint: str | None) -> str | None:
+    if endpoint is None:
+        return None
+    try:
+        return check_control_endpoint(endpoint)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+def _start_control(kernel: KernelEndpoint, endpoint: str | None) -> ControlServer | None:
+    """The test-control socket, only when asked for (SPEC.md: off unless enabled)."""
+    if endpoint is None:
+        return None
+    try:
+        return ControlServer(kernel, endpoint).start()
+    except zmq.ZMQError as e:
+        raise UsageError(f"control socket {endpoint}: cannot bind ({e})") from e
 
 
 def _open_trace(path: Path | None) -> JsonLinesSink | None:
