@@ -84,7 +84,7 @@ def check_control_endpoint(endpoint: str) -> str:
         loopback = False
     if not loopback:
         raise ValueError(f"{CONTROL_ENV}: the control socket binds a loopback address "
-                         f"only, not {parts.hostname!r}")
+                         f"only, not {endpoint!r}")
     return endpoint
 
 

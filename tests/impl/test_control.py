@@ -131,8 +131,10 @@ def test_a_request_whose_frontend_leaves_ends_invalidated(
     client = controlled.client
     state_when(client, subscribed(1))
     # the frontend takes the comm and holds its answer: the request stays pending
-    frontend.register_target(ECHO_PERSISTENT,
-                             lambda comm, data: comm.on_request("ask", lambda p: Deferred()))
+    def holds_its_answer(comm: Comm, data: Any) -> None:
+        comm.on_request("ask", lambda params: Deferred())
+
+    frontend.register_target(ECHO_PERSISTENT, holds_its_answer)
     comm_id = client.call("open", {"target": ECHO_PERSISTENT, "persistent": True,
                                    "owner": frontend.session_id})["comm_id"]
     _, ended = client.call_with_event("request", {"comm_id": comm_id, "method": "ask",

@@ -1,0 +1,114 @@
+"""``commspec kernel`` as a kernel in any language: its trace file and its control socket,
+driven by the generic out-of-process adapter (``commspec.mbt.external``).
+
+Kernels run as processes of their own, started through jupyter_client's KernelManager
+and always stopped; every wait is bounded."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from commspec.cli import main
+from commspec.conform.kernel import KernelSource, running_kernel
+from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
+from commspec.impl.tracing import ListSink
+from commspec.mbt.external import TRACE_ENV, ExternalKernel
+
+WAIT = 10.0
+START = 60.0
+KERNEL_CMD = (f"{shlex.quote(sys.executable)} -m commspec kernel --connection-file "
+              "{connection_file} --heartbeat-interval 0.05 --heartbeat-timeout 0.25")
+OPTIONS = FrontendOptions(heartbeat_interval=0.2, heartbeat_timeout=2.0,
+                          connect_timeout=20.0, probe_interval=0.05, no_reply_grace=0.05)
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (from /proc: its sockets' inodes)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.fixture
+def external() -> Iterator[tuple[ExternalKernel, ListSink]]:
+    kernel = ExternalKernel(KernelSource(cmd=KERNEL_CMD), start_timeout=START)
+    sink = ListSink()
+    try:
+        kernel.start(sink)
+        yield kernel, sink
+    finally:
+        kernel.stop()
+
+
+def test_the_kernel_traces_to_its_file_and_answers_its_control_socket(
+        external: tuple[ExternalKernel, ListSink]) -> None:
+    kernel, sink = external
+    assert kernel.subscriber_count == 0
+    frontend = FrontendEndpoint(kernel.connection_file, options=OPTIONS)
+    try:
+        frontend.wait_ready(WAIT)
+        # the subscribe, read back from the kernel's trace file
+        sink.wait_for(lambda e: e.machine == "presence" and e.event == "subscribe", WAIT)
+        comm_id = kernel.open_comm("commspec.echo.persistent", True, frontend.session_id)
+        assert sink.wait_for(lambda e: e.machine == "kernel_comm" and e.object == comm_id,
+                             WAIT)
+        assert kernel.subscriber_count == 1
+    finally:
+        frontend.close()
+    kernel.stop()
+    kernel.stop()  # twice is safe
+    assert kernel.subscriber_count == 0
+    # the shutdown's own transitions were read before stop returned
+    assert any(e.machine == "kernel_comm" and e.object == comm_id and e.dest == "closed"
+               for e in sink.events), [e for e in sink.events if e.object == comm_id]
+
+
+def test_the_control_socket_is_bound_only_when_asked_for(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    off = KernelSource(cmd=KERNEL_CMD, env=((TRACE_ENV, str(trace)),))
+    with running_kernel(off, START) as running:
+        pid = running.pid
+        assert pid is not None
+        jupyter = {running.info[f"{c}_port"] for c in ("shell", "iopub", "stdin",
+                                                        "control", "hb")}
+        assert listening_ports(pid) == jupyter
+    assert trace.exists()  # the trace was written all the same (COMMSPEC_TRACE alone)
+    kernel = ExternalKernel(KernelSource(cmd=KERNEL_CMD), start_timeout=START)
+    try:
+        kernel.start(ListSink())
+        assert kernel._kernel is not None and kernel._kernel.pid is not None
+        ports = listening_ports(kernel._kernel.pid)
+        assert len(ports - jupyter_ports(kernel)) == 1, ports
+    finally:
+        kernel.stop()
+
+
+def jupyter_ports(kernel: ExternalKernel) -> set[int]:
+    assert kernel._kernel is not None
+    info = kernel._kernel.info
+    return {info[f"{c}_port"] for c in ("shell", "iopub", "stdin", "control", "hb")}
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5999", "ipc:///tmp/x", "nonsense"])
+def test_a_control_endpoint_off_loopback_is_refused_naming_it(
+        endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("COMMSPEC_CONTROL", endpoint)
+    assert main(["kernel", "--connection-file", str(tmp_path / "k.json")]) == 2
+    err = capsys.readouterr().err
+    assert "COMMSPEC_CONTROL" in err and repr(endpoint) in err, err
