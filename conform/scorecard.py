@@ -81,7 +81,7 @@ def as_markdown(columns: dict[str, Sequence[Verdict]]) -> str:
         cells = [f"`{verdict.check.name}`", verdict.check.rule]
         for name in names:
             v = columns[name][i]
-            detail = _detail(v).replace("|", "/")
+            detail = " ".join(_detail(v).split()).replace("|", "/")  # one table row
             cells.append(f"{v.outcome.value}" + (f": {detail}" if detail else ""))
         rows.append(cells)
     totals = ["**total**", "", *(summary(columns[n]) for n in names)]
