@@ -44,15 +44,16 @@ def brief(value: Any, limit: int = 160) -> str:
 
 class Client:
     def __init__(self, info: dict[str, Any], *, iopub: IopubMode = "none",
-                 name: str = "client", context: zmq.Context[zmq.Socket[bytes]] | None = None
-                 ) -> None:
+                 name: str = "client", context: zmq.Context[zmq.Socket[bytes]] | None = None,
+                 session_id: str | None = None) -> None:
         self.info = info
         self.name = name
         key = info.get("key", "")
         self.key = key.encode() if isinstance(key, str) else bytes(key)
         self.session = Session(key=self.key, signature_scheme=info.get("signature_scheme",
                                                                        "hmac-sha256"),
-                               session=uuid.uuid4().hex, username="commspec-conform",
+                               session=session_id or uuid.uuid4().hex,
+                               username="commspec-conform",
                                check_pid=False)
         self.identity = self.session.bsession
         self._own_context = context is None
@@ -168,6 +169,26 @@ class Client:
             if msg is None:
                 return got
             got.append(msg)
+
+    def wait_heard(self, timeout: float) -> bool:
+        """Whether the kernel hears this client's IOPub subscription within ``timeout``:
+        a welcome, or, from a kernel without JEP 65, an IOPub message parented to a
+        kernel_info probe (sent again every half second until one comes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe: str = self.send("shell", "kernel_info_request", {})["header"]["msg_id"]
+
+            def heard(m: Message, probe: str = probe) -> bool:
+                return bool(m["msg_type"] == "iopub_welcome"
+                            or m["parent_header"].get("msg_id") == probe)
+
+            try:
+                self.iopub(heard, min(0.5, max(0.0, deadline - time.monotonic())),
+                           "welcome or status")
+                return True
+            except NoAnswer:
+                continue
+        return False
 
     def idle_of(self, request: Message, timeout: float) -> Message:
         msg_id = request["header"]["msg_id"]

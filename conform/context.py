@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from .client import Client, IopubMode, Message, NoAnswer
+from .client import Client, IopubMode
 from .kernel import RunningKernel
 from .profiles import Profile
 from .registry import Failed, NotApplicable
@@ -62,19 +62,8 @@ class CheckContext:
         return made
 
     def wait_subscribed(self, client: Client) -> None:
-        deadline = time.monotonic() + self.timeouts.start
-        while time.monotonic() < deadline:
-            probe: str = client.send("shell", "kernel_info_request", {})["header"]["msg_id"]
-
-            def heard(m: Message, probe: str = probe) -> bool:
-                return bool(m["msg_type"] == "iopub_welcome"
-                            or m["parent_header"].get("msg_id") == probe)
-
-            try:
-                client.iopub(heard, 0.5, "welcome or status")
-                return
-            except NoAnswer:
-                continue
+        if client.wait_heard(self.timeouts.start):
+            return
         raise Failed(f"{client.name}: no IOPub message within {self.timeouts.start:g} s",
                      client.log[-10:])
 
@@ -96,6 +85,8 @@ class CheckContext:
 
     def evidence(self, last: int = 40) -> list[str]:
         lines = [line for made in self.clients for line in made.log]
+        # child frontends (conform.peer) keep the log of the client they hold
+        lines += [line for child in self.children for line in getattr(child, "log", ())]
         return [*self.notes, *lines[-last:]]
 
     def setup_targets(self, client: Client) -> None:

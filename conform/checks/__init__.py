@@ -3,7 +3,7 @@ scorecard's order (the order of ``MODULES``)."""
 
 import importlib
 
-MODULES = ("basics", "badinput")
+MODULES = ("basics", "badinput", "departure", "stdin", "reconnect")
 
 for _name in MODULES:
     importlib.import_module(f"{__name__}.{_name}")
