@@ -34,8 +34,6 @@ def wait_until_answering(client: BlockingKernelClient) -> Message:
     return reply
 
 
-#: how many times a test asks on stdin before its client's stdin connection is in
-ASK_ATTEMPTS = 20
 #: how long one look at IOPub waits before stdin is looked at again, milliseconds
 POLL_MS = 20
 
@@ -44,9 +42,13 @@ def ask_on_stdin(client: BlockingKernelClient, comm_id: str) -> tuple[str, Messa
     """Make the kernel ask ``client`` on stdin (the demo's ``ask_stdin`` on ``comm_id``);
     returns the comm request's id and the input_request, unanswered.
 
-    A client's stdin connection can reach the kernel after its shell one: a request
-    sent before then ends ``unreachable`` at once (EHOSTUNREACH), so ask again."""
-    for _ in range(ASK_ATTEMPTS):
+    A client's stdin connection can reach the kernel after its shell one (on a loaded
+    machine, well after): a request sent before then ends ``unreachable`` at once
+    (EHOSTUNREACH), so ask again, until START_WAIT has passed."""
+    deadline = time.monotonic() + START_WAIT
+    attempts = 0
+    while time.monotonic() < deadline:
+        attempts += 1
         request_id = uuid.uuid4().hex
         client.shell_channel.send(client.session.msg("comm_msg", {"comm_id": comm_id, "data": {
             "jsonrpc": "2.0", "id": request_id, "method": "ask_stdin",
@@ -56,7 +58,9 @@ def ask_on_stdin(client: BlockingKernelClient, comm_id: str) -> tuple[str, Messa
             return request_id, asked
         error = answer["content"]["data"].get("error", {})
         assert error.get("code") == FAILURE_CODES["unreachable"], answer["content"]
-    raise AssertionError(f"the kernel could not reach the client on stdin {ASK_ATTEMPTS} times")
+        client.stdin_channel.socket.poll(POLL_MS)  # paces the asks; nothing is expected
+    raise AssertionError(f"the kernel could not reach the client on stdin in {START_WAIT} s "
+                         f"({attempts} asks)")
 
 
 def _asked_or_answered(client: BlockingKernelClient,
