@@ -51,4 +51,4 @@ def choose_profile(source: KernelSource, name: str | None,
     if FEATURE in info.get("supported_features", []):
         return PROFILES["commspec"], info
     language = str(info.get("language_info", {}).get("name", "")).lower()
-    return PROFILES["python" if language == "python" else "none"], info
+    return PROFILES[language if language in ("python", "r", "julia") else "none"], info

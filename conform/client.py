@@ -45,7 +45,7 @@ def brief(value: Any, limit: int = 160) -> str:
 class Client:
     def __init__(self, info: dict[str, Any], *, iopub: IopubMode = "none",
                  name: str = "client", context: zmq.Context[zmq.Socket[bytes]] | None = None,
-                 session_id: str | None = None) -> None:
+                 session_id: str | None = None, log: list[str] | None = None) -> None:
         self.info = info
         self.name = name
         key = info.get("key", "")
@@ -58,7 +58,8 @@ class Client:
         self.identity = self.session.bsession
         self._own_context = context is None
         self.context = context or zmq.Context()
-        self.log: list[str] = []
+        #: one line per message; several clients may share one list (a check's journal)
+        self.log: list[str] = [] if log is None else log
         self.sockets: dict[str, zmq.Socket[bytes]] = {}
         self._kept: dict[str, list[Message]] = {}
         for channel in _CHANNELS:

@@ -46,11 +46,14 @@ class CheckContext:
     clients: list[Client] = field(default_factory=list)
     children: list[Ends] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what every client and child frontend of the check sent and received, in order
+    journal: list[str] = field(default_factory=list)
 
     # -- what a check opens ----------------------------------------------------------
 
     def client(self, name: str, iopub: IopubMode = "none") -> Client:
-        made = Client(self.kernel.info, iopub=iopub, name=name, context=self.context)
+        made = Client(self.kernel.info, iopub=iopub, name=name, context=self.context,
+                      log=self.journal)
         self.clients.append(made)
         return made
 
@@ -84,10 +87,7 @@ class CheckContext:
     # -- what a check needs --------------------------------------------------------
 
     def evidence(self, last: int = 40) -> list[str]:
-        lines = [line for made in self.clients for line in made.log]
-        # child frontends (conform.peer) keep the log of the client they hold
-        lines += [line for child in self.children for line in getattr(child, "log", ())]
-        return [*self.notes, *lines[-last:]]
+        return [*self.notes, *self.journal[-last:]]
 
     def setup_targets(self, client: Client) -> None:
         """Run the profile's setup code (nothing for a kernel with its own targets)."""

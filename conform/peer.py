@@ -159,6 +159,7 @@ def start_peer(ctx: CheckContext, name: str, iopub: IopubMode = "stock") -> Peer
     """A child frontend connected to the check's kernel and heard on IOPub; the check's
     context ends it when the check ends, however it ends."""
     peer = PeerProcess.start(name)
+    peer.log = ctx.journal  # its lines join the check's, in the order they come back
     ctx.track(peer)
     info = {k: v.decode() if isinstance(v, bytes) else v for k, v in ctx.kernel.info.items()}
     peer.call("connect", ctx.timeouts.start, info=info, iopub=iopub, name=name)

@@ -33,8 +33,8 @@ def add_parser(subparsers: Any) -> None:
                         help="a command line that starts the kernel; must contain "
                         "{connection_file}")
     p.add_argument("--profile", default=None,
-                   help="python, commspec or none (default: commspec if the kernel declares "
-                   "the spec, else python for a Python kernel, else none)")
+                   help="python, r, julia, commspec or none (default: commspec if the kernel "
+                   "declares the spec, else the kernel's language if it has one, else none)")
     p.add_argument("--only", metavar="CHECKS",
                    help="comma-separated check names (default: all; --list shows them)")
     p.add_argument("--list", action="store_true", help="list the checks and exit")

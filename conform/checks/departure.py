@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from commspec.model.messages import ADOPT_METHOD, FAILURE_CODES
 
-from ..client import Client, NoAnswer
+from ..client import Client, Message, NoAnswer
 from ..context import CheckContext
 from ..peer import PeerError, PeerProcess, start_peer
 from ..registry import Failed, Finding, check
@@ -51,11 +51,20 @@ def unlisted_within(ctx: CheckContext, asker: Client, comm_id: str,
     """Seconds from ``since`` until comm_info no longer lists ``comm_id``; None if it
     still does when the departure timeout has passed."""
     deadline = since + ctx.timeouts.departure
-    while listed(ctx, asker, comm_id):
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(POLL)
-    return time.monotonic() - since
+    first = len(asker.log)
+    try:
+        while listed(ctx, asker, comm_id):
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(POLL)
+        return time.monotonic() - since
+    finally:
+        # The evidence shows the last answer, not each of hundreds before it.
+        earlier = (len(asker.log) - 2 - first) // 2
+        if earlier > 1:
+            asker.log[first:-2] = [f"{asker.name}: {earlier} comm_info requests in "
+                                   f"{duration(time.monotonic() - since)}, each answered "
+                                   f"listing {comm_id}"]
 
 
 def wait_closed(ctx: CheckContext, asker: Client, comm_id: str, since: float,
@@ -213,16 +222,74 @@ def kernel_request_invalidated(ctx: CheckContext) -> Finding:
                      ctx.evidence()) from None
     since = time.monotonic()
     owner.kill()
+    asked = request["header"]["msg_id"]
+
+    def ended(m: Message) -> bool:
+        data = m["content"].get("data")
+        answer = (m["msg_type"] == "comm_msg" and m["parent_header"].get("msg_id") == asked
+                  and isinstance(data, dict) and bool({"result", "error"} & data.keys()))
+        closed = m["msg_type"] == "comm_close" and m["content"].get("comm_id") == comm_id
+        return answer or closed
+
     try:
-        reply = asker.rpc_reply(request, ctx.timeouts.departure)
+        reply = asker.iopub(ended, ctx.timeouts.departure, "call_frontend's answer")
     except NoAnswer:
         raise Failed(f"the kernel's request to F did not end {ctx.timeouts.departure:g} s "
                      "after F was SIGKILLed: call_frontend is still waiting for a frontend "
                      "that is gone", ctx.evidence()) from None
     took = time.monotonic() - since
+    if reply["msg_type"] == "comm_close":
+        raise Failed(f"the kernel closed F's persistent comm {duration(took)} after F was "
+                     "SIGKILLed: call_frontend ends cancelled by the close, not invalidated "
+                     "(a persistent comm detaches when its owner leaves)", ctx.evidence())
     error = reply["content"]["data"].get("error")
     want = FAILURE_CODES["invalidated"]
     if not isinstance(error, dict) or error.get("code") != want:
         raise Failed(f"call_frontend was answered {reply['content']['data']!r}: want an "
                      f"error with code {want} (invalidated)", ctx.evidence())
     return Finding(f"ended invalidated ({want}) {duration(took)} after SIGKILL")
+
+
+@check("kernel_request_undeliverable", "a kernel request nobody can receive fails at once "
+       "as undeliverable", rule="Undeliverable requests",
+       prop="one_outcome (undeliverable, -32001; it never pends)",
+       needs={"targets", "kernel_request"})
+def kernel_request_undeliverable(ctx: CheckContext) -> Finding:
+    asker = ctx.frontend("asker")
+    ctx.setup_targets(asker)
+    owner = start_peer(ctx, "F", iopub="peer")
+    detached = owner.call("open", ctx.timeouts.reply, target=PERSISTENT)["comm_id"]
+    default = owner.call("open", ctx.timeouts.reply, target=ECHO)["comm_id"]
+    since = time.monotonic()
+    owner.kill()
+    # The default comm's close shows the kernel acted on F's departure: its persistent
+    # comm is detached from then on, and the kernel's requests on it reach nobody.
+    try:
+        asker.iopub(lambda m: m["msg_type"] == "comm_close"
+                    and m["content"].get("comm_id") == default,
+                    ctx.timeouts.departure, "comm_close for F's default comm")
+    except NoAnswer:
+        raise Failed(f"no comm_close for F's default comm {ctx.timeouts.departure:g} s after "
+                     "F was SIGKILLed: the kernel did not act on F's departure, so nothing "
+                     "shows its persistent comm detached", ctx.evidence()) from None
+    if not listed(ctx, asker, detached):
+        raise Failed("the kernel closed F's persistent comm when F left, where it should "
+                     "detach it (persistent_kept's rule): no detached comm to ask on",
+                     ctx.evidence())
+    request = asker.rpc(detached, "call_frontend",
+                        {"method": "conform.nobody_there", "params": {}})
+    asked = time.monotonic()
+    try:
+        reply = asker.rpc_reply(request, ctx.timeouts.reply)
+    except NoAnswer:
+        raise Failed(f"call_frontend on F's detached comm got no answer within "
+                     f"{ctx.timeouts.reply:g} s: the kernel's request to nobody pends instead "
+                     "of failing at once", ctx.evidence()) from None
+    error = reply["content"]["data"].get("error")
+    want = FAILURE_CODES["undeliverable"]
+    if not isinstance(error, dict) or error.get("code") != want:
+        raise Failed(f"call_frontend on F's detached comm was answered "
+                     f"{reply['content']['data']!r}: want an error with code {want} "
+                     "(undeliverable)", ctx.evidence())
+    return Finding(f"F's departure acted on {duration(asked - since)} after SIGKILL; then "
+                   f"undeliverable ({want}) {duration(time.monotonic() - asked)} after asking")
