@@ -34,16 +34,18 @@ writing one adapter. An adapter is a :class:`KernelAdapter`:
   still tested; the harness then skips the ``queued`` race.
 - Observations the harness compares with the model, readable from any thread
   at any time (also after ``stop``): ``subscriber_count`` (frontends known to
-  listen: one per live peer topic, or one while only peerless ones do), ``comm_states()`` (open and
-  detached comms by id, with their state's value), ``late_replies`` (replies,
-  comm and stdin, for requests that had already ended), ``pending_count`` and
-  ``stdin_pending_count``.
+  listen: one per live peer topic, or one while only peerless ones do) and
+  ``late_replies`` (replies, comm and stdin, for requests that had already ended).
 
-Everything else the harness compares (each request's outcome, each comm's
-state on each side, each session's state) it reads from the trace, so a kernel
-that reports its transitions faithfully and exposes these few numbers can be
-tested. :class:`ReferenceKernel` wraps :class:`~commspec.impl.KernelEndpoint`;
-the tests' broken variants subclass it and replace one of its ``policies``.
+That is all the harness reads of an adapter (:data:`ADAPTER_NEEDS`, tested). Everything
+else it compares (each request's outcome, each comm's state on each side, each session's
+state) it reads from the trace, so a kernel that reports its transitions faithfully and
+exposes these two numbers can be tested. :class:`ReferenceKernel` wraps
+:class:`~commspec.impl.KernelEndpoint` (and offers more, ``comm_states()``,
+``pending_count``..., which the reference-only scenarios of :mod:`.edges` read); the tests'
+broken variants subclass it and replace one of its ``policies``. A kernel in another
+process that writes commspec's trace and serves the control socket needs no adapter of
+its own: :class:`~commspec.mbt.external.ExternalKernel`.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
 from commspec.impl.targets import ECHO, ECHO_PERSISTENT
 from commspec.model.trace import TraceSink
 
-__all__ = ["MBT_HEARTBEAT", "KernelAdapter", "ReferenceKernel"]
+__all__ = ["ADAPTER_NEEDS", "ADAPTER_OPTIONAL", "MBT_HEARTBEAT", "KernelAdapter",
+           "ReferenceKernel"]
 
 #: ZMTP heartbeats of the kernel under test: short, so a departed peer is noticed fast
 MBT_HEARTBEAT = HeartbeatSettings(interval=0.05, timeout=0.25)
@@ -74,9 +77,6 @@ class KernelAdapter(Protocol):
     @property
     def connection_file(self) -> Path: ...
 
-    @property
-    def running(self) -> bool: ...
-
     def open_comm(self, target: str, persistent: bool, owner: str | None = None) -> str: ...
 
     def close_comm(self, comm_id: str) -> None: ...
@@ -88,16 +88,15 @@ class KernelAdapter(Protocol):
     @property
     def subscriber_count(self) -> int: ...
 
-    def comm_states(self) -> dict[str, str]: ...
-
     @property
     def late_replies(self) -> int: ...
 
-    @property
-    def pending_count(self) -> int: ...
 
-    @property
-    def stdin_pending_count(self) -> int: ...
+#: what the harness reads of an adapter: KernelAdapter's members, and the optional ones
+ADAPTER_NEEDS = frozenset({"start", "stop", "connection_file", "open_comm", "close_comm",
+                           "comm_request", "stdin_request", "subscriber_count",
+                           "late_replies"})
+ADAPTER_OPTIONAL = frozenset({"keep_detached", "hold_inbound"})
 
 
 class ReferenceKernel:

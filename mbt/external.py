@@ -13,8 +13,7 @@ Rules (SPEC.md, "A kernel in any language: trace export and the control socket")
   event for it arrives, with the outcome the kernel reports.
 - ``stop`` shuts the kernel down (a shutdown_request, then the manager's kill), reads
   the trace to its end, and releases the process, the sockets and the files; it is
-  safe to call twice. The counts read after it are the last the kernel gave, with no
-  subscriber left.
+  safe to call twice. The counts read after it are the last the kernel gave.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from commspec.impl.control import (
 )
 from commspec.impl.errors import BadMessage, RemoteError, RequestFailed
 from commspec.impl.wire import Codec
+from commspec.mbt.errors import MbtFailure
 from commspec.model.errors import CommspecError
 from commspec.model.trace import TraceEvent, TraceSink
 
@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 TRACE_ENV = "COMMSPEC_TRACE"
+MAX_DETACHED_ENV = "COMMSPEC_MAX_DETACHED"
 #: how long a control request may take to be answered (a kernel starting is not one)
 CONTROL_TIMEOUT = 10.0
 #: how long the kernel may take to start and answer kernel_info
@@ -220,9 +221,20 @@ class ExternalKernel:
         self._connection_file: Path | None = None
         self._last: dict[str, Any] = {"subscribers": 0, "late_replies": 0}
         self._stopped = False
+        self.max_detached: int | None = None
+
+    def keep_detached(self, n: int) -> None:
+        """Start the kernel with ``COMMSPEC_MAX_DETACHED=n``; ``start`` fails if its
+        ``state`` then reports another bound (it did not take the variable)."""
+        self.max_detached = n
 
     def describe(self) -> str:
         return f"ExternalKernel({self.source.describe()})"
+
+    def as_code(self) -> tuple[str, list[tuple[str, str]]]:
+        """The expression that makes this adapter again, and the imports it needs (for
+        a printed reproducer: it must name this kernel, never the reference one)."""
+        return as_code(self.source)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -235,14 +247,20 @@ class ExternalKernel:
             trace = folder / "trace.jsonl"
             endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
             self._follower = TraceFollower(trace, sink)
+            bound = () if self.max_detached is None else (
+                (MAX_DETACHED_ENV, str(self.max_detached)),)
             source = KernelSource(self.source.kernelspec, self.source.cmd, (
-                *self.source.env, (TRACE_ENV, str(trace)), (CONTROL_ENV, endpoint)))
+                *self.source.env, (TRACE_ENV, str(trace)), (CONTROL_ENV, endpoint), *bound))
             self._kernel = self._stack.enter_context(
                 running_kernel(source, self.start_timeout))
             self._connection_file = Path(self._kernel.manager.connection_file)
             info = ConnectionInfo.from_dict(dict(self._kernel.info))
             self._control = ControlClient(endpoint, info)
             self._last = self._control.call("state", timeout=self.start_timeout)
+            kept = self._last.get("max_detached")
+            if self.max_detached is not None and kept != self.max_detached:
+                raise MbtFailure(f"{self.describe()} keeps {kept} detached comms, the "
+                                 f"model {self.max_detached} ({MAX_DETACHED_ENV} not taken)")
         except BaseException:
             self.stop()
             raise
@@ -260,7 +278,6 @@ class ExternalKernel:
         finally:
             if self._follower is not None:
                 self._follower.close()  # ...after the trace was read to its end
-        self._last = {**self._last, "subscribers": 0}
 
     @property
     def connection_file(self) -> Path:
@@ -350,3 +367,13 @@ def _outcome(ended: Future[dict[str, Any]], comm_id: str | None, method: str) ->
     ended.add_done_callback(settle)
     return out
 
+
+
+def as_code(source: KernelSource) -> tuple[str, list[tuple[str, str]]]:
+    """The expression that makes an :class:`ExternalKernel` of ``source``, and its imports."""
+    args = ", ".join(f"{name}={value!r}" for name, value in (
+        ("kernelspec", source.kernelspec), ("cmd", source.cmd), ("env", source.env))
+        if value)
+    return (f"ExternalKernel(KernelSource({args}))",
+            [("commspec.mbt.external", "ExternalKernel"),
+             ("commspec.conform.kernel", "KernelSource")])

@@ -52,6 +52,7 @@ from .recorder import Coverage, Move, Recorder, Row
 
 __all__ = [
     "MBT_BOUNDS",
+    "SKIPPABLE",
     "SUPPORTED",
     "Action",
     "Chooser",
@@ -66,6 +67,7 @@ __all__ = [
     "StepRecord",
     "System",
     "project",
+    "without",
 ]
 
 #: the environment actions the harness can apply, by name; "race" (not a model action:
@@ -78,6 +80,25 @@ SUPPORTED = frozenset({a.name for a in ENVIRONMENT_ACTIONS} | {Race.name}
 def default_supported(bounds: Bounds) -> frozenset[str]:
     """Every supported action, whatever the bounds."""
     return SUPPORTED
+
+
+#: every name ``without`` takes: the actions, ``race`` and each race order's rule
+SKIPPABLE = SUPPORTED | {rule_name(o) for o in RaceOrder}
+
+
+def without(supported: frozenset[str], skipped: Iterable[str]) -> frozenset[str]:
+    """``supported`` less the actions named (``race_<order>`` takes one race order out
+    and keeps the others); ValueError naming any name that is not an action."""
+    names = set(skipped)
+    unknown = sorted(names - SKIPPABLE)
+    if unknown:
+        raise ValueError(f"not an action: {', '.join(unknown)} (the actions: "
+                         f"{', '.join(sorted(SKIPPABLE))})")
+    out = set(supported)
+    if Race.name in out and names & {rule_name(o) for o in RaceOrder}:
+        out.discard(Race.name)  # "race" means every order: name the ones kept
+        out |= {rule_name(o) for o in RaceOrder}
+    return frozenset(out - names)
 
 
 #: small bounds: a default run finishes in well under a minute

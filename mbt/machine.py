@@ -51,9 +51,10 @@ from commspec.model.actions import ENVIRONMENT_ACTIONS, Action, Freeze
 from commspec.model.system import Bounds
 
 from .adapter import KernelAdapter, ReferenceKernel
+from .errors import MbtFailure
 from .harness import MBT_BOUNDS, Harness, System, default_supported
 from .inprocess import InProcessSystem
-from .live import QUIET, LiveSystem
+from .live import QUIET, STEP_TIMEOUT, LiveSystem
 from .processes import FrontendPool
 from .race import DESCRIPTIONS, Race, RaceOrder, rule_name
 from .reconcile import RECONCILE_RACES, ReconcileRace
@@ -318,8 +319,10 @@ def run(
     progress: Callable[[RunResult], None] | None = None,
     derandomize: bool = False,
     quiet: float = QUIET,
+    step_timeout: float = STEP_TIMEOUT,
     frontend_policies: type[FrontendPolicies] = FrontendPolicies,
     shrink: bool = True,
+    max_shrinks: int | None = None,
 ) -> RunResult:
     """Run the model-based test; a failure is caught and returned, not raised.
 
@@ -335,7 +338,10 @@ def run(
     of it), and frontend cores on the simulated network. Either way the frontends'
     reconcile rules are ``frontend_policies``: the reference ones, or a broken variant's.
     Without ``shrink``, a failure is reported as first found (shrinking a program whose
-    steps draw many delivery orders can take thousands of examples).
+    steps draw many delivery orders can take thousands of examples); ``max_shrinks``
+    bounds the programs the shrinking may run (a kernel that takes seconds to start
+    makes each one cost that). ``quiet`` and ``step_timeout`` are the live system's
+    bounds on one step (:class:`~commspec.mbt.live.LiveSystem`).
     """
     if seed is None and not derandomize:
         seed = random_seed()
@@ -370,10 +376,11 @@ def run(
 
         def factory() -> System:
             return LiveSystem(adapter_factory(), coverage=coverage, quiet=quiet,
-                              pool=live_pool, frontend_policies=frontend_policies)
+                              step_timeout=step_timeout, pool=live_pool,
+                              frontend_policies=frontend_policies)
 
     def bounded() -> System:
-        if searched_enough():
+        if searched_enough() or (max_shrinks is not None and result.shrinks >= max_shrinks):
             raise _Searched
         return factory()
 
@@ -396,7 +403,9 @@ def run(
         with _fewer_collections():
             run_state_machine_as_test(machine, settings=config)  # type: ignore[no-untyped-call, unused-ignore]
     except _Searched:
-        pass
+        shrunk = result.shrunk  # the shrinking's budget ran out: its smallest failure
+        if result.found_failure and shrunk is not None:
+            result.failure = MbtFailure(shrunk.failure or "failed")
     except BaseException as e:  # the failure, after shrinking
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -444,7 +453,7 @@ def _policies(adapter_factory: AdapterFactory) -> type[KernelPolicies]:
 
 
 _LIVE_REPLAY = """\
-    with Harness(LiveSystem({kernel}(){core}), bounds{only}) as harness:
+    with Harness(LiveSystem({adapter}{core}), bounds{only}) as harness:
         for action in program:
             harness.apply(action)
             harness.check()
@@ -466,23 +475,29 @@ def program_as_test(
     choices: list[list[int]] | None = None,
     kernel: str = "ReferenceKernel",
     frontend: str | None = None,
+    adapter: tuple[str, list[tuple[str, str]]] | None = None,
 ) -> str:
     """A standalone pytest test that replays ``actions`` against the reference kernel
     (or the variant named ``kernel``, importable from the test's folder) and reference
     frontends (or the frontend core named ``frontend``): live, or, given the
-    ``choices`` each step made, in-process."""
+    ``choices`` each step made, in-process. ``adapter``: for a live replay against
+    another kernel, the expression that makes its adapter and the imports it needs
+    (:meth:`~commspec.mbt.external.ExternalKernel.as_code`)."""
     body = "".join(f"        {a!r},\n" for a in actions)
     b = bounds
     only = "" if supported is None else f", supported={sorted(supported)!r}"
     system = (("commspec.mbt.live", "LiveSystem"),) if choices is None else (
         ("commspec.mbt.inprocess", "InProcessSystem"), ("commspec.mbt.machine", "StepChooser"))
-    imports = _imports(actions, [("commspec.mbt.adapter", "ReferenceKernel"),
-                                 ("commspec.mbt.harness", "Harness"), *system,
+    made_by, needs = adapter if adapter is not None else (
+        f"{kernel}()", [("commspec.mbt.adapter", "ReferenceKernel")])
+    if choices is not None:
+        needs = [("commspec.mbt.adapter", "ReferenceKernel")]
+    imports = _imports(actions, [*needs, ("commspec.mbt.harness", "Harness"), *system,
                                  ("commspec.model.system", "Bounds")])
     made = "" if choices is None else f"    choices = {choices!r}\n"
     core = "" if frontend is None else f", frontend_policies={frontend}"
     replay = (_LIVE_REPLAY if choices is None else _IN_PROCESS_REPLAY).format(
-        kernel=kernel, only=only, core=core)
+        kernel=kernel, adapter=made_by, only=only, core=core)
     return (f"{imports}\n\n\ndef {name}() -> None:\n    program = [\n{body}    ]\n{made}"
             f"    bounds = Bounds(frontends={b.frontends}, comms={b.comms}, "
             f"requests={b.requests},\n"

@@ -8,7 +8,9 @@ whatever the random programs did.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from commspec.model.actions import (
     Action,
@@ -30,14 +32,16 @@ from commspec.model.system import Bounds
 from commspec.model.world import Target
 
 from .adapter import KernelAdapter, ReferenceKernel
-from .harness import MBT_BOUNDS, Harness, System
+from .errors import MbtFailure
+from .harness import MBT_BOUNDS, SUPPORTED, Harness, System
 from .inprocess import InProcessSystem
-from .live import LiveSystem
+from .live import QUIET, STEP_TIMEOUT, LiveSystem
 from .race import Race, RaceOrder
 from .reconcile import StaleRequest, UnseenRequest
 from .recorder import Coverage
 
-__all__ = ["DIRECTED", "ONE_FRONTEND", "run_directed"]
+__all__ = ["DIRECTED", "ONE_FRONTEND", "Verdict", "directed_verdicts", "run_directed",
+           "unsupported"]
 
 ONE_FRONTEND = Bounds(frontends=1, comms=2, requests=2, reconnects=0, faults=1)
 #: room for two freezes and an exit, one reconnect
@@ -117,6 +121,88 @@ DIRECTED: tuple[tuple[str, Bounds, tuple[Action, ...]], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What one directed program came to: ``passed``, ``failed`` (``detail`` says how) or
+    ``skipped`` (``detail`` says what the kernel under test cannot do)."""
+
+    name: str
+    status: str
+    detail: str = ""
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def unsupported(program: tuple[Action, ...], bounds: Bounds, supported: frozenset[str],
+                adapter: object) -> str | None:
+    """Why the kernel under test cannot run ``program``, or None if it can."""
+    for action in program:
+        names = {action.name} | ({action.rule} if isinstance(action, Race) else set())
+        if not names & supported:
+            return f"{action.name if not isinstance(action, Race) else action.rule} " \
+                   "is skipped"
+        if isinstance(action, Race) and action.order is RaceOrder.QUEUED \
+                and not callable(getattr(adapter, "hold_inbound", None)):
+            return "the kernel cannot hold its inbound queues (hold_inbound)"
+    if bounds.detached < bounds.comms and not callable(getattr(adapter, "keep_detached",
+                                                               None)):
+        return f"the kernel cannot be told to keep at most {bounds.detached} detached comms"
+    return None
+
+
+def directed_verdicts(
+    adapter_factory: Callable[[], KernelAdapter] = ReferenceKernel,
+    coverage: Coverage | None = None,
+    *,
+    in_process: bool = False,
+    done: Callable[[str], None] | None = None,
+    supported: frozenset[str] = SUPPORTED,
+    step_timeout: float = STEP_TIMEOUT,
+    quiet: float = QUIET,
+) -> list[Verdict]:
+    """Run every directed program, live or ``in_process`` (the reference kernel's core
+    with the adapter's policies), each to its own verdict: a failure does not stop the
+    programs after it, and a program with an action the kernel cannot make happen
+    (not in ``supported``, or needing what its adapter lacks) is skipped, not failed.
+    ``done`` hears each program's name as it ends (a progress display)."""
+    out: list[Verdict] = []
+    for name, bounds, program in DIRECTED:
+        out.append(_directed(name, bounds, program, adapter_factory, coverage, in_process,
+                             supported, step_timeout, quiet))
+        if done is not None:
+            done(name)
+    return out
+
+
+def _directed(name: str, bounds: Bounds, program: tuple[Action, ...],
+              adapter_factory: Callable[[], KernelAdapter], coverage: Coverage | None,
+              in_process: bool, supported: frozenset[str], step_timeout: float,
+              quiet: float) -> Verdict:
+    if in_process:
+        system: System = InProcessSystem(getattr(adapter_factory, "policies"),  # noqa: B009
+                                         coverage=coverage)
+    else:
+        adapter = adapter_factory()
+        why = unsupported(program, bounds, supported, adapter)
+        if why is not None:
+            return Verdict(name, "skipped", why)
+        system = LiveSystem(adapter, coverage=coverage, step_timeout=step_timeout,
+                            quiet=quiet)
+    began = time.monotonic()
+    harness = Harness(system, bounds, supported=supported)
+    try:
+        with harness:
+            for action in program:
+                harness.apply(action)
+                harness.check()
+    except Exception as e:  # a mismatch, or a kernel that failed to start or answer
+        what = "" if isinstance(e, AssertionError) else f"{type(e).__name__}: "
+        return Verdict(name, "failed", f"at step {len(harness.program)} of {len(program)}, "
+                       f"{what}{e}", time.monotonic() - began, len(harness.program))
+    return Verdict(name, "passed", "", sum(s.seconds for s in harness.steps),
+                   len(harness.steps))
+
+
 def run_directed(
     adapter_factory: Callable[[], KernelAdapter] = ReferenceKernel,
     coverage: Coverage | None = None,
@@ -124,24 +210,14 @@ def run_directed(
     in_process: bool = False,
     done: Callable[[str], None] | None = None,
 ) -> list[tuple[str, float, int]]:
-    """Run every directed program, live or ``in_process`` (the reference kernel's core
-    with the adapter's policies); MbtFailure (naming it) on the first that fails.
-    ``done`` hears each program's name as it passes (a progress display).
+    """Every directed program (:func:`directed_verdicts`); MbtFailure naming each one
+    that failed, once all have run.
 
     Returns (name, seconds, steps) per program."""
-    out: list[tuple[str, float, int]] = []
-    for name, bounds, program in DIRECTED:
-        system: System = (
-            InProcessSystem(getattr(adapter_factory, "policies"), coverage=coverage)  # noqa: B009
-            if in_process else LiveSystem(adapter_factory(), coverage=coverage))
-        with Harness(system, bounds) as harness:
-            for action in program:
-                try:
-                    harness.apply(action)
-                    harness.check()
-                except AssertionError as e:
-                    raise type(e)(f"directed program {name!r}: {e}") from e
-            out.append((name, sum(s.seconds for s in harness.steps), len(harness.steps)))
-        if done is not None:
-            done(name)
-    return out
+    verdicts = directed_verdicts(adapter_factory, coverage, in_process=in_process,
+                                 done=done)
+    failed = [v for v in verdicts if v.status != "passed"]
+    if failed:
+        raise MbtFailure("\n".join(f"directed program {v.name!r} {v.status}: {v.detail}"
+                                    for v in failed))
+    return [(v.name, v.seconds, v.steps) for v in verdicts]

@@ -81,6 +81,8 @@ def add_parser(subparsers: Any) -> None:
 
 #: the environment variable naming the trace file (SPEC.md, "Trace export")
 TRACE_ENV = "COMMSPEC_TRACE"
+#: the environment variable giving the detached bound the harness assumes
+MAX_DETACHED_ENV = "COMMSPEC_MAX_DETACHED"
 
 #: the exit status when the kernel's I/O thread dies (EX_SOFTWARE): a restarter sees it
 IO_DEATH_EXIT = 70
@@ -177,6 +179,18 @@ def _from_env(name: str, kind: Callable[[str], T]) -> T | None:
     return kind(value) if value else None
 
 
+def _detached_bound() -> dict[str, Any]:
+    """``max_detached`` from the environment, if the harness set it (SPEC.md, "A kernel
+    in any language"); ValueError naming what was given if it is not a count."""
+    text = os.environ.get(MAX_DETACHED_ENV, "")
+    if not text:
+        return {}
+    try:
+        return {"max_detached": int(text)}
+    except ValueError:
+        raise ValueError(f"expected a whole number of comms, not {text!r}") from None
+
+
 def _control_endpoint(endpoint: str | None) -> str | None:
     if endpoint is None:
         return None
@@ -207,10 +221,13 @@ def _open_trace(path: Path | None) -> JsonLinesSink | None:
 
 def _start_kernel(args: argparse.Namespace, trace: JsonLinesSink | None,
                   endpoint: Callable[..., KernelEndpoint]) -> KernelEndpoint:
-    config = KernelConfig(
-        heartbeat=HeartbeatSettings(args.heartbeat_interval, args.heartbeat_timeout),
-        insecure=args.insecure,
-    )
+    try:
+        config = KernelConfig(
+            heartbeat=HeartbeatSettings(args.heartbeat_interval, args.heartbeat_timeout),
+            insecure=args.insecure, **_detached_bound(),
+        )
+    except ValueError as e:
+        raise UsageError(f"{MAX_DETACHED_ENV}: {e}") from e
     try:
         connection_file = args.connection_file or default_connection_file()
     except OSError as e:
