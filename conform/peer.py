@@ -8,9 +8,10 @@ Rules:
   "error"}``, with the lines its client logged since the last answer (the check's
   evidence). Every wait in it is bounded by the timeout its command gives.
 - It dies as a frontend dies: SIGKILL, SIGSTOP (frozen, its sockets silent), or a clean
-  close of its sockets (``close``, then it exits). ``drop`` closes its sockets and
-  ``reconnect`` opens new ones with the same session id, as a frontend whose link
-  came back does.
+  close of its sockets (``close``, or ``answer_and_close``: it answers the kernel's
+  request, flushes that answer and leaves at once; then it exits). ``drop`` closes its
+  sockets and ``reconnect`` opens new ones with the same session id, as a frontend
+  whose link came back does.
 - The parent's :class:`PeerProcess` signals and ends it by its own pid only: SIGCONT
   first if it was stopped, then SIGKILL; it is reaped and its pipes closed. A child
   whose parent went away reads the end of its stdin and exits.
@@ -176,6 +177,8 @@ class _Frontend:
         self.client: Client | None = None
         self.shown = 0
         self.settings: dict[str, Any] = {}
+        #: comm id -> the last kernel request seen on it (what ``answer_and_close`` answers)
+        self.kernel_requests: dict[str, Message] = {}
 
     def held(self) -> Client:
         if self.client is None:
@@ -245,7 +248,22 @@ class _Frontend:
                         and not {"result", "error"} & data.keys())
 
         msg = self.held().iopub(is_request, timeout, "kernel request on the comm")
+        self.kernel_requests[comm_id] = msg
         return {"data": msg["content"]["data"]}
+
+    def answer_and_close(self, timeout: float, comm_id: str, result: Any) -> dict[str, Any]:
+        """Answer the kernel's last request on ``comm_id`` and leave at once: the answer
+        is flushed to the kernel's shell before the sockets close (the drain rule's
+        race), then the process exits."""
+        client = self.held()
+        request = self.kernel_requests[comm_id]
+        client.send("shell", "comm_msg", {"comm_id": comm_id, "data": {
+            "jsonrpc": "2.0", "id": request["content"]["data"]["id"], "result": result}},
+            parent=request)
+        client.sockets.pop("shell").close(linger=int(timeout * 1000))
+        client.close()  # the context's term waits for the answer to be written
+        client.log.append(f"{client.name}: answered and closed its sockets, exiting")
+        return {}
 
     def comm_info(self, timeout: float) -> dict[str, Any]:
         return {"comms": self.held().comm_info(timeout)}
@@ -278,7 +296,8 @@ def main() -> int:
     commands: dict[str, Callable[..., dict[str, Any]]] = {
         name: getattr(frontend, name) for name in (
             "connect", "open", "request", "send_request", "notify", "execute", "wait_stdin",
-            "wait_kernel_request", "comm_info", "drop", "reconnect", "close")}
+            "wait_kernel_request", "answer_and_close", "comm_info", "drop", "reconnect",
+            "close")}
     for line in sys.stdin:
         command = json.loads(line)
         n, op = command.pop("id"), command.pop("op")
@@ -287,7 +306,7 @@ def main() -> int:
         except Exception as e:  # told to the parent, which decides what it means
             answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         print(json.dumps({"id": n, **answer, "log": frontend.new_log()}), flush=True)
-        if op == "close" and answer["ok"]:
+        if op in ("close", "answer_and_close") and answer["ok"]:
             return 0
     return 0
 

@@ -293,3 +293,50 @@ def kernel_request_undeliverable(ctx: CheckContext) -> Finding:
                      "(undeliverable)", ctx.evidence())
     return Finding(f"F's departure acted on {duration(asked - since)} after SIGKILL; then "
                    f"undeliverable ({want}) {duration(time.monotonic() - asked)} after asking")
+
+
+#: the size of the echo that keeps the kernel busy while a frontend answers and leaves:
+#: encoding its reply takes the kernel about 0.1 s, a hundred times what the frontend
+#: takes to answer and close
+BALLAST = 16 << 20
+
+
+@check("drain_answer_wins", "an answer that reached the kernel before its frontend left "
+       "resolves the request", rule="The drain rule",
+       prop="one_outcome (a received answer wins over the departure)",
+       needs={"targets", "kernel_request"})
+def drain_answer_wins(ctx: CheckContext) -> Finding:
+    asker = ctx.frontend("asker")
+    ctx.setup_targets(asker)
+    owner = start_peer(ctx, "F", iopub="peer")
+    comm_id = owner.call("open", ctx.timeouts.reply, target=PERSISTENT)["comm_id"]
+    ballast_comm, opened = asker.open_comm(ECHO)
+    asker.idle_of(opened, ctx.timeouts.reply)
+    request = asker.rpc(comm_id, "call_frontend", {"method": "conform.answered", "params": {}})
+    try:
+        owner.call("wait_kernel_request", ctx.timeouts.reply, comm_id=comm_id)
+    except PeerError as e:
+        raise Failed(f"F never got the kernel's request on its comm: {e.why}",
+                     ctx.evidence()) from None
+    # F answers and leaves while the kernel is busy with a large echo, so that F's
+    # answer and its departure are both waiting when the kernel next reads: the drain
+    # rule says the answer is read first.
+    ballast = asker.rpc(ballast_comm, "echo", {"ballast": "x" * BALLAST})
+    busy = ballast["header"]["msg_id"]
+    asker.iopub(lambda m: m["msg_type"] == "status" and m["parent_header"].get("msg_id") == busy,
+                ctx.timeouts.reply, "busy for the large echo")
+    owner.call("answer_and_close", ctx.timeouts.reply, comm_id=comm_id,
+               result={"answered": True})
+    asker.rpc_reply(ballast, ctx.timeouts.reply)
+    try:
+        reply = asker.rpc_reply(request, ctx.timeouts.departure)
+    except NoAnswer:
+        raise Failed(f"call_frontend got no answer {ctx.timeouts.departure:g} s after F "
+                     "answered and left", ctx.evidence()) from None
+    data = reply["content"]["data"]
+    if data.get("result") != {"answered": True}:
+        raise Failed(f"F answered {{'answered': True}} before it left, but call_frontend was "
+                     f"answered {data!r}: the kernel acted on the departure before reading "
+                     "an answer it had already received", ctx.evidence())
+    return Finding("F answered and left at once while the kernel was busy: its answer "
+                   "resolved the request")
