@@ -19,6 +19,7 @@ Rules (SPEC.md, "A kernel in any language: trace export and the control socket")
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import tempfile
 import threading
@@ -151,12 +152,26 @@ class ControlClient:
             waiting.set_result(content.get("result"))
 
 
+#: where the control port is picked: below Linux's default ephemeral range (32768 up),
+#: so no connection another socket makes meanwhile can take it before the kernel binds it
+CONTROL_PORTS = range(20_000, 32_768)
+#: picks tried before giving up (each one verified free by binding it)
+PORT_TRIES = 100
+
+
 def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 now (as jupyter_client picks a kernel's ports)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port free on 127.0.0.1 now, outside the ephemeral range: ports chosen by
+    the system (bind to 0) come from the range outgoing connections take theirs from,
+    and one was seen taken by the time the kernel bound it."""
+    for _ in range(PORT_TRIES):
+        port = random.choice(CONTROL_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port on 127.0.0.1 in {CONTROL_PORTS} after {PORT_TRIES} tries")
 
 
 class TraceFollower:

@@ -38,7 +38,7 @@ from commspec.mbt.external import START_TIMEOUT, ExternalKernel, as_code
 from commspec.mbt.harness import MBT_BOUNDS, default_supported, without
 from commspec.mbt.live import QUIET, STEP_TIMEOUT
 from commspec.mbt.recorder import Coverage
-from commspec.mbt.scenarios import DIRECTED, directed_verdicts
+from commspec.mbt.scenarios import DIRECTED, Verdict, directed_verdicts
 from commspec.mbt.session_edges import SESSION_EDGES, run_session_edges
 from commspec.mbt.simulated_edges import SIMULATED_EDGES, run_simulated_edges
 from commspec.model.system import Bounds
@@ -364,7 +364,9 @@ def _scenarios(
     for v in verdicts:
         if v.status != "passed":
             print(f"directed program {v.status.upper()}: {v.name}: {v.detail}")
-    if any(v.status == "failed" for v in verdicts):
+    failed = [v for v in verdicts if v.status == "failed"]
+    if failed:
+        _directed_reproducer(failed[0], supported, live, kernel)
         return False
     if kernel.external:
         # the scenarios reach into the reference kernel (its endpoint, a scripted
@@ -389,6 +391,18 @@ def _scenarios(
     times.append(PhaseTime("scenarios", f"{passed} for the rows no model action takes",
                            time.monotonic() - began))
     return True
+
+
+def _directed_reproducer(verdict: Verdict, supported: frozenset[str], live: bool,
+                         kernel: KernelChoice) -> None:
+    """The first failed directed program as a pytest test that replays it live against
+    the kernel that failed (in-process, its delivery orders are not kept: live)."""
+    from commspec.mbt.machine import program_as_test
+
+    bounds, program = next((b, p) for name, b, p in DIRECTED if name == verdict.name)
+    print(f"\nthe directed program {verdict.name!r} as a pytest test (against "
+          f"{kernel.describe()}, live):\n")
+    print(program_as_test(list(program), bounds, supported, adapter=kernel.as_code()))
 
 
 # -- output ----------------------------------------------------------------------------

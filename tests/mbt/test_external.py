@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +112,36 @@ def test_a_control_endpoint_off_loopback_is_refused_naming_it(
     assert main(["kernel", "--connection-file", str(tmp_path / "k.json")]) == 2
     err = capsys.readouterr().err
     assert "COMMSPEC_CONTROL" in err and repr(endpoint) in err, err
+
+
+def run_mbt(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``commspec mbt`` in a process of its own (its kernels are its children: it stops
+    them, and the timeout bounds the whole run)."""
+    return subprocess.run([sys.executable, "-m", "commspec", "mbt", *argv],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_commspec_mbt_drives_the_reference_kernel_out_of_process() -> None:
+    run = run_mbt("--cmd", KERNEL_CMD, "--examples", "2", "--steps", "6", "--seed", "7")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "OK: the live system (command " in run.stdout, run.stdout
+    assert "directed programs   18 programs" in run.stdout, run.stdout
+    assert "presence                   5 / 5" in run.stdout, run.stdout
+
+
+VARIANT_CMD = (f"{shlex.quote(sys.executable)} "
+               f"{shlex.quote(str(Path(__file__).parent.parent / 'conform' / 'variant_kernel.py'))}"
+               " persistent_closed_on_disconnect --connection-file {connection_file} "
+               "--heartbeat-interval 0.05 --heartbeat-timeout 0.25")
+
+
+def test_a_broken_kernel_out_of_process_fails_and_its_reproducer_names_it() -> None:
+    # too few random programs to catch it: the directed ones do, each to its verdict
+    run = run_mbt("--cmd", VARIANT_CMD, "--examples", "1", "--steps", "2", "--seed", "3")
+    assert run.returncode == 1, run.stdout + run.stderr
+    out = run.stdout
+    assert "directed program FAILED: " in out and "directed program PASSED" not in out, out
+    verdicts = [line for line in out.splitlines() if line.startswith("directed program ")]
+    assert 1 <= len(verdicts) < 18, out  # only the failures are listed: the rest passed
+    assert "ExternalKernel(KernelSource(cmd=" in out and "ReferenceKernel" not in out, out
+    assert f"--cmd {shlex.quote(VARIANT_CMD)}" in out, out
