@@ -1,5 +1,11 @@
 """Live-only scenarios: declared transitions the system model's environment never takes.
 
+**Reference-only.** These scenarios reach into the reference kernel (its endpoint, a
+deadline, an interrupt, a second answer put on the wire): they hold the reference
+implementation to the rows no model action takes, and do not run against another
+kernel. ``commspec mbt --cmd``/``--kernelspec`` skips them (and :mod:`.session_edges`)
+and says so; another kernel is held to the model's actions and the directed programs.
+
 Rules:
 - The lockstep harness (:mod:`.harness`) only applies the system model's environment
   actions, and the model leaves some declared rows out on purpose (SPEC.md, "What the
