@@ -44,6 +44,7 @@ from commspec.model.system import Bounds, Step, StepKind, SystemModel
 from commspec.model.world import World
 
 from .errors import MbtFailure
+from .explain import explain
 from .projection import Observation, project
 from .race import Race, RaceOrder, outcomes, races, rule_name
 from .reconcile import RECONCILE_RACES, ReconcileRace, reconcile_races
@@ -213,6 +214,8 @@ class Harness:
         self._enabled: tuple[frozenset[World] | None, list[Action]] = (None, [])
         self.program: list[Action] = []
         self.steps: list[StepRecord] = []
+        #: what the system showed at the last step both agreed on (for mismatches)
+        self.agreed: Observation = project(self.model.initial())
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -299,6 +302,7 @@ class Harness:
         if isinstance(settled, Mismatch):
             raise MbtFailure(self._mismatch(action, settled, options))
         self.states = frozenset(q for q in quiet if project(q) == settled)
+        self.agreed = settled
         self.check()
         self.steps.append(StepRecord(action, time.monotonic() - began, len(self.states)))
 
@@ -343,7 +347,8 @@ class Harness:
         ranked = sorted(options, key=lambda o: len(obs.diff(o)))
         for o in ranked[:3]:
             lines.append("  model option, differing in:")
-            lines.extend(f"    {d}" for d in obs.diff(o))
+            lines.extend(f"    {d}" for d in explain(self.agreed, obs, o))
+            lines.extend(f"      ({d})" for d in obs.diff(o))
         if not options:
             lines.append("  (the model has no quiescent state here)")
         lines.append("  program so far: " + repr(self.program))

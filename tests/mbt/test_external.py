@@ -145,3 +145,24 @@ def test_a_broken_kernel_out_of_process_fails_and_its_reproducer_names_it() -> N
     assert 1 <= len(verdicts) < 18, out  # only the failures are listed: the rest passed
     assert "ExternalKernel(KernelSource(cmd=" in out and "ReferenceKernel" not in out, out
     assert f"--cmd {shlex.quote(VARIANT_CMD)}" in out, out
+
+
+def test_a_mismatch_names_the_machine_the_transition_the_property_and_the_section() -> None:
+    from mbt_variants import ClosesPersistent
+
+    from commspec.mbt.errors import MbtFailure
+    from commspec.mbt.harness import MBT_BOUNDS, Harness
+    from commspec.mbt.inprocess import InProcessSystem
+    from commspec.mbt.machine import StepChooser
+    from commspec.model.actions import Crash, FrontendOpen, Start
+    from commspec.model.world import Target
+
+    first = StepChooser(lambda n: 0)  # the first delivery each time: any order shows it
+    with Harness(InProcessSystem(ClosesPersistent), MBT_BOUNDS) as harness:
+        harness.apply(Start(0), first)
+        harness.apply(FrontendOpen(0, 0, Target.PERSISTENT), first)
+        with pytest.raises(MbtFailure) as failed:
+            harness.apply(Crash(0), first)
+    assert ("kernel_comm of comm 0: model expects open --frontend_lost[persistent]--> "
+            "detached (persistent_comm_survives, SPEC 'The disconnection policy'); the "
+            "kernel went to closed") in str(failed.value), failed.value
