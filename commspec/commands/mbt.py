@@ -274,7 +274,7 @@ def _run(args: argparse.Namespace) -> int:
     coverage = Coverage()
     seed = args.seed if args.seed is not None else random_seed()
     system = "live" if args.live else "in-process"
-    print(f"commspec mbt ({system}, {kernel.describe()}): {args.examples} random programs "
+    print(f"commspec mbt ({system}): {kernel.describe()}; {args.examples} random programs "
           f"of up to {args.steps} steps, {bounds.frontends} frontend(s), {bounds.comms} "
           f"comm slots, {bounds.requests} request slots, {bounds.faults} faults, "
           f"{bounds.reconnects} reconnects; seed {seed} (--seed {seed} repeats the run)"

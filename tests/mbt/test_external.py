@@ -19,6 +19,7 @@ from commspec.cli import main
 from commspec.conform.kernel import KernelSource, running_kernel
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
 from commspec.impl.tracing import ListSink
+from commspec.mbt.adapter import ReferenceKernel
 from commspec.mbt.external import TRACE_ENV, ExternalKernel
 
 WAIT = 10.0
@@ -166,3 +167,33 @@ def test_a_mismatch_names_the_machine_the_transition_the_property_and_the_sectio
     assert ("kernel_comm of comm 0: model expects open --frontend_lost[persistent]--> "
             "detached (persistent_comm_survives, SPEC 'The disconnection policy'); the "
             "kernel went to closed") in str(failed.value), failed.value
+
+
+class Recording:
+    """An adapter that notes every attribute the harness asks of the one it wraps."""
+
+    def __init__(self, inner: object, asked: set[str]) -> None:
+        self._inner = inner
+        self._asked = asked
+
+    def __getattr__(self, name: str) -> object:
+        self._asked.add(name)
+        return getattr(self._inner, name)
+
+
+def test_the_harness_asks_an_adapter_only_what_kernel_adapter_declares() -> None:
+    from commspec.mbt.adapter import ADAPTER_NEEDS, ADAPTER_OPTIONAL, KernelAdapter
+    from commspec.mbt.harness import MBT_BOUNDS
+    from commspec.mbt.machine import run
+    from commspec.mbt.scenarios import directed_verdicts
+
+    declared = {n for n in vars(KernelAdapter) if not n.startswith("_")}
+    assert declared == ADAPTER_NEEDS
+    asked: set[str] = set()
+    result = run(lambda: Recording(ReferenceKernel(), asked), MBT_BOUNDS,  # type: ignore[arg-type, return-value]
+                 examples=5, steps=10, seed=11)
+    assert result.ok, result.failure
+    verdicts = directed_verdicts(lambda: Recording(ReferenceKernel(), asked))  # type: ignore[arg-type, return-value]
+    assert {v.status for v in verdicts} == {"passed"}, verdicts
+    assert asked <= ADAPTER_NEEDS | ADAPTER_OPTIONAL, asked - ADAPTER_NEEDS - ADAPTER_OPTIONAL
+    assert ADAPTER_NEEDS <= asked, ADAPTER_NEEDS - asked  # and each one is read
