@@ -9,7 +9,9 @@ kernel the targets the checks talk to (python: the comm package; commspec: none 
 needed; none: skip what needs code).
 
 Exit status: 0 only if every applicable check passes; 1 if one fails; 2 on a usage
-error (an unknown check or profile, a kernelspec that does not exist).
+error (an unknown check or profile, a kernelspec that does not exist) or a kernel that
+does not start. CONFORMANCE.md, the scorecard of several kernels side by side, is
+written by python -m commspec.conform.document.
 """
 
 from __future__ import annotations
