@@ -197,3 +197,23 @@ def test_the_harness_asks_an_adapter_only_what_kernel_adapter_declares() -> None
     assert {v.status for v in verdicts} == {"passed"}, verdicts
     assert asked <= ADAPTER_NEEDS | ADAPTER_OPTIONAL, asked - ADAPTER_NEEDS - ADAPTER_OPTIONAL
     assert ADAPTER_NEEDS <= asked, ADAPTER_NEEDS - asked  # and each one is read
+
+
+def test_skip_takes_actions_out_and_names_a_bad_one(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from commspec.mbt.harness import MBT_BOUNDS, SUPPORTED, without
+    from commspec.mbt.machine import run
+    from commspec.model.actions import Freeze, Shutdown
+
+    kept = without(SUPPORTED, ["freeze", "shutdown", "race_queued"])
+    assert {"race_reply_first", "race_iopub_first", "race_together"} <= kept
+    assert not {"freeze", "shutdown", "race", "race_queued"} & kept
+    result = run(ReferenceKernel, MBT_BOUNDS, in_process=True, examples=30, steps=15,
+                 seed=5, supported=kept)
+    assert result.ok, result.failure
+    taken = {type(a) for p in result.programs for a in p.actions}
+    assert not taken & {Freeze, Shutdown}, taken
+    with pytest.raises(ValueError, match="not an action: dance"):
+        without(SUPPORTED, ["freeze", "dance"])
+    assert main(["mbt", "--skip", "freeze,dance"]) == 2
+    assert "not an action: dance" in capsys.readouterr().err
