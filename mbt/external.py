@@ -24,6 +24,7 @@ import socket
 import tempfile
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,11 @@ class ControlClient:
         """The result of one control request; ControlError if the kernel refused it,
         TimeoutError if it did not answer within ``timeout``."""
         result, _ = self._send(method, params or {}, event=False)
-        return result.result(timeout)
+        try:
+            return result.result(timeout)
+        except FutureTimeout:
+            raise TimeoutError(f"control request {method!r}: no answer from "
+                               f"{self.endpoint} within {timeout:g} s") from None
 
     def call_with_event(self, method: str, params: dict[str, Any],
                         timeout: float = CONTROL_TIMEOUT) -> tuple[Any, Future[dict[str, Any]]]:
@@ -111,7 +116,11 @@ class ControlClient:
         ``stdin``, ``hold_inbound``), and a future of that event's content."""
         result, event = self._send(method, params, event=True)
         assert event is not None
-        return result.result(timeout), event
+        try:
+            return result.result(timeout), event
+        except FutureTimeout:
+            raise TimeoutError(f"control request {method!r}: no answer from "
+                               f"{self.endpoint} within {timeout:g} s") from None
 
     def _send(self, method: str, params: dict[str, Any], *, event: bool
               ) -> tuple[Future[Any], Future[dict[str, Any]] | None]:
@@ -226,9 +235,11 @@ class TraceFollower:
 class ExternalKernel:
     """A kernel under test in a process of its own (see the module docstring)."""
 
-    def __init__(self, source: KernelSource, start_timeout: float = START_TIMEOUT) -> None:
+    def __init__(self, source: KernelSource, start_timeout: float = START_TIMEOUT,
+                 control_timeout: float = CONTROL_TIMEOUT) -> None:
         self.source = source
         self.start_timeout = start_timeout
+        self.control_timeout = control_timeout
         self._stack = contextlib.ExitStack()
         self._kernel: RunningKernel | None = None
         self._control: ControlClient | None = None
@@ -271,7 +282,7 @@ class ExternalKernel:
             self._connection_file = Path(self._kernel.manager.connection_file)
             info = ConnectionInfo.from_dict(dict(self._kernel.info))
             self._control = ControlClient(endpoint, info)
-            self._last = self._control.call("state", timeout=self.start_timeout)
+            self._last = self._first_state(self._control, endpoint)
             kept = self._last.get("max_detached")
             if self.max_detached is not None and kept != self.max_detached:
                 raise MbtFailure(f"{self.describe()} keeps {kept} detached comms, the "
@@ -279,6 +290,18 @@ class ExternalKernel:
         except BaseException:
             self.stop()
             raise
+
+    def _first_state(self, control: ControlClient, endpoint: str) -> dict[str, Any]:
+        """The kernel's first ``state``: it answered kernel_info already, so silence
+        here means it does not serve the control socket."""
+        try:
+            state: dict[str, Any] = control.call("state", timeout=self.control_timeout)
+        except TimeoutError:
+            raise MbtFailure(
+                f"{self.source.describe()} answered kernel_info but not, within "
+                f"{self.control_timeout:g} s, the control socket at {endpoint}: does it "
+                f"take {CONTROL_ENV} (SPEC.md, 'A kernel in any language')?") from None
+        return state
 
     def stop(self) -> None:
         if self._stopped:

@@ -7,6 +7,7 @@ and always stopped; every wait is bounded."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from commspec.conform.kernel import KernelSource, running_kernel
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
 from commspec.impl.tracing import ListSink
 from commspec.mbt.adapter import ReferenceKernel
-from commspec.mbt.external import TRACE_ENV, ExternalKernel
+from commspec.mbt.errors import MbtFailure
+from commspec.mbt.external import TRACE_ENV, ExternalKernel, free_loopback_port
 
 WAIT = 10.0
 START = 60.0
@@ -217,3 +219,18 @@ def test_skip_takes_actions_out_and_names_a_bad_one(
         without(SUPPORTED, ["freeze", "dance"])
     assert main(["mbt", "--skip", "freeze,dance"]) == 2
     assert "not an action: dance" in capsys.readouterr().err
+
+
+def test_a_kernel_without_the_control_socket_is_named_as_such() -> None:
+    # --control wins over the environment: this kernel listens elsewhere, as a kernel
+    # that does not take COMMSPEC_CONTROL would not listen at all
+    elsewhere = KERNEL_CMD + " --control tcp://127.0.0.1:" + str(free_loopback_port())
+    kernel = ExternalKernel(KernelSource(cmd=elsewhere), start_timeout=START,
+                            control_timeout=1.0)
+    try:
+        with pytest.raises(MbtFailure, match=re.escape(
+                "answered kernel_info but not, within 1 s, the control socket at "
+                "tcp://127.0.0.1:")):
+            kernel.start(ListSink())
+    finally:
+        kernel.stop()
