@@ -329,9 +329,16 @@ class ExternalKernel:
         return self._control
 
     def check_trace(self) -> None:
-        """TraceLineError if the kernel wrote a line that is not a trace event."""
+        """MbtFailure if the kernel wrote a line that is not a trace event (the lines
+        after it are not handed on: the trace can no longer be trusted)."""
         if self._follower is not None and self._follower.error is not None:
-            raise self._follower.error
+            raise MbtFailure(str(self._follower.error)) from self._follower.error
+
+    @property
+    def trace_file(self) -> Path:
+        if self._follower is None:
+            raise RuntimeError("the kernel under test has not started")
+        return self._follower.path
 
     # -- actions -----------------------------------------------------------
 

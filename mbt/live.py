@@ -347,6 +347,7 @@ class LiveSystem:
 
         def settled() -> bool:
             self.recorder.require_conformance()
+            self._check_adapter_trace()
             self._reconnect_where_the_model_does(options, reconnected)
             obs = self.observe()
             if obs in options and self.slots.futures_caught_up():
@@ -384,4 +385,12 @@ class LiveSystem:
                                   kernel_late=self.adapter.late_replies)
 
     def check(self) -> None:
+        self._check_adapter_trace()
         self.slots.check()
+
+    def _check_adapter_trace(self) -> None:
+        """An adapter that reads its kernel's trace from elsewhere (a file) may have
+        found a line that is not an event: its optional ``check_trace`` says so."""
+        check_trace = getattr(self.adapter, "check_trace", None)
+        if callable(check_trace):
+            check_trace()

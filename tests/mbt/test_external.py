@@ -11,6 +11,8 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,3 +236,21 @@ def test_a_kernel_without_the_control_socket_is_named_as_such() -> None:
             kernel.start(ListSink())
     finally:
         kernel.stop()
+
+
+def test_a_trace_line_that_is_not_an_event_fails_the_run(
+        external: tuple[ExternalKernel, ListSink]) -> None:
+    kernel, _ = external
+    kernel.check_trace()  # nothing wrong yet
+    with kernel.trace_file.open("a", encoding="utf-8") as trace:
+        trace.write('{"endpoint": "kernel", "machine": "kernel_comm"}\n')  # keys missing
+    deadline = time.monotonic() + WAIT
+    paced = threading.Event()  # never set: a bounded pause between polls
+    while time.monotonic() < deadline:  # the follower reads it on its own thread
+        try:
+            kernel.check_trace()
+        except MbtFailure as e:
+            assert "not a trace event" in str(e) and "kernel_comm" in str(e), e
+            return
+        paced.wait(0.005)
+    pytest.fail("a line that is not a trace event went unnoticed")
