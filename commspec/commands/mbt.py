@@ -34,7 +34,7 @@ from commspec.helptext import plain
 from commspec.impl.core.badinput import BAD_INPUT
 from commspec.mbt.adapter import KernelAdapter, ReferenceKernel
 from commspec.mbt.edges import EDGES, run_edges
-from commspec.mbt.external import START_TIMEOUT, ExternalKernel, as_code
+from commspec.mbt.external import CONTROL_TIMEOUT, START_TIMEOUT, ExternalKernel, as_code
 from commspec.mbt.harness import MBT_BOUNDS, default_supported, without
 from commspec.mbt.live import QUIET, STEP_TIMEOUT
 from commspec.mbt.recorder import Coverage
@@ -91,6 +91,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--start-timeout", type=_seconds, default=START_TIMEOUT, metavar="S",
                    help="how long a --cmd or --kernelspec kernel may take to start "
                    f"(default {START_TIMEOUT:g})")
+    p.add_argument("--control-timeout", type=_seconds, default=CONTROL_TIMEOUT, metavar="S",
+                   help="how long such a kernel may take to answer its control socket "
+                   f"(default {CONTROL_TIMEOUT:g})")
     p.add_argument("--max-shrinks", type=int, default=None, metavar="N",
                    help="stop shrinking a failure after N programs (default: no bound)")
 
@@ -112,6 +115,7 @@ class KernelChoice:
 
     source: KernelSource | None
     start_timeout: float = START_TIMEOUT
+    control_timeout: float = CONTROL_TIMEOUT
 
     @property
     def external(self) -> bool:
@@ -120,7 +124,8 @@ class KernelChoice:
     def factory(self) -> Callable[[], KernelAdapter]:
         if self.source is None:
             return ReferenceKernel
-        return functools.partial(ExternalKernel, self.source, self.start_timeout)
+        return functools.partial(ExternalKernel, self.source, self.start_timeout,
+                                 self.control_timeout)
 
     def describe(self) -> str:
         return "the reference kernel" if self.source is None else self.source.describe()
@@ -279,6 +284,8 @@ def _run(args: argparse.Namespace) -> int:
           f"comm slots, {bounds.requests} request slots, {bounds.faults} faults, "
           f"{bounds.reconnects} reconnects; seed {seed} (--seed {seed} repeats the run)"
           + (f"; skipping {', '.join(skipped)}" if skipped else ""), flush=True)
+    if kernel.external and not _preflight(kernel):
+        return 1
     screen = Screen()
     times: list[PhaseTime] = []
     with counted_bad_input(screen.interrupt) as reasons:
@@ -303,12 +310,29 @@ def _run(args: argparse.Namespace) -> int:
     return 1
 
 
+def _preflight(kernel: KernelChoice) -> bool:
+    """Start the kernel under test once and stop it: one that cannot start, or does not
+    serve the control socket, is said so once, instead of failing every program (and
+    the shrinking's) the same way."""
+    from commspec.impl.tracing import ListSink
+
+    adapter = kernel.factory()()
+    try:
+        adapter.start(ListSink())
+    except Exception as e:  # a kernel that did not start: its cause is the message
+        print(f"FAILED ({kernel.describe()}): the kernel cannot be tested this way: {e}")
+        return False
+    finally:
+        adapter.stop()
+    return True
+
+
 def _kernel_choice(args: argparse.Namespace) -> KernelChoice:
     """The kernel to test; ValueError if the command line cannot start one."""
     if args.cmd is None and args.kernelspec is None:
         return KernelChoice(None)
     return KernelChoice(KernelSource(kernelspec=args.kernelspec, cmd=args.cmd),
-                        args.start_timeout)
+                        args.start_timeout, args.control_timeout)
 
 
 def _search_times(result: RunResult, seconds: float) -> list[PhaseTime]:

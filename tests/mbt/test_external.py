@@ -254,3 +254,12 @@ def test_a_trace_line_that_is_not_an_event_fails_the_run(
             return
         paced.wait(0.005)
     pytest.fail("a line that is not a trace event went unnoticed")
+
+
+def test_commspec_mbt_says_once_that_a_kernel_lacks_the_control_socket() -> None:
+    elsewhere = KERNEL_CMD + " --control tcp://127.0.0.1:" + str(free_loopback_port())
+    run = run_mbt("--cmd", elsewhere, "--control-timeout", "1", "--examples", "5")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.count("FAILED") == 1 and "the control socket at" in run.stdout, \
+        run.stdout
+    assert "random programs" not in run.stdout.split("\n", 1)[1], run.stdout
