@@ -33,6 +33,7 @@ from commspec.conform.kernel import KernelSource
 from commspec.helptext import plain
 from commspec.impl.core.badinput import BAD_INPUT
 from commspec.mbt.adapter import KernelAdapter, ReferenceKernel
+from commspec.mbt.adapter_edges import ADAPTER_EDGES, run_adapter_edges
 from commspec.mbt.edges import EDGES, run_edges
 from commspec.mbt.external import CONTROL_TIMEOUT, START_TIMEOUT, ExternalKernel, as_code
 from commspec.mbt.harness import MBT_BOUNDS, default_supported, without
@@ -393,11 +394,7 @@ def _scenarios(
         _directed_reproducer(failed[0], supported, live, kernel)
         return False
     if kernel.external:
-        # the scenarios reach into the reference kernel (its endpoint, a scripted
-        # kernel): another kernel has only the model's actions
-        print("scenarios: skipped, they drive the reference kernel's internals "
-              "(commspec.mbt.edges and session_edges are reference-only)")
-        return True
+        return _adapter_scenarios(kernel, coverage, times, screen)
     began = time.monotonic()
     total = len(EDGES) + len(SESSION_EDGES) if live else len(SIMULATED_EDGES)
     scenes = screen.bar("scenarios", total)
@@ -415,6 +412,25 @@ def _scenarios(
     times.append(PhaseTime("scenarios", f"{passed} for the rows no model action takes",
                            time.monotonic() - began))
     return True
+
+
+def _adapter_scenarios(kernel: KernelChoice, coverage: Coverage, times: list[PhaseTime],
+                       screen: Screen) -> bool:
+    """Another kernel's scenarios: those through the adapter. The others reach into the
+    reference kernel (its endpoint, a scripted kernel) and are reference-only."""
+    print("scenarios of commspec.mbt.edges and session_edges: skipped, reference-only "
+          "(they drive the reference kernel's internals)")
+    began = time.monotonic()
+    scenes = screen.bar("scenarios through the adapter", len(ADAPTER_EDGES))
+    verdicts = run_adapter_edges(kernel.factory(), coverage, done=scenes.advance())
+    scenes.interrupt()
+    for v in verdicts:
+        if v.status != "passed":
+            print(f"scenario {v.status.upper()}: {v.name}: {v.detail}")
+    passed = [v for v in verdicts if v.status == "passed"]
+    times.append(PhaseTime("scenarios", f"{len(passed)} of {len(verdicts)} through the "
+                           "adapter", time.monotonic() - began))
+    return len(passed) == len(verdicts)
 
 
 def _directed_reproducer(verdict: Verdict, supported: frozenset[str], live: bool,

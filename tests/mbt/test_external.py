@@ -132,6 +132,9 @@ def test_commspec_mbt_drives_the_reference_kernel_out_of_process() -> None:
     assert "OK: the live system (command " in run.stdout, run.stdout
     assert "directed programs   18 programs" in run.stdout, run.stdout
     assert "presence                   5 / 5" in run.stdout, run.stdout
+    # with the scenarios through the adapter, every kernel_comm row out of process too
+    assert "scenarios           3 of 3 through the adapter" in run.stdout, run.stdout
+    assert "kernel_comm               14 / 14" in run.stdout, run.stdout
 
 
 VARIANT_CMD = (f"{shlex.quote(sys.executable)} "
@@ -263,3 +266,25 @@ def test_commspec_mbt_says_once_that_a_kernel_lacks_the_control_socket() -> None
     assert run.stdout.count("FAILED") == 1 and "the control socket at" in run.stdout, \
         run.stdout
     assert "random programs" not in run.stdout.split("\n", 1)[1], run.stdout
+
+
+class ForgetsToClose(ReferenceKernel):
+    """Closing a comm does nothing: a request pending on it never ends."""
+
+    def close_comm(self, comm_id: str) -> None:
+        pass
+
+
+def test_the_scenarios_through_the_adapter_pass_and_can_fail() -> None:
+    from commspec.mbt.adapter_edges import ADAPTER_EDGES, run_adapter_edges
+    from commspec.mbt.recorder import Coverage
+
+    coverage = Coverage()
+    verdicts = run_adapter_edges(ReferenceKernel, coverage)
+    assert [v.status for v in verdicts] == ["passed"] * len(ADAPTER_EDGES), verdicts
+    taken = {row for row in coverage.declared() if row not in coverage.uncovered()}
+    assert {("kernel_comm", "new", "rejected", "closed"),
+            ("request", "pending", "error", "errored"),
+            ("request", "pending", "comm_closed", "cancelled")} <= taken
+    broken = run_adapter_edges(ForgetsToClose, timeout=1.0)
+    assert [v.status for v in broken] == ["passed", "passed", "failed"], broken
