@@ -96,7 +96,7 @@ class KernelAdapter(Protocol):
 ADAPTER_NEEDS = frozenset({"start", "stop", "connection_file", "open_comm", "close_comm",
                            "comm_request", "stdin_request", "subscriber_count",
                            "late_replies"})
-ADAPTER_OPTIONAL = frozenset({"keep_detached", "hold_inbound", "check_trace"})
+ADAPTER_OPTIONAL = frozenset({"keep_detached", "hold_inbound", "check_trace", "interrupt"})
 
 
 class ReferenceKernel:
@@ -176,6 +176,9 @@ class ReferenceKernel:
 
     def hold_inbound(self) -> Future[bool]:
         return self._k().hold_until_queued(["iopub", "shell"])
+
+    def interrupt(self) -> None:
+        self._k().interrupt()
 
     # -- observations -------------------------------------------------------
 

@@ -124,11 +124,63 @@ def _cancelled(scene: Scene) -> None:
     scene.kernel_move("request", msg_id, "comm_closed")
 
 
+def _held_stdin(scene: Scene) -> tuple[str, Future[Any], Future[str]]:
+    """A kernel stdin request the frontend holds unanswered: its msg_id, its future, and
+    the answer the frontend gives once the test sets it."""
+    answer: Future[str] = Future()
+    scene.frontend.on_input_request(lambda prompt, password: answer)
+    mark = scene.recorder.mark()
+    future = scene.kernel.stdin_request(scene.frontend.session_id.encode())
+    msg_id = scene.recorder.started("kernel", "stdin_request", mark, scene.timeout)
+    if msg_id is None:
+        raise MbtFailure("the kernel traced no stdin request")
+    if not scene.recorder.wait_until(
+            lambda: scene.recorder.get("kernel", "stdin_request", msg_id, "") == "pending",
+            scene.timeout):
+        raise MbtFailure(f"stdin request {msg_id} never pended")
+    return msg_id, future, answer
+
+
+def _unreachable(scene: Scene) -> None:
+    """The frontend asked on stdin leaves without answering."""
+    msg_id, future, _ = _held_stdin(scene)
+    scene.frontend.close()
+    outcome = _outcome(future, scene.timeout)
+    if outcome != "unreachable":
+        raise MbtFailure(f"a stdin request whose frontend left ended {outcome}")
+    scene.kernel_move("stdin_request", msg_id, "peer_lost")
+
+
+def _interrupted(scene: Scene) -> None:
+    """An interrupt ends a pending stdin request; the answer that comes after is late."""
+    interrupt = getattr(scene.kernel, "interrupt", None)
+    if not callable(interrupt):
+        raise Unsupported("the adapter cannot interrupt the kernel (interrupt)")
+    msg_id, future, answer = _held_stdin(scene)
+    interrupt()
+    outcome = _outcome(future, scene.timeout)
+    if outcome != "interrupted":
+        raise MbtFailure(f"a stdin request pending at an interrupt ended {outcome}")
+    scene.kernel_move("stdin_request", msg_id, "interrupt")
+    late = scene.kernel.late_replies
+    answer.set_result("too late")
+    if not scene.recorder.wait_until(lambda: scene.kernel.late_replies > late,
+                                     scene.timeout):
+        raise MbtFailure("the answer after the interrupt was never counted late")
+    scene.kernel_move("stdin_request", msg_id, "late_reply")
+
+
+class Unsupported(Exception):
+    """The kernel under test cannot make this scenario happen: it is skipped."""
+
+
 #: (name, scenario): each takes the kernel-side rows its docstring names
 ADAPTER_EDGES: tuple[tuple[str, Callable[[Scene], None]], ...] = (
     ("a frontend opens a target the kernel does not serve: rejected", _rejected),
     ("the frontend answers the kernel's request with an error: errored", _errored),
     ("the kernel closes a comm its own request is pending on: cancelled", _cancelled),
+    ("the frontend asked on stdin leaves unanswering: unreachable", _unreachable),
+    ("an interrupt ends a stdin request, whose answer is then late", _interrupted),
 )
 
 
@@ -165,12 +217,14 @@ def _run(name: str, scenario: Callable[[Scene], None],
             raise MbtFailure("the kernel never counted the frontend as a subscriber")
         scenario(Scene(kernel, recorder, frontend, timeout))
         recorder.require_conformance()
+    except Unsupported as e:
+        return Verdict(name, "skipped", str(e))
     except Exception as e:  # a scenario's failure, or a kernel that failed to answer
         what = "" if isinstance(e, AssertionError) else f"{type(e).__name__}: "
         return Verdict(name, "failed", f"{what}{e}", time.monotonic() - began)
     finally:
         if frontend is not None:
-            frontend.close()
+            frontend.close()  # twice is safe: a scenario may have closed it
         kernel.stop()
     return Verdict(name, "passed", "", time.monotonic() - began)
 

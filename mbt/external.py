@@ -359,6 +359,12 @@ class ExternalKernel:
         _, ended = self._c().call_with_event("stdin", {"identity": identity.decode()})
         return _outcome(ended, None, "input_request")
 
+    def interrupt(self) -> None:
+        """Interrupt the kernel as Jupyter does (its kernelspec's interrupt mode)."""
+        if self._kernel is None or self._stopped:
+            raise RuntimeError("the kernel under test is not running")
+        self._kernel.manager.interrupt_kernel()
+
     def hold_inbound(self) -> Future[bool]:
         _, held = self._c().call_with_event("hold_inbound", {"timeout": 5.0})
         out: Future[bool] = Future()
