@@ -11,7 +11,8 @@ Rules:
   close of its sockets (``close``, or ``answer_and_close``: it answers the kernel's
   request, flushes that answer and leaves at once; then it exits). ``drop`` closes its
   sockets and ``reconnect`` opens new ones with the same session id, as a frontend
-  whose link came back does.
+  whose link came back does; after a SIGSTOP and SIGCONT, ``rejoin`` waits until the
+  kernel hears the same sockets again.
 - The parent's :class:`PeerProcess` signals and ends it by its own pid only: SIGCONT
   first if it was stopped, then SIGKILL; it is reaped and its pipes closed. A child
   whose parent went away reads the end of its stdin and exits.
@@ -284,6 +285,17 @@ class _Frontend:
         self.client.log[:0] = [*lines, f"{self.client.name}: new sockets, same session"]
         return answer
 
+    def forget_iopub(self, timeout: float) -> dict[str, Any]:
+        """Drop what IOPub holds now, so that a later wait sees only what comes after."""
+        return {"dropped": len(self.held().drain_iopub())}
+
+    def rejoin(self, timeout: float) -> dict[str, Any]:
+        """After a freeze: wait until the kernel hears this client's IOPub again (libzmq
+        reconnects and re-subscribes the same sockets by itself)."""
+        if not self.held().wait_heard(timeout):
+            raise TimeoutError(f"no IOPub message within {timeout:g} s")
+        return {}
+
     def close(self, timeout: float) -> dict[str, Any]:
         client = self.held()
         client.close()
@@ -297,7 +309,7 @@ def main() -> int:
         name: getattr(frontend, name) for name in (
             "connect", "open", "request", "send_request", "notify", "execute", "wait_stdin",
             "wait_kernel_request", "answer_and_close", "comm_info", "drop", "reconnect",
-            "close")}
+            "forget_iopub", "rejoin", "close")}
     for line in sys.stdin:
         command = json.loads(line)
         n, op = command.pop("id"), command.pop("op")
