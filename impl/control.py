@@ -302,8 +302,13 @@ class ControlServer:
     def _request(self, params: dict[str, Any], ids: list[bytes], parent: Any) -> Any:
         comm = self._comm(params)
         method = _get(params, "method", str)
+        timeout = params.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, int | float) or timeout <= 0):
+            raise ControlError(INVALID_PARAMS, f"params.timeout: expected a positive number "
+                               f"of seconds or null, not {timeout!r}")
         handle = uuid.uuid4().hex
-        future = comm.request(method, params.get("params"))
+        future = comm.request(method, params.get("params"), timeout=timeout)
         self._when_done(future, ids, parent, lambda f: ended_content(handle, f, "resolved"))
         return {"request": handle}
 

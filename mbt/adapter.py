@@ -163,11 +163,12 @@ class ReferenceKernel:
             raise KeyError(f"the kernel has no comm {comm_id}")
         comm.close()
 
-    def comm_request(self, comm_id: str, method: str, params: Any) -> Future[Any]:
+    def comm_request(self, comm_id: str, method: str, params: Any,
+                     timeout: float | None = None) -> Future[Any]:
         comm = self._k().comm(comm_id)
         if comm is None:
             raise KeyError(f"the kernel has no comm {comm_id}")
-        return comm.request(method, params)
+        return comm.request(method, params, timeout=timeout)
 
     def stdin_request(self, identity: bytes) -> Future[Any]:
         return self._k().stdin_request(

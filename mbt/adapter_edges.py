@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -170,6 +171,46 @@ def _interrupted(scene: Scene) -> None:
     scene.kernel_move("stdin_request", msg_id, "late_reply")
 
 
+#: the deadline of the timed-out scenario's request, seconds: short, the test waits it out
+DEADLINE = 0.2
+
+
+def _timed_out(scene: Scene) -> None:
+    """The kernel's request passes its deadline; the answer that comes after is late."""
+    if "timeout" not in inspect.signature(scene.kernel.comm_request).parameters:
+        raise Unsupported("the adapter's comm_request takes no timeout")
+    answered: list[Deferred] = []
+
+    def hold(params: Any) -> Deferred:
+        answered.append(Deferred())
+        return answered[-1]
+
+    held: Future[Comm] = Future()
+
+    def taken(comm: Comm, data: Any) -> None:
+        comm.on_request("ask", hold)
+        held.set_result(comm)
+
+    scene.frontend.register_target(ECHO_PERSISTENT, taken)
+    comm_id = scene.kernel.open_comm(ECHO_PERSISTENT, True, scene.frontend.session_id)
+    held.result(scene.timeout)
+    mark = scene.recorder.mark()
+    future = scene.kernel.comm_request(comm_id, "ask", {}, timeout=DEADLINE)  # type: ignore[call-arg]
+    msg_id = scene.request_id(mark)
+    outcome = _outcome(future, scene.timeout)
+    if outcome != "timed_out":
+        raise MbtFailure(f"a request past its deadline ended {outcome}")
+    scene.kernel_move("request", msg_id, "deadline")
+    if not answered:
+        raise MbtFailure("the frontend never received the request")
+    late = scene.kernel.late_replies
+    answered[0].resolve("too late")
+    if not scene.recorder.wait_until(lambda: scene.kernel.late_replies > late,
+                                     scene.timeout):
+        raise MbtFailure("the answer after the deadline was never counted late")
+    scene.kernel_move("request", msg_id, "late_reply")
+
+
 class Unsupported(Exception):
     """The kernel under test cannot make this scenario happen: it is skipped."""
 
@@ -181,6 +222,7 @@ ADAPTER_EDGES: tuple[tuple[str, Callable[[Scene], None]], ...] = (
     ("the kernel closes a comm its own request is pending on: cancelled", _cancelled),
     ("the frontend asked on stdin leaves unanswering: unreachable", _unreachable),
     ("an interrupt ends a stdin request, whose answer is then late", _interrupted),
+    ("the kernel's request passes its deadline, whose answer is then late", _timed_out),
 )
 
 

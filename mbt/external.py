@@ -350,9 +350,12 @@ class ExternalKernel:
     def close_comm(self, comm_id: str) -> None:
         self._c().call("close", {"comm_id": comm_id})
 
-    def comm_request(self, comm_id: str, method: str, params: Any) -> Future[Any]:
+    def comm_request(self, comm_id: str, method: str, params: Any,
+                     timeout: float | None = None) -> Future[Any]:
+        """``timeout``: the request's deadline, seconds (None: none)."""
         _, ended = self._c().call_with_event(
-            "request", {"comm_id": comm_id, "method": method, "params": params})
+            "request", {"comm_id": comm_id, "method": method, "params": params,
+                        "timeout": timeout})
         return _outcome(ended, comm_id, method)
 
     def stdin_request(self, identity: bytes) -> Future[Any]:

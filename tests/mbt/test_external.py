@@ -133,7 +133,7 @@ def test_commspec_mbt_drives_the_reference_kernel_out_of_process() -> None:
     assert "directed programs   18 programs" in run.stdout, run.stdout
     assert "presence                   5 / 5" in run.stdout, run.stdout
     # with the scenarios through the adapter, every kernel_comm row out of process too
-    assert "scenarios           5 of 5 through the adapter" in run.stdout, run.stdout
+    assert "scenarios           6 of 6 through the adapter" in run.stdout, run.stdout
     assert "kernel_comm               14 / 14" in run.stdout, run.stdout
 
 
@@ -288,7 +288,9 @@ def test_the_scenarios_through_the_adapter_pass_and_can_fail() -> None:
             ("request", "pending", "comm_closed", "cancelled"),
             ("stdin_request", "pending", "peer_lost", "unreachable"),
             ("stdin_request", "pending", "interrupt", "interrupted"),
-            ("stdin_request", "interrupted", "late_reply", "interrupted")} <= taken
+            ("stdin_request", "interrupted", "late_reply", "interrupted"),
+            ("request", "pending", "deadline", "timed_out"),
+            ("request", "timed_out", "late_reply", "timed_out")} <= taken
     broken = run_adapter_edges(ForgetsToClose, timeout=1.0)
-    assert [v.status for v in broken] == ["passed", "passed", "failed", "passed", "passed"], \
-        broken
+    assert [v.status for v in broken] == ["passed", "passed", "failed", "passed", "passed",
+                                          "passed"], broken
