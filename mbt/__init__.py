@@ -9,4 +9,10 @@
 - :mod:`.projection`: what both sides can show (``Observation``, ``project``).
 - :mod:`.recorder`: the live trace (``Recorder``) and transition coverage.
 - :mod:`.adapter`: the kernel under test (``KernelAdapter``; ``ReferenceKernel``).
+- :mod:`.external`: any kernel in a process of its own, through its trace file and its
+  control socket (``ExternalKernel``; SPEC.md, "A kernel in any language").
+- :mod:`.scenarios`: the directed programs, each to a verdict; :mod:`.adapter_edges`:
+  scenarios through the adapter alone; :mod:`.edges`, :mod:`.session_edges`: the
+  reference-only ones.
+- :mod:`.explain`: a mismatch in the spec's words (machine, row, property, section).
 """

@@ -12,6 +12,13 @@ repeats the run. The bad input the kernel and frontends drop, as the model allow
 (some scenarios send it on purpose), is counted instead of logged. On failure it
 prints the shrunk program as a standalone pytest test that replays it. Exit status 0
 when the system always matched the model, 1 otherwise, 2 on bad arguments.
+
+``--cmd '... {connection_file}'`` or ``--kernelspec NAME`` tests another kernel, live and
+out of process, through its trace file (``COMMSPEC_TRACE``) and its control socket
+(``COMMSPEC_CONTROL``; SPEC.md, "A kernel in any language"): each program starts it
+afresh; the directed programs each end in a verdict (skipped when they need an action
+left out with ``--skip``); the scenarios are those through the adapter; a failure is
+printed as a test that replays it against that kernel.
 """
 
 from __future__ import annotations
