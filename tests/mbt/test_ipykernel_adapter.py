@@ -1,0 +1,127 @@
+"""Stock ipykernel through the grey-box adapter (``commspec.mbt.adapters.ipykernel``).
+
+The shim loads into stock ipykernel (the venv's, a version in ``TESTED_VERSIONS``) and
+reports what ipykernel does from its own sockets; the model-based harness then fails
+it, naming the rule it breaks. Kernels are processes started through jupyter_client
+and always stopped; every wait is bounded. These tests start real ipykernels: a few
+seconds each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from commspec.impl.errors import RemoteError
+from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
+from commspec.impl.tracing import ListSink
+from commspec.mbt.adapters.ipykernel import SKIPPED, TESTED_VERSIONS, IpykernelAdapter
+from commspec.mbt.harness import MBT_BOUNDS, Harness, default_supported, without
+from commspec.mbt.live import LiveSystem
+from commspec.model.actions import Crash, FrontendOpen, Start
+from commspec.model.messages import METHOD_NOT_FOUND
+from commspec.model.trace import TraceEvent
+from commspec.model.world import Target
+
+WAIT = 10.0
+START = 60.0
+OPTIONS = FrontendOptions(heartbeat_interval=0.2, heartbeat_timeout=2.0,
+                          connect_timeout=20.0, probe_interval=0.05, no_reply_grace=0.05)
+
+
+@pytest.fixture
+def ipykernel() -> Iterator[tuple[IpykernelAdapter, ListSink]]:
+    adapter = IpykernelAdapter(start_timeout=START)
+    sink = ListSink()
+    try:
+        adapter.start(sink)
+        yield adapter, sink
+    finally:
+        adapter.stop()
+
+
+def _is(machine: str, event: str, obj: str | None = None) -> Callable[[TraceEvent], bool]:
+    """Matches a trace event of ``machine`` taking ``event`` (on ``obj`` if given)."""
+    def match(e: TraceEvent) -> bool:
+        return e.machine == machine and e.event == event and (obj is None or e.object == obj)
+    return match
+
+
+def test_the_shim_reports_a_subscribe_and_a_comm_open_from_ipykernel(
+        ipykernel: tuple[IpykernelAdapter, ListSink]) -> None:
+    adapter, sink = ipykernel
+    assert adapter.version in TESTED_VERSIONS
+    assert adapter.subscriber_count == 0
+    frontend = FrontendEndpoint(adapter.connection_file, options=OPTIONS)
+    try:
+        frontend.wait_ready(WAIT)
+        # read from ipykernel's XPUB: the frontend's peer topic counts it
+        sink.wait_for(_is("presence", "subscribe"), WAIT)
+        assert adapter.subscriber_count == 1
+        comm = frontend.open_comm("commspec.echo", {})
+        opened = sink.wait_for(_is("kernel_comm", "opened_by_frontend", comm.comm_id), WAIT)
+        assert (opened.source, opened.dest) == ("new", "open")
+        assert comm.request("echo", {"x": 1}).result(WAIT) == {"x": 1}
+        # a kernel request goes out on the comm and its answer resolves it
+        asked = adapter.comm_request(comm.comm_id, "ask", {"slot": 0})
+        sink.wait_for(_is("request", "sent"), WAIT)
+        with pytest.raises(RemoteError) as refused:  # the bare frontend has no "ask"
+            asked.result(WAIT)
+        assert refused.value.code == METHOD_NOT_FOUND
+        sink.wait_for(_is("request", "error"), WAIT)
+    finally:
+        frontend.close()
+    # ipykernel hears the frontend go (its topics unsubscribed) and keeps its comm open
+    sink.wait_for(lambda e: e.machine == "presence" and e.dest == "disconnected", WAIT)
+    assert adapter.subscriber_count == 0
+    assert not [e for e in sink.events if e.machine == "kernel_comm" and e.dest == "closed"]
+
+
+def test_a_kernel_open_and_close_are_traced_and_shutdown_ends_the_rest(
+        ipykernel: tuple[IpykernelAdapter, ListSink]) -> None:
+    adapter, sink = ipykernel
+    frontend = FrontendEndpoint(adapter.connection_file, options=OPTIONS)
+    for target in ("commspec.echo", "commspec.echo.persistent"):
+        frontend.register_target(target, lambda comm, data: None)
+    try:
+        frontend.wait_ready(WAIT)
+        closing = adapter.open_comm("commspec.echo", False, frontend.session_id)
+        kept = adapter.open_comm("commspec.echo.persistent", True, frontend.session_id)
+        adapter.close_comm(closing)
+        sink.wait_for(_is("kernel_comm", "closed_by_kernel", closing), WAIT)
+        asked = adapter.stdin_request(frontend.session_id.encode())
+        sink.wait_for(_is("stdin_request", "sent"), WAIT)
+        assert asked.result(WAIT) == ""  # the reference frontend answers with no handler
+        adapter.stop()
+        shut = sink.wait_for(_is("kernel_comm", "kernel_shutdown", kept), WAIT)
+        assert (shut.source, shut.dest) == ("open", "closed")
+    finally:
+        frontend.close()
+
+
+def test_a_bad_control_request_is_refused_saying_why(
+        ipykernel: tuple[IpykernelAdapter, ListSink]) -> None:
+    adapter, _ = ipykernel
+    from commspec.impl.control import ControlError
+
+    with pytest.raises(ControlError, match="no target 'nope'"):
+        adapter.open_comm("nope", False, None)
+    with pytest.raises(ControlError, match="no comm"):
+        adapter.close_comm("not-a-comm")
+    assert adapter.subscriber_count == 0  # and it still answers
+
+
+def test_the_model_based_test_fails_ipykernel_naming_the_rule_it_breaks() -> None:
+    """Bounded: one short program (a frontend opens a default comm and is SIGKILLed),
+    seconds-scale timeouts."""
+    supported = without(default_supported(MBT_BOUNDS), SKIPPED)
+    system = LiveSystem(IpykernelAdapter(start_timeout=START), step_timeout=5.0, quiet=1.0)
+    with Harness(system, MBT_BOUNDS, supported=supported) as harness:
+        harness.apply(Start(0))
+        harness.apply(FrontendOpen(0, 0, Target.DEFAULT))
+        with pytest.raises(AssertionError) as failed:
+            harness.apply(Crash(0))
+    message = str(failed.value)
+    assert "no_unobserved_default_comm" in message
+    assert "kernel_comm of comm 0" in message
