@@ -96,7 +96,8 @@ class KernelAdapter(Protocol):
 ADAPTER_NEEDS = frozenset({"start", "stop", "connection_file", "open_comm", "close_comm",
                            "comm_request", "stdin_request", "subscriber_count",
                            "late_replies"})
-ADAPTER_OPTIONAL = frozenset({"keep_detached", "hold_inbound", "check_trace", "interrupt"})
+ADAPTER_OPTIONAL = frozenset({"keep_detached", "hold_inbound", "supports_hold_inbound",
+                              "check_trace", "interrupt"})
 
 
 class ReferenceKernel:

@@ -246,6 +246,7 @@ class ExternalKernel:
         self._follower: TraceFollower | None = None
         self._connection_file: Path | None = None
         self._last: dict[str, Any] = {"subscribers": 0, "late_replies": 0}
+        self._first: dict[str, Any] = {}  # the state at start: what the kernel serves
         self._stopped = False
         self.max_detached: int | None = None
 
@@ -282,7 +283,7 @@ class ExternalKernel:
             self._connection_file = Path(self._kernel.manager.connection_file)
             info = ConnectionInfo.from_dict(dict(self._kernel.info))
             self._control = ControlClient(endpoint, info)
-            self._last = self._first_state(self._control, endpoint)
+            self._last = self._first = self._first_state(self._control, endpoint)
             kept = self._last.get("max_detached")
             if self.max_detached is not None and kept != self.max_detached:
                 raise MbtFailure(f"{self.describe()} keeps {kept} detached comms, the "
@@ -392,7 +393,8 @@ class ExternalKernel:
         return int(self._state()["late_replies"])
 
     def supports_hold_inbound(self) -> bool:
-        return bool(self._state().get("hold_inbound"))
+        """Whether the kernel said, at start, that it serves ``hold_inbound``."""
+        return bool(self._first.get("hold_inbound"))
 
 
 def _outcome(ended: Future[dict[str, Any]], comm_id: str | None, method: str) -> Future[Any]:

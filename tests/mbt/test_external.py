@@ -294,3 +294,23 @@ def test_the_scenarios_through_the_adapter_pass_and_can_fail() -> None:
     broken = run_adapter_edges(ForgetsToClose, timeout=1.0)
     assert [v.status for v in broken] == ["passed", "passed", "failed", "passed", "passed",
                                           "passed"], broken
+
+
+class SaysItCannotHold(ReferenceKernel):
+    """Has hold_inbound, but its kernel says it does not serve it (as a kernel in
+    another process can, in its control socket's state)."""
+
+    def supports_hold_inbound(self) -> bool:
+        return False
+
+
+def test_the_queued_race_is_offered_only_where_the_kernel_serves_the_hold() -> None:
+    from commspec.mbt.harness import MBT_BOUNDS
+    from commspec.mbt.live import LiveSystem
+    from commspec.mbt.race import Race, RaceOrder
+    from commspec.model.system import SystemModel
+
+    world = SystemModel(MBT_BOUNDS).initial()
+    queued = Race(0, 0, RaceOrder.QUEUED)
+    assert LiveSystem(ReferenceKernel()).can(queued, world)
+    assert not LiveSystem(SaysItCannotHold()).can(queued, world)
