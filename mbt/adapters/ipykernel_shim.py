@@ -149,6 +149,8 @@ class Shim:
         self.session = Session(key=session.key, signature_scheme=session.signature_scheme)
         self.max_detached = int(os.environ.get(MAX_DETACHED_ENV, "0") or 0)
         self.late_replies = 0
+        #: control messages dropped: not signed with the key, or not a control request
+        self.bad_messages = 0
         #: msg_id -> (comm_id, control ids, control header, handle) of a pending request
         self.pending: dict[str, tuple[str | None, list[bytes], dict[str, Any], str]] = {}
         self.ended: OrderedDict[str, tuple[str, str]] = OrderedDict()  # msg_id -> machine
@@ -182,7 +184,11 @@ class Shim:
     def _watch_xpub(self) -> None:
         """Take ipykernel's XPUB callback over, on the IOPub thread that owns it."""
         iopub = self.kernel.iopub_socket.io_thread
-        welcome = iopub._handle_subscription
+        welcome = getattr(iopub, "_handle_subscription", None)
+        if getattr(iopub, "_xpub_stream", None) is None or welcome is None:
+            raise RuntimeError("ipykernel's IOPub has no XPUB subscription stream "
+                               "(IOPubThread._xpub_stream, ipykernel >= 7.0): there is no "
+                               "presence to read")
         taken = threading.Event()
 
         def on_frames(frames: list[Any]) -> None:
@@ -361,9 +367,11 @@ class Shim:
         try:
             ids, parts = self.session.feed_identities(frames)
             msg = self.session.deserialize(parts)
-        except Exception:
-            return  # not signed with the key: dropped, never answered (SPEC)
+        except Exception as e:
+            self._bad(f"not a signed message ({type(e).__name__}: {e})")
+            return  # never answered (SPEC): a client without the key drives nothing
         if msg["header"].get("msg_type") != REQUEST_TYPE:
+            self._bad(f"a {msg['header'].get('msg_type')!r}, not a {REQUEST_TYPE}")
             return
         header = msg["header"]
         try:
@@ -380,6 +388,10 @@ class Shim:
         except Exception as e:  # the kernel failed doing it: still one answer
             reply = {"error": {"code": INTERNAL_ERROR, "message": f"{type(e).__name__}: {e}"}}
         self._post(list(ids), REPLY_TYPE, reply, header)
+
+    def _bad(self, why: str) -> None:
+        self.bad_messages += 1
+        self.kernel.log.warning("commspec control socket: dropped %s", why)
 
     def _post(self, ids: list[bytes], msg_type: str, content: dict[str, Any],
               parent: dict[str, Any]) -> None:
@@ -446,7 +458,8 @@ class Shim:
                 "pending": sum(1 for c, *_ in self.pending.values() if c is not None),
                 "stdin_pending": sum(1 for c, *_ in self.pending.values() if c is None),
                 "comms": {c: "open" for c in self.trace.objects("kernel_comm", "open")},
-                "max_detached": self.max_detached, "hold_inbound": False}
+                "max_detached": self.max_detached, "hold_inbound": False,
+                "bad_messages": self.bad_messages}
 
 
 def _param(params: dict[str, Any], key: str, kind: type) -> Any:

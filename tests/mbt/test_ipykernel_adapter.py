@@ -9,14 +9,24 @@ seconds each.
 
 from __future__ import annotations
 
+import shlex
+import sys
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import zmq
 
+from commspec.conform.kernel import KernelSource
 from commspec.impl.errors import RemoteError
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
 from commspec.impl.tracing import ListSink
-from commspec.mbt.adapters.ipykernel import SKIPPED, TESTED_VERSIONS, IpykernelAdapter
+from commspec.mbt.adapters.ipykernel import (
+    SKIPPED,
+    TESTED_VERSIONS,
+    IpykernelAdapter,
+    ShimNotLoaded,
+)
 from commspec.mbt.harness import MBT_BOUNDS, Harness, default_supported, without
 from commspec.mbt.live import LiveSystem
 from commspec.model.actions import Crash, FrontendOpen, Start
@@ -109,6 +119,20 @@ def test_a_bad_control_request_is_refused_saying_why(
         adapter.open_comm("nope", False, None)
     with pytest.raises(ControlError, match="no comm"):
         adapter.close_comm("not-a-comm")
+    # a message not signed with the key is dropped and counted, never answered
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    keyless = context.socket(zmq.DEALER)
+    keyless.linger = 0
+    try:
+        keyless.connect(adapter.control_endpoint)
+        keyless.send_multipart([b"<IDS|MSG>", b"not a signature", b"{}", b"{}", b"{}", b"{}"])
+        deadline = time.monotonic() + WAIT
+        while adapter.control("state")["bad_messages"] < 1:
+            assert time.monotonic() < deadline, "the keyless message was never counted"
+        assert not keyless.poll(0)
+    finally:
+        keyless.close()
+        context.term()
     assert adapter.subscriber_count == 0  # and it still answers
 
 
@@ -125,3 +149,14 @@ def test_the_model_based_test_fails_ipykernel_naming_the_rule_it_breaks() -> Non
     message = str(failed.value)
     assert "no_unobserved_default_comm" in message
     assert "kernel_comm of comm 0" in message
+
+
+def test_a_kernel_that_is_not_ipykernel_is_refused_naming_it() -> None:
+    kernel_cmd = (f"{shlex.quote(sys.executable)} -m commspec kernel --connection-file "
+                  "{connection_file}")
+    adapter = IpykernelAdapter(KernelSource(cmd=kernel_cmd), start_timeout=START)
+    try:
+        with pytest.raises(ShimNotLoaded, match="it is not ipykernel"):
+            adapter.start(ListSink())
+    finally:
+        adapter.stop()
