@@ -23,6 +23,8 @@ pyzmq 27.3, jupyter_client 8.10, Python 3.11):
   ``IOPubThread``, since 6.0) has ``_xpub_stream`` (a ZMQStream on the XPUB, since
   7.0; ipykernel 6 bound a PUB, so no presence there), ``_handle_subscription(frames)``
   (the welcome, since 7.0) and ``io_loop``. ipykernel sets no ``XPUB_VERBOSE``.
+  Checked by hand on ipykernel 6.29.5 (``pip install --target``, on ``PYTHONPATH``):
+  the shim refuses to load, saying there is no XPUB stream (:class:`ShimNotLoaded`).
 - ``comm.get_comm_manager()`` is ipykernel's ``CommManager``, whose ``comms`` dict holds
   the open comms, and ``comm.create_comm`` makes an ipykernel ``Comm`` (``comm_id``,
   ``topic``, ``on_msg``, ``close``).

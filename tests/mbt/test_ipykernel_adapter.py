@@ -29,6 +29,7 @@ from commspec.mbt.adapters.ipykernel import (
 )
 from commspec.mbt.harness import MBT_BOUNDS, Harness, default_supported, without
 from commspec.mbt.live import LiveSystem
+from commspec.mbt.machine import program_as_test
 from commspec.model.actions import Crash, FrontendOpen, Start
 from commspec.model.messages import METHOD_NOT_FOUND
 from commspec.model.trace import TraceEvent
@@ -160,3 +161,16 @@ def test_a_kernel_that_is_not_ipykernel_is_refused_naming_it() -> None:
             adapter.start(ListSink())
     finally:
         adapter.stop()
+
+
+def test_a_printed_reproducer_makes_the_ipykernel_adapter_again() -> None:
+    source = KernelSource(kernelspec="python3")
+    code, imports = IpykernelAdapter(source).as_code()
+    names: dict[str, object] = {}
+    for module, name in imports:
+        exec(f"from {module} import {name}", names)
+    made = eval(code, names)
+    assert type(made) is IpykernelAdapter and made.source == source
+    program = program_as_test([Start(0), Crash(0)], MBT_BOUNDS, adapter=(code, imports))
+    assert "IpykernelAdapter(KernelSource(kernelspec='python3'))" in program
+    assert "ReferenceKernel" not in program
