@@ -89,6 +89,10 @@ class IpykernelAdapter(ExternalKernel):
     #: not offered: the harness leaves the queued race out (ExternalKernel asks the
     #: kernel for it; ipykernel cannot hold its queues)
     hold_inbound = None  # type: ignore[assignment]
+    #: not offered: ipykernel ignores SIGINT while idle, and the shim's stdin requests
+    #: belong to no execution, so an interrupt could not end them (the scenario is
+    #: skipped, not failed on something ipykernel never claims)
+    interrupt = None  # type: ignore[assignment]
 
     def __init__(self, source: KernelSource | None = None,
                  start_timeout: float = START_TIMEOUT,

@@ -58,6 +58,7 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 NO_SUCH_COMM = -32003
+TIMED_OUT = -32004
 INTERRUPTED = -32007
 #: how many ended requests are remembered, to tell a late reply from an unknown one
 ENDED_KEPT = 1024
@@ -430,6 +431,11 @@ class Shim:
     def _request(self, params: dict[str, Any], ids: list[bytes], header: dict[str, Any]) -> Any:
         comm = self._comm(params)
         method = _param(params, "method", str)
+        timeout = params.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+                timeout, (int, float)) or timeout <= 0):
+            raise ShimError(INVALID_PARAMS, f"params.timeout: expected seconds > 0 or "
+                            f"null, not {timeout!r}")
         rid = uuid.uuid4().hex
         sent = self.kernel.session.send(
             self.kernel.iopub_socket, "comm_msg",
@@ -440,7 +446,15 @@ class Shim:
         handle = uuid.uuid4().hex
         self.pending[msg_id] = (comm.comm_id, ids, header, handle)
         self.trace.move("request", msg_id, "sent", "pending", msg_id)
+        if timeout is not None:
+            self.kernel.io_loop.call_later(timeout, lambda: self._expire(msg_id, timeout))
         return {"request": handle}
+
+    def _expire(self, request: str, timeout: float) -> None:
+        """The caller's deadline (the JSON-RPC layer's, not ipykernel's) passed."""
+        if request in self.pending:
+            self._end(request, "deadline", "timed_out", None, error={
+                "code": TIMED_OUT, "message": f"no answer within {timeout:g} s"})
 
     def _stdin(self, params: dict[str, Any], ids: list[bytes], header: dict[str, Any]) -> Any:
         identity = _param(params, "identity", str)

@@ -18,7 +18,8 @@ import pytest
 import zmq
 
 from commspec.conform.kernel import KernelSource
-from commspec.impl.errors import RemoteError
+from commspec.impl.comm import Comm, Deferred
+from commspec.impl.errors import RemoteError, RequestFailed
 from commspec.impl.frontend import FrontendEndpoint, FrontendOptions
 from commspec.impl.tracing import ListSink
 from commspec.mbt.adapters.ipykernel import (
@@ -107,6 +108,32 @@ def test_a_kernel_open_and_close_are_traced_and_shutdown_ends_the_rest(
         adapter.stop()
         shut = sink.wait_for(_is("kernel_comm", "kernel_shutdown", kept), WAIT)
         assert (shut.source, shut.dest) == ("open", "closed")
+    finally:
+        frontend.close()
+
+
+def test_a_kernel_request_past_its_deadline_times_out_and_its_answer_is_late(
+        ipykernel: tuple[IpykernelAdapter, ListSink]) -> None:
+    adapter, sink = ipykernel
+    frontend = FrontendEndpoint(adapter.connection_file, options=OPTIONS)
+    answers: list[Deferred] = []
+
+    def held(comm: Comm, data: object) -> None:
+        comm.on_request("ask", lambda params: answers.append(Deferred()) or answers[-1])
+
+    frontend.register_target("commspec.echo.persistent", held)
+    try:
+        frontend.wait_ready(WAIT)
+        comm_id = adapter.open_comm("commspec.echo.persistent", True, frontend.session_id)
+        asked = adapter.comm_request(comm_id, "ask", {}, timeout=0.2)
+        with pytest.raises(RequestFailed) as failed:
+            asked.result(WAIT)
+        assert failed.value.state == "timed_out"
+        request = sink.wait_for(_is("request", "deadline")).object
+        late = adapter.late_replies
+        answers[0].resolve("too late")
+        sink.wait_for(_is("request", "late_reply", request), WAIT)
+        assert adapter.late_replies == late + 1
     finally:
         frontend.close()
 
