@@ -9,20 +9,29 @@ Rules:
 - The frontend is a reference :class:`~commspec.impl.frontend.FrontendEndpoint` in this
   process, traced to the same :class:`~commspec.mbt.recorder.Recorder` as the kernel,
   so every transition is checked against its machine as it arrives and counted.
+- A second answer, one the reference frontend would never send (after it answered,
+  after it left, after its comm closed), comes from a raw client of the test's own
+  (:class:`~commspec.conform.client.Client` without IOPub, so never a subscriber),
+  signed with the connection file's key: replies are correlated by the request's
+  ``msg_id`` (SPEC, "The late-reply race"), so the kernel must count it late.
 - Each scenario waits on the trace or on futures, always bounded; it asserts the
-  kernel's traced transition and the request's outcome, and releases the frontend and
-  the kernel in ``finally``. Each one ends in a verdict of its own (:class:`Verdict`).
+  kernel's traced transition and the request's outcome, and releases the frontend, the
+  raw client and the kernel in ``finally``. Each one ends in a verdict of its own
+  (:class:`Verdict`).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from typing import Any
 
+from commspec.conform.client import Client
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.errors import RequestFailed
 from commspec.impl.frontend import FrontendEndpoint
@@ -38,6 +47,8 @@ __all__ = ["ADAPTER_EDGES", "run_adapter_edges"]
 
 #: a target no kernel serves: the kernel must refuse the open
 UNKNOWN_TARGET = "commspec.mbt.no-such-target"
+#: a stdin identity no frontend ever had: a stdin request to it is unreachable at once
+NOBODY = b"commspec-mbt-nobody"
 
 
 @dataclass
@@ -46,6 +57,45 @@ class Scene:
     recorder: Recorder
     frontend: FrontendEndpoint
     timeout: float
+    _raw: Client | None = field(default=None, init=False)
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+
+    def answer_again(self, channel: str, msg_type: str, content: dict[str, Any],
+                     request: str) -> None:
+        """Send the kernel one more answer to its request ``request`` (a msg_id), from
+        the raw client (made on first use)."""
+        if self._raw is None:
+            info = json.loads(self.kernel.connection_file.read_text())
+            self._raw = Client(info, name="second-answer")
+        self._raw.send(channel, msg_type, content,
+                       parent={"msg_id": request, "msg_type": _ASKED[msg_type]})
+
+    def late_comm_answer(self, comm_id: str, request: str) -> None:
+        """Answer the kernel's comm request once more: the kernel must count it late."""
+        late = self.kernel.late_replies
+        self.answer_again("shell", "comm_msg", {"comm_id": comm_id, "data": {
+            "jsonrpc": "2.0", "id": "again", "result": "again"}}, request)
+        self.counted_late("request", request, late)
+
+    def late_stdin_answer(self, request: str) -> None:
+        """Answer the kernel's stdin request once more: the kernel must count it late."""
+        late = self.kernel.late_replies
+        self.answer_again("stdin", "input_reply", {"value": "again"}, request)
+        self.counted_late("stdin_request", request, late)
+
+    def counted_late(self, machine: str, request: str, before: int) -> None:
+        """The kernel counted one more late reply than ``before`` and traced it on
+        ``request``'s machine."""
+        if not self.recorder.wait_until(lambda: self.kernel.late_replies > before,
+                                        self.timeout):
+            state = self.recorder.get("kernel", machine, request, "unknown")
+            raise MbtFailure(f"an answer to {machine} {request}, which had ended "
+                             f"{state}, was never counted late")
+        self.kernel_move(machine, request, "late_reply")
 
     def kernel_move(self, machine: str, obj: str, event: str) -> None:
         """Wait for the kernel to trace ``event`` on ``obj`` (MbtFailure if it never does)."""
@@ -73,6 +123,21 @@ class Scene:
         held.result(self.timeout)
         return comm_id, self.kernel.comm_request(comm_id, "ask", {"edge": True})
 
+    def ends(self, future: Future[Any], outcome: str, what: str) -> None:
+        """MbtFailure unless the request ``what`` ends ``outcome`` in time ("resolved"
+        for a result, comm or stdin)."""
+        try:
+            future.result(self.timeout)
+        except FutureTimeout:
+            raise MbtFailure(f"{what} had not ended {self.timeout:g} s later (the model: "
+                             f"{outcome})") from None
+        except RequestFailed as e:
+            ended = e.state
+        else:
+            ended = "resolved"
+        if ended != outcome:
+            raise MbtFailure(f"{what} ended {ended}, not {outcome}")
+
     def request_id(self, mark: int) -> str:
         msg_id = self.recorder.started("kernel", "request", mark, self.timeout)
         if msg_id is None:
@@ -80,13 +145,8 @@ class Scene:
         return msg_id
 
 
-def _outcome(future: Future[Any], timeout: float) -> str:
-    """The state a request's future ended in ("resolved" for a result)."""
-    try:
-        future.result(timeout)
-    except RequestFailed as e:
-        return e.state
-    return "resolved"
+#: the request each answer's parent is (a raw answer's parent header names it)
+_ASKED = {"comm_msg": "comm_msg", "input_reply": "input_request"}
 
 
 def _rejected(scene: Scene) -> None:
@@ -95,22 +155,31 @@ def _rejected(scene: Scene) -> None:
     scene.kernel_move("kernel_comm", comm.comm_id, "rejected")
 
 
+def _resolved(scene: Scene) -> None:
+    """The frontend answers the kernel's request; an answer after that one is late."""
+    mark = scene.recorder.mark()
+    comm_id, future = scene.request_on_new_comm(lambda params: params)
+    msg_id = scene.request_id(mark)
+    scene.ends(future, "resolved", "a request its frontend answered")
+    scene.kernel_move("request", msg_id, "result")
+    scene.late_comm_answer(comm_id, msg_id)
+
+
 def _errored(scene: Scene) -> None:
-    """The frontend answers the kernel's request with an error."""
+    """The frontend answers the kernel's request with an error; an answer after is late."""
     def fails(params: Any) -> Any:
         raise ValueError("this frontend refuses")
 
     mark = scene.recorder.mark()
-    _, future = scene.request_on_new_comm(fails)
+    comm_id, future = scene.request_on_new_comm(fails)
     msg_id = scene.request_id(mark)
-    outcome = _outcome(future, scene.timeout)
-    if outcome != "errored":
-        raise MbtFailure(f"a request its frontend answered with an error ended {outcome}")
+    scene.ends(future, "errored", "a request its frontend answered with an error")
     scene.kernel_move("request", msg_id, "error")
+    scene.late_comm_answer(comm_id, msg_id)
 
 
-def _cancelled(scene: Scene) -> None:
-    """The kernel closes a comm while its own request on it is pending."""
+def _held_request(scene: Scene) -> tuple[str, str, Future[Any]]:
+    """A kernel request the frontend holds unanswered: its comm, msg_id and future."""
     mark = scene.recorder.mark()
     comm_id, future = scene.request_on_new_comm(lambda params: Deferred())  # held
     msg_id = scene.request_id(mark)
@@ -118,11 +187,31 @@ def _cancelled(scene: Scene) -> None:
             lambda: scene.recorder.get("kernel", "request", msg_id, "") == "pending",
             scene.timeout):
         raise MbtFailure(f"kernel request {msg_id} never pended")
+    return comm_id, msg_id, future
+
+
+def _cancelled(scene: Scene) -> None:
+    """The kernel closes a comm while its own request on it is pending; the answer that
+    comes after is late."""
+    comm_id, msg_id, future = _held_request(scene)
     scene.kernel.close_comm(comm_id)
-    outcome = _outcome(future, scene.timeout)
-    if outcome != "cancelled":
-        raise MbtFailure(f"a request whose comm the kernel closed ended {outcome}")
+    scene.ends(future, "cancelled", "a request whose comm the kernel closed")
     scene.kernel_move("request", msg_id, "comm_closed")
+    scene.late_comm_answer(comm_id, msg_id)
+
+
+def _invalidated(scene: Scene) -> None:
+    """The frontend leaves while the kernel's request to it is pending: invalidated, and
+    its answer after is late; a request on the comm it left detached is undeliverable."""
+    comm_id, msg_id, future = _held_request(scene)
+    scene.frontend.close()
+    scene.ends(future, "invalidated", "a request whose frontend left")
+    scene.kernel_move("request", msg_id, "peer_lost")
+    scene.late_comm_answer(comm_id, msg_id)
+    mark = scene.recorder.mark()
+    again = scene.kernel.comm_request(comm_id, "ask", {})
+    scene.ends(again, "undeliverable", "a request on a comm whose frontend had left")
+    scene.kernel_move("request", scene.request_id(mark), "no_receiver")
 
 
 def _held_stdin(scene: Scene) -> tuple[str, Future[Any], Future[str]]:
@@ -142,14 +231,31 @@ def _held_stdin(scene: Scene) -> tuple[str, Future[Any], Future[str]]:
     return msg_id, future, answer
 
 
+def _replied(scene: Scene) -> None:
+    """The frontend answers the kernel on stdin; an answer after that one is late."""
+    msg_id, future, answer = _held_stdin(scene)
+    answer.set_result("first")
+    # a result: the stdin machine's replied
+    scene.ends(future, "resolved", "a stdin request its frontend answered")
+    scene.kernel_move("stdin_request", msg_id, "reply")
+    scene.late_stdin_answer(msg_id)
+
+
 def _unreachable(scene: Scene) -> None:
-    """The frontend asked on stdin leaves without answering."""
+    """The frontend asked on stdin leaves without answering: unreachable, and its answer
+    after is late; a stdin request to an identity nobody has is unreachable at once."""
     msg_id, future, _ = _held_stdin(scene)
     scene.frontend.close()
-    outcome = _outcome(future, scene.timeout)
-    if outcome != "unreachable":
-        raise MbtFailure(f"a stdin request whose frontend left ended {outcome}")
+    scene.ends(future, "unreachable", "a stdin request whose frontend left")
     scene.kernel_move("stdin_request", msg_id, "peer_lost")
+    scene.late_stdin_answer(msg_id)
+    mark = scene.recorder.mark()
+    scene.ends(scene.kernel.stdin_request(NOBODY), "unreachable",
+               "a stdin request to an identity nobody has")
+    asked = scene.recorder.started("kernel", "stdin_request", mark, scene.timeout)
+    if asked is None:
+        raise MbtFailure("the kernel traced no stdin request to an identity nobody has")
+    scene.kernel_move("stdin_request", asked, "host_unreachable")
 
 
 def _interrupted(scene: Scene) -> None:
@@ -159,16 +265,11 @@ def _interrupted(scene: Scene) -> None:
         raise Unsupported("the adapter cannot interrupt the kernel (interrupt)")
     msg_id, future, answer = _held_stdin(scene)
     interrupt()
-    outcome = _outcome(future, scene.timeout)
-    if outcome != "interrupted":
-        raise MbtFailure(f"a stdin request pending at an interrupt ended {outcome}")
+    scene.ends(future, "interrupted", "a stdin request pending at an interrupt")
     scene.kernel_move("stdin_request", msg_id, "interrupt")
     late = scene.kernel.late_replies
     answer.set_result("too late")
-    if not scene.recorder.wait_until(lambda: scene.kernel.late_replies > late,
-                                     scene.timeout):
-        raise MbtFailure("the answer after the interrupt was never counted late")
-    scene.kernel_move("stdin_request", msg_id, "late_reply")
+    scene.counted_late("stdin_request", msg_id, late)
 
 
 #: the deadline of the timed-out scenario's request, seconds: short, the test waits it out
@@ -197,18 +298,13 @@ def _timed_out(scene: Scene) -> None:
     mark = scene.recorder.mark()
     future = scene.kernel.comm_request(comm_id, "ask", {}, timeout=DEADLINE)  # type: ignore[call-arg]
     msg_id = scene.request_id(mark)
-    outcome = _outcome(future, scene.timeout)
-    if outcome != "timed_out":
-        raise MbtFailure(f"a request past its deadline ended {outcome}")
+    scene.ends(future, "timed_out", "a request past its deadline")
     scene.kernel_move("request", msg_id, "deadline")
     if not answered:
         raise MbtFailure("the frontend never received the request")
     late = scene.kernel.late_replies
     answered[0].resolve("too late")
-    if not scene.recorder.wait_until(lambda: scene.kernel.late_replies > late,
-                                     scene.timeout):
-        raise MbtFailure("the answer after the deadline was never counted late")
-    scene.kernel_move("request", msg_id, "late_reply")
+    scene.counted_late("request", msg_id, late)
 
 
 class Unsupported(Exception):
@@ -218,9 +314,17 @@ class Unsupported(Exception):
 #: (name, scenario): each takes the kernel-side rows its docstring names
 ADAPTER_EDGES: tuple[tuple[str, Callable[[Scene], None]], ...] = (
     ("a frontend opens a target the kernel does not serve: rejected", _rejected),
-    ("the frontend answers the kernel's request with an error: errored", _errored),
-    ("the kernel closes a comm its own request is pending on: cancelled", _cancelled),
-    ("the frontend asked on stdin leaves unanswering: unreachable", _unreachable),
+    ("the frontend answers the kernel's request, and again: resolved, then late",
+     _resolved),
+    ("the frontend answers the kernel's request with an error: errored, then late",
+     _errored),
+    ("the kernel closes a comm its own request is pending on: cancelled, then late",
+     _cancelled),
+    ("the frontend leaves while the kernel's request is pending: invalidated, then late; "
+     "undeliverable after", _invalidated),
+    ("the frontend answers on stdin, and again: replied, then late", _replied),
+    ("the frontend asked on stdin leaves unanswering: unreachable, then late; nobody: "
+     "unreachable at once", _unreachable),
     ("an interrupt ends a stdin request, whose answer is then late", _interrupted),
     ("the kernel's request passes its deadline, whose answer is then late", _timed_out),
 )
@@ -232,10 +336,12 @@ def run_adapter_edges(
     *,
     done: Callable[[str], None] | None = None,
     timeout: float = STEP_TIMEOUT,
+    scenarios: Sequence[tuple[str, Callable[[Scene], None]]] = ADAPTER_EDGES,
 ) -> list[Verdict]:
-    """Every scenario against a fresh kernel of its own, each to its verdict."""
+    """Every scenario (of ``scenarios``) against a fresh kernel of its own, each to its
+    verdict."""
     out: list[Verdict] = []
-    for name, scenario in ADAPTER_EDGES:
+    for name, scenario in scenarios:
         out.append(_run(name, scenario, adapter_factory, coverage, timeout))
         if done is not None:
             done(name)
@@ -249,6 +355,7 @@ def _run(name: str, scenario: Callable[[Scene], None],
     recorder = Recorder(coverage)
     kernel = adapter_factory()
     frontend: FrontendEndpoint | None = None
+    scene: Scene | None = None
     try:
         kernel.start(recorder)
         frontend = FrontendEndpoint(kernel.connection_file, sink=recorder,
@@ -257,7 +364,8 @@ def _run(name: str, scenario: Callable[[Scene], None],
         # the kernel counts the frontend before it opens a comm for it
         if not recorder.wait_until(lambda: kernel.subscriber_count >= 1, timeout):
             raise MbtFailure("the kernel never counted the frontend as a subscriber")
-        scenario(Scene(kernel, recorder, frontend, timeout))
+        scene = Scene(kernel, recorder, frontend, timeout)
+        scenario(scene)
         recorder.require_conformance()
     except Unsupported as e:
         return Verdict(name, "skipped", str(e))
@@ -265,6 +373,8 @@ def _run(name: str, scenario: Callable[[Scene], None],
         what = "" if isinstance(e, AssertionError) else f"{type(e).__name__}: "
         return Verdict(name, "failed", f"{what}{e}", time.monotonic() - began)
     finally:
+        if scene is not None:
+            scene.close()
         if frontend is not None:
             frontend.close()  # twice is safe: a scenario may have closed it
         kernel.stop()
