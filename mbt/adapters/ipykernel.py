@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 from commspec.conform.client import Client, NoAnswer
 from commspec.conform.kernel import KernelSource
@@ -89,6 +89,9 @@ class IpykernelAdapter(ExternalKernel):
     #: not offered: the harness leaves the queued race out (ExternalKernel asks the
     #: kernel for it; ipykernel cannot hold its queues)
     hold_inbound = None  # type: ignore[assignment]
+    #: the kernel started when none is named, and the actions it cannot make happen
+    default_source: ClassVar[KernelSource] = KernelSource(kernelspec="python3")
+    skipped: ClassVar[tuple[str, ...]] = SKIPPED
     #: not offered: ipykernel ignores SIGINT while idle, and the shim's stdin requests
     #: belong to no execution, so an interrupt could not end them (the scenario is
     #: skipped, not failed on something ipykernel never claims)
@@ -97,7 +100,7 @@ class IpykernelAdapter(ExternalKernel):
     def __init__(self, source: KernelSource | None = None,
                  start_timeout: float = START_TIMEOUT,
                  control_timeout: float = CONTROL_TIMEOUT) -> None:
-        super().__init__(source or KernelSource(kernelspec="python3"), start_timeout,
+        super().__init__(source or self.default_source, start_timeout,
                          control_timeout)
         #: ipykernel's version, as the shim read it (None before start)
         self.version: str | None = None
