@@ -39,7 +39,8 @@ def add_parser(subparsers: Any) -> None:
                    "declares the spec, else the kernel's language if it has one, else none)")
     p.add_argument("--only", metavar="CHECKS",
                    help="comma-separated check names (default: all; --list shows them)")
-    p.add_argument("--list", action="store_true", help="list the checks and exit")
+    p.add_argument("--list", action="store_true",
+                   help="list the checks and exit (no kernel is needed)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the verdicts as JSON")
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML")
     p.add_argument("--start-timeout", type=float, default=60.0, metavar="S",
