@@ -40,10 +40,10 @@ from commspec.impl.targets import ECHO_PERSISTENT
 from .adapter import KernelAdapter
 from .errors import MbtFailure
 from .live import MBT_OPTIONS, STEP_TIMEOUT
-from .recorder import Coverage, Recorder
+from .recorder import Coverage, Recorder, Row
 from .scenarios import Verdict
 
-__all__ = ["ADAPTER_EDGES", "run_adapter_edges"]
+__all__ = ["ADAPTER_EDGES", "FRONTEND_ONLY_ROWS", "AdapterEdge", "run_adapter_edges"]
 
 #: a target no kernel serves: the kernel must refuse the open
 UNKNOWN_TARGET = "commspec.mbt.no-such-target"
@@ -311,23 +311,62 @@ class Unsupported(Exception):
     """The kernel under test cannot make this scenario happen: it is skipped."""
 
 
-#: (name, scenario): each takes the kernel-side rows its docstring names
-ADAPTER_EDGES: tuple[tuple[str, Callable[[Scene], None]], ...] = (
-    ("a frontend opens a target the kernel does not serve: rejected", _rejected),
-    ("the frontend answers the kernel's request, and again: resolved, then late",
-     _resolved),
-    ("the frontend answers the kernel's request with an error: errored, then late",
-     _errored),
-    ("the kernel closes a comm its own request is pending on: cancelled, then late",
-     _cancelled),
-    ("the frontend leaves while the kernel's request is pending: invalidated, then late; "
-     "undeliverable after", _invalidated),
-    ("the frontend answers on stdin, and again: replied, then late", _replied),
-    ("the frontend asked on stdin leaves unanswering: unreachable, then late; nobody: "
-     "unreachable at once", _unreachable),
-    ("an interrupt ends a stdin request, whose answer is then late", _interrupted),
-    ("the kernel's request passes its deadline, whose answer is then late", _timed_out),
+@dataclass(frozen=True)
+class AdapterEdge:
+    """A scenario through the adapter and the kernel-side rows it is there to take: it
+    passes only if the kernel traced each of them."""
+
+    name: str
+    run: Callable[[Scene], None]
+    rows: frozenset[Row]
+
+
+def _rows(machine: str, *moves: str) -> frozenset[Row]:
+    """``machine``'s rows, each move written "source event dest"."""
+    out: set[Row] = set()
+    for move in moves:
+        source, event, dest = move.split()
+        out.add((machine, source, event, dest))
+    return frozenset(out)
+
+
+ADAPTER_EDGES: tuple[AdapterEdge, ...] = (
+    AdapterEdge("a frontend opens a target the kernel does not serve: rejected",
+                _rejected, _rows("kernel_comm", "new rejected closed")),
+    AdapterEdge("the frontend answers the kernel's request, and again: resolved, then late",
+                _resolved, _rows("request", "new sent pending", "pending result resolved",
+                                 "resolved late_reply resolved")),
+    AdapterEdge("the frontend answers the kernel's request with an error: errored, then "
+                "late", _errored,
+                _rows("request", "pending error errored", "errored late_reply errored")),
+    AdapterEdge("the kernel closes a comm its own request is pending on: cancelled, then "
+                "late", _cancelled, _rows("request", "pending comm_closed cancelled",
+                                          "cancelled late_reply cancelled")),
+    AdapterEdge("the frontend leaves while the kernel's request is pending: invalidated, "
+                "then late; undeliverable after", _invalidated,
+                _rows("request", "pending peer_lost invalidated",
+                      "invalidated late_reply invalidated", "new no_receiver undeliverable")),
+    AdapterEdge("the frontend answers on stdin, and again: replied, then late", _replied,
+                _rows("stdin_request", "new sent pending", "pending reply replied",
+                      "replied late_reply replied")),
+    AdapterEdge("the frontend asked on stdin leaves unanswering: unreachable, then late; "
+                "nobody: unreachable at once", _unreachable,
+                _rows("stdin_request", "pending peer_lost unreachable",
+                      "unreachable late_reply unreachable",
+                      "new host_unreachable unreachable")),
+    AdapterEdge("an interrupt ends a stdin request, whose answer is then late",
+                _interrupted, _rows("stdin_request", "pending interrupt interrupted",
+                                    "interrupted late_reply interrupted")),
+    AdapterEdge("the kernel's request passes its deadline, whose answer is then late",
+                _timed_out, _rows("request", "pending deadline timed_out",
+                                  "timed_out late_reply timed_out")),
 )
+
+#: the rows of ``request`` only a frontend's request takes, never the kernel's: the
+#: kernel's requests go out on IOPub, and no busy/idle brackets them, so none can end
+#: no_reply (SPEC, "No reply")
+FRONTEND_ONLY_ROWS = _rows("request", "pending idle_without_reply no_reply",
+                           "no_reply late_reply no_reply")
 
 
 def run_adapter_edges(
@@ -336,21 +375,31 @@ def run_adapter_edges(
     *,
     done: Callable[[str], None] | None = None,
     timeout: float = STEP_TIMEOUT,
-    scenarios: Sequence[tuple[str, Callable[[Scene], None]]] = ADAPTER_EDGES,
+    scenarios: Sequence[AdapterEdge] = ADAPTER_EDGES,
 ) -> list[Verdict]:
     """Every scenario (of ``scenarios``) against a fresh kernel of its own, each to its
     verdict."""
     out: list[Verdict] = []
-    for name, scenario in scenarios:
-        out.append(_run(name, scenario, adapter_factory, coverage, timeout))
+    for edge in scenarios:
+        out.append(_run(edge, adapter_factory, coverage, timeout))
         if done is not None:
-            done(name)
+            done(edge.name)
     return out
 
 
-def _run(name: str, scenario: Callable[[Scene], None],
-         adapter_factory: Callable[[], KernelAdapter], coverage: Coverage | None,
-         timeout: float) -> Verdict:
+def _require_rows(edge: AdapterEdge, recorder: Recorder) -> None:
+    """MbtFailure naming the rows the scenario is there for that the kernel never
+    traced."""
+    missing = sorted(row for row in edge.rows
+                     if row[1:] not in recorder.moves("kernel", row[0]))
+    if missing:
+        raise MbtFailure("the kernel never traced " + ", ".join(
+            f"{m}: {s} --{e}--> {d}" for m, s, e, d in missing))
+
+
+def _run(edge: AdapterEdge, adapter_factory: Callable[[], KernelAdapter],
+         coverage: Coverage | None, timeout: float) -> Verdict:
+    name = edge.name
     began = time.monotonic()
     recorder = Recorder(coverage)
     kernel = adapter_factory()
@@ -365,8 +414,9 @@ def _run(name: str, scenario: Callable[[Scene], None],
         if not recorder.wait_until(lambda: kernel.subscriber_count >= 1, timeout):
             raise MbtFailure("the kernel never counted the frontend as a subscriber")
         scene = Scene(kernel, recorder, frontend, timeout)
-        scenario(scene)
+        edge.run(scene)
         recorder.require_conformance()
+        _require_rows(edge, recorder)
     except Unsupported as e:
         return Verdict(name, "skipped", str(e))
     except Exception as e:  # a scenario's failure, or a kernel that failed to answer
