@@ -109,9 +109,11 @@ class Scene:
             raise MbtFailure(f"the kernel never traced {machine} {obj} --{event}-->; it "
                              f"traced {seen or 'nothing for it'}")
 
-    def request_on_new_comm(self, answer: Callable[[Any], Any]) -> tuple[str, Future[Any]]:
+    def request_on_new_comm(self, answer: Callable[[Any], Any],
+                            deadline: float | None = None) -> tuple[str, Future[Any]]:
         """A comm the kernel opens for the frontend, which answers ``ask`` with
-        ``answer``; and a kernel request on it, once the frontend holds the comm."""
+        ``answer``; and a kernel request on it (with ``deadline`` if given), once the
+        frontend holds the comm."""
         held: Future[Comm] = Future()
 
         def taken(comm: Comm, data: Any) -> None:
@@ -121,7 +123,10 @@ class Scene:
         self.frontend.register_target(ECHO_PERSISTENT, taken)
         comm_id = self.kernel.open_comm(ECHO_PERSISTENT, True, self.frontend.session_id)
         held.result(self.timeout)
-        return comm_id, self.kernel.comm_request(comm_id, "ask", {"edge": True})
+        if deadline is None:
+            return comm_id, self.kernel.comm_request(comm_id, "ask", {"edge": True})
+        return comm_id, self.kernel.comm_request(comm_id, "ask", {"edge": True},
+                                                 timeout=deadline)  # type: ignore[call-arg]
 
     def ends(self, future: Future[Any], outcome: str, what: str) -> None:
         """MbtFailure unless the request ``what`` ends ``outcome`` in time ("resolved"
@@ -286,17 +291,8 @@ def _timed_out(scene: Scene) -> None:
         answered.append(Deferred())
         return answered[-1]
 
-    held: Future[Comm] = Future()
-
-    def taken(comm: Comm, data: Any) -> None:
-        comm.on_request("ask", hold)
-        held.set_result(comm)
-
-    scene.frontend.register_target(ECHO_PERSISTENT, taken)
-    comm_id = scene.kernel.open_comm(ECHO_PERSISTENT, True, scene.frontend.session_id)
-    held.result(scene.timeout)
     mark = scene.recorder.mark()
-    future = scene.kernel.comm_request(comm_id, "ask", {}, timeout=DEADLINE)  # type: ignore[call-arg]
+    _, future = scene.request_on_new_comm(hold, deadline=DEADLINE)
     msg_id = scene.request_id(mark)
     scene.ends(future, "timed_out", "a request past its deadline")
     scene.kernel_move("request", msg_id, "deadline")
