@@ -132,10 +132,11 @@ class IpykernelAdapter(ExternalKernel):
                         "that may have changed", self.version, ", ".join(TESTED_VERSIONS))
         return super()._first_state(control, endpoint)
 
-    def control(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    def control(self, method: str, params: dict[str, Any] | None = None,
+                timeout: float = CONTROL_TIMEOUT) -> Any:
         """One control request's result, for what the adapter interface does not ask
         (``state`` also counts ``bad_messages``, the control messages dropped)."""
-        return self._c().call(method, params)
+        return self._c().call(method, params, timeout)
 
     def _load_shim(self, info: dict[str, Any]) -> str:
         """Run the shim in the kernel; ipykernel's version (kernel_info names IPython's)."""

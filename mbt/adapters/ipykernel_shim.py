@@ -154,7 +154,8 @@ class Shim:
         self.bad_messages = 0
         #: msg_id -> (comm_id, control ids, control header, handle) of a pending request
         self.pending: dict[str, tuple[str | None, list[bytes], dict[str, Any], str]] = {}
-        self.ended: OrderedDict[str, tuple[str, str]] = OrderedDict()  # msg_id -> machine
+        #: msg_id -> (machine, outcome) of an ended request, the last ENDED_KEPT
+        self.ended: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._context: Any = None
         self._stream: Any = None  # the control socket's, on the main loop
         self._stdin_stream: Any = None
@@ -361,6 +362,8 @@ class Shim:
             if on is None:
                 self._end(request, "interrupt", "interrupted", None, error={
                     "code": INTERRUPTED, "message": "the kernel shut down"})
+        if self._stream is not None:
+            self._stream.flush()  # the ended events go out before the process ends
 
     # -- the control socket ---------------------------------------------------------
 
@@ -396,10 +399,12 @@ class Shim:
 
     def _post(self, ids: list[bytes], msg_type: str, content: dict[str, Any],
               parent: dict[str, Any]) -> None:
-        # on the main loop's thread, straight to the socket: its ZMQStream only reads
+        # through the ZMQStream, even from outside its callbacks (an ended request): a
+        # send straight on the socket can take the edge of its edge-triggered FD, and
+        # the stream then never reads the requests queued behind it (seen: a stall)
         if self._stream is not None:
-            self.session.send(self._stream.socket, msg_type, content,
-                              parent={"header": parent}, ident=ids)
+            self.session.send(self._stream, msg_type, content, parent={"header": parent},
+                              ident=ids)
 
     def _open(self, params: dict[str, Any], ids: list[bytes], header: dict[str, Any]) -> Any:
         import comm as comm_pkg
