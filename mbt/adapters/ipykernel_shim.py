@@ -463,7 +463,8 @@ class Shim:
 
     def _stdin(self, params: dict[str, Any], ids: list[bytes], header: dict[str, Any]) -> Any:
         identity = _param(params, "identity", str)
-        sent = self.kernel.session.send(self.kernel.stdin_socket, "input_request",
+        # through the stream that reads the replies, for its FD's edge (see _post)
+        sent = self.kernel.session.send(self._stdin_stream, "input_request",
                                         {"prompt": "mbt?", "password": False},
                                         ident=identity.encode())
         msg_id = sent["header"]["msg_id"]
