@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shlex
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,9 +32,33 @@ from jupyter_client.manager import KernelManager
 
 from .client import Client, NoAnswer
 
-__all__ = ["KernelSource", "KernelStartFailed", "RunningKernel", "running_kernel"]
+__all__ = ["KernelSource", "KernelStartFailed", "RunningKernel", "free_loopback_port",
+           "running_kernel"]
 
 CMD_SPEC = "commspec-conform-target"
+
+#: where ports are picked: below Linux's default ephemeral range (32768 up), where
+#: jupyter_client's own picks (bind to port 0) come from, so that no connection another
+#: socket makes meanwhile takes one before the kernel binds it (seen: "Address already
+#: in use" while many frontend processes connected)
+PORTS = range(20_000, 32_768)
+#: picks tried before giving up (each one verified free by binding it)
+PORT_TRIES = 100
+
+
+def free_loopback_port(taken: frozenset[int] = frozenset()) -> int:
+    """A TCP port free on 127.0.0.1 now, from ``PORTS``, not one of ``taken``."""
+    for _ in range(PORT_TRIES):
+        port = random.choice(PORTS)
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port on 127.0.0.1 in {PORTS} after {PORT_TRIES} tries")
 
 
 class KernelStartFailed(RuntimeError):
@@ -88,6 +114,12 @@ def _manager(source: KernelSource, folder: Path) -> KernelManager:
         manager = KernelManager(kernel_name=CMD_SPEC, kernel_spec_manager=specs)
     manager.connection_file = str(folder / "kernel.json")
     manager.ip = "127.0.0.1"
+    manager.cache_ports = False  # else its provisioner picks ephemeral ports over ours
+    ports: set[int] = set()
+    for channel in ("shell", "iopub", "stdin", "control", "hb"):
+        port = free_loopback_port(frozenset(ports))
+        ports.add(port)
+        setattr(manager, f"{channel}_port", port)
     manager.shutdown_wait_time = 2.0  # then it is killed: a check must not wait long
     return manager
 

@@ -19,8 +19,6 @@ Rules (SPEC.md, "A kernel in any language: trace export and the control socket")
 from __future__ import annotations
 
 import contextlib
-import random
-import socket
 import tempfile
 import threading
 from concurrent.futures import Future
@@ -30,7 +28,12 @@ from typing import Any
 
 import zmq
 
-from commspec.conform.kernel import KernelSource, RunningKernel, running_kernel
+from commspec.conform.kernel import (
+    KernelSource,
+    RunningKernel,
+    free_loopback_port,
+    running_kernel,
+)
 from commspec.impl.connection import ConnectionInfo
 from commspec.impl.control import (
     CONTROL_ENV,
@@ -160,27 +163,6 @@ class ControlClient:
         else:
             waiting.set_result(content.get("result"))
 
-
-#: where the control port is picked: below Linux's default ephemeral range (32768 up),
-#: so no connection another socket makes meanwhile can take it before the kernel binds it
-CONTROL_PORTS = range(20_000, 32_768)
-#: picks tried before giving up (each one verified free by binding it)
-PORT_TRIES = 100
-
-
-def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 now, outside the ephemeral range: ports chosen by
-    the system (bind to 0) come from the range outgoing connections take theirs from,
-    and one was seen taken by the time the kernel bound it."""
-    for _ in range(PORT_TRIES):
-        port = random.choice(CONTROL_PORTS)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError(f"no free port on 127.0.0.1 in {CONTROL_PORTS} after {PORT_TRIES} tries")
 
 
 class TraceFollower:
