@@ -221,6 +221,13 @@ class Client:
                                                "data": data or {}})
         return comm_id, msg
 
+    def open_comm_handled(self, target: str, timeout: float) -> str:
+        """Open a comm and wait for its comm_open's idle (needs IOPub): the kernel has
+        handled it, so what is sent on the comm next finds it."""
+        comm_id, opened = self.open_comm(target)
+        self.idle_of(opened, timeout)
+        return comm_id
+
     def rpc(self, comm_id: str, method: str, params: Any = None,
             request_id: Any = None) -> Message:
         data: Message = {"jsonrpc": "2.0", "method": method,

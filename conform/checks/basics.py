@@ -69,8 +69,7 @@ def spec_feature(ctx: CheckContext) -> Finding:
 def echo_rpc(ctx: CheckContext) -> Finding:
     frontend = ctx.frontend("frontend")
     ctx.setup_targets(frontend)
-    comm_id, opened = frontend.open_comm(ECHO)
-    frontend.idle_of(opened, ctx.timeouts.reply)
+    comm_id = frontend.open_comm_handled(ECHO, ctx.timeouts.reply)
     request = frontend.rpc(comm_id, "echo", {"n": 42}, request_id=7)
     msg_id = request["header"]["msg_id"]
     got: list[Message] = []
@@ -100,8 +99,7 @@ def echo_rpc(ctx: CheckContext) -> Finding:
 def comm_info_lists(ctx: CheckContext) -> Finding:
     frontend = ctx.frontend("frontend")
     ctx.setup_targets(frontend)
-    comm_id, opened = frontend.open_comm(ECHO)
-    frontend.idle_of(opened, ctx.timeouts.reply)
+    comm_id = frontend.open_comm_handled(ECHO, ctx.timeouts.reply)
     comms = frontend.comm_info(ctx.timeouts.reply)
     listed = comms.get(comm_id)
     if not isinstance(listed, dict) or listed.get("target_name") != ECHO:

@@ -165,8 +165,7 @@ def per_peer(ctx: CheckContext) -> Finding:
     ctx.setup_targets(stays)
     leaves = start_peer(ctx, "A", iopub="peer")
     a_comm = leaves.call("open", ctx.timeouts.reply, target=ECHO)["comm_id"]
-    b_comm, opened = stays.open_comm(ECHO)
-    stays.idle_of(opened, ctx.timeouts.reply)
+    b_comm = stays.open_comm_handled(ECHO, ctx.timeouts.reply)
     require_listed(ctx, stays, a_comm, b_comm)
     since = time.monotonic()
     leaves.kill()
@@ -322,8 +321,7 @@ def drain_answer_wins(ctx: CheckContext) -> Finding:
     ctx.setup_targets(asker)
     owner = start_peer(ctx, "F", iopub="peer")
     comm_id = owner.call("open", ctx.timeouts.reply, target=PERSISTENT)["comm_id"]
-    ballast_comm, opened = asker.open_comm(ECHO)
-    asker.idle_of(opened, ctx.timeouts.reply)
+    ballast_comm = asker.open_comm_handled(ECHO, ctx.timeouts.reply)
     request = asker.rpc(comm_id, "call_frontend", {"method": "conform.answered", "params": {}})
     try:
         owner.call("wait_kernel_request", ctx.timeouts.reply, comm_id=comm_id)

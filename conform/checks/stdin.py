@@ -86,8 +86,7 @@ def stdin_departed(ctx: CheckContext) -> Finding:
 def ark_rpc(ctx: CheckContext) -> Finding:
     frontend = ctx.frontend("frontend")
     ctx.setup_targets(frontend)
-    comm_id, opened = frontend.open_comm(ECHO)
-    frontend.idle_of(opened, ctx.timeouts.reply)
+    comm_id = frontend.open_comm_handled(ECHO, ctx.timeouts.reply)
     params = {"question": "commspec conform", "n": 1}
     request = frontend.rpc(comm_id, "ask_stdin", {"method": "conform.ark_call",
                                                   "params": params})
