@@ -41,6 +41,7 @@ from commspec.helptext import plain
 from commspec.impl.core.badinput import BAD_INPUT
 from commspec.mbt.adapter import KernelAdapter, ReferenceKernel
 from commspec.mbt.adapter_edges import ADAPTER_EDGES, run_adapter_edges
+from commspec.mbt.adapters import ADAPTERS
 from commspec.mbt.edges import EDGES, run_edges
 from commspec.mbt.external import CONTROL_TIMEOUT, START_TIMEOUT, ExternalKernel, as_code
 from commspec.mbt.harness import MBT_BOUNDS, default_supported, without
@@ -88,6 +89,10 @@ def add_parser(subparsers: Any) -> None:
                         "SPEC.md 'A kernel in any language')")
     kernel.add_argument("--kernelspec", default=None, metavar="NAME",
                         help="test the kernel of this kernelspec (as --cmd)")
+    p.add_argument("--adapter", default=None, choices=sorted(ADAPTERS),
+                   help="test a kernel without commspec's trace and control socket through "
+                   "this adapter: ipykernel (a shim it runs, reading ipykernel's internals; "
+                   "kernelspec python3 unless named; what it cannot do is skipped)")
     p.add_argument("--skip", default="", metavar="ACTIONS",
                    help="leave these actions out, comma-separated (freeze, shutdown, "
                    "race_queued...): for a kernel that cannot make them happen")
@@ -124,6 +129,8 @@ class KernelChoice:
     source: KernelSource | None
     start_timeout: float = START_TIMEOUT
     control_timeout: float = CONTROL_TIMEOUT
+    #: the adapter of commspec.mbt.adapters it is tested through (None: ExternalKernel)
+    adapter: str | None = None
 
     @property
     def external(self) -> bool:
@@ -132,18 +139,30 @@ class KernelChoice:
     def factory(self) -> Callable[[], KernelAdapter]:
         if self.source is None:
             return ReferenceKernel
-        return functools.partial(ExternalKernel, self.source, self.start_timeout,
+        made_by = ADAPTERS[self.adapter] if self.adapter else ExternalKernel
+        return functools.partial(made_by, self.source, self.start_timeout,
                                  self.control_timeout)
 
+    def skipped(self) -> tuple[str, ...]:
+        """The actions its adapter says the kernel cannot make happen."""
+        return ADAPTERS[self.adapter].skipped if self.adapter else ()
+
     def describe(self) -> str:
-        return "the reference kernel" if self.source is None else self.source.describe()
+        if self.source is None:
+            return "the reference kernel"
+        through = f" through the {self.adapter} adapter" if self.adapter else ""
+        return self.source.describe() + through
 
     def as_code(self) -> tuple[str, list[tuple[str, str]]] | None:
+        if self.source is not None and self.adapter:
+            return ADAPTERS[self.adapter](self.source).as_code()
         return None if self.source is None else as_code(self.source)
 
     def repeat_args(self) -> str:
         if self.source is None:
             return ""
+        if self.adapter:
+            return f"--adapter {self.adapter} " + KernelChoice(self.source).repeat_args()
         if self.source.kernelspec is not None:
             return f"--kernelspec {shlex.quote(self.source.kernelspec)} "
         return f"--cmd {shlex.quote(self.source.cmd or '')} "
@@ -275,6 +294,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         kernel = _kernel_choice(args)
         skipped = [n.strip() for n in args.skip.split(",") if n.strip()]
+        skipped += [n for n in kernel.skipped() if n not in skipped]
         supported = without(default_supported(MBT_BOUNDS), skipped)
     except ValueError as e:
         print(f"commspec mbt: {e}", file=sys.stderr)
@@ -310,7 +330,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if not result.ok:
         _report_failure(result, bounds, supported, args.live, kernel)
-    skip = f"--skip {shlex.quote(args.skip)} " if skipped else ""
+    skip = f"--skip {shlex.quote(args.skip)} " if args.skip.strip() else ""
     print(f"to repeat: commspec mbt {kernel.repeat_args()}{skip}"
           f"{'--live ' if args.live and not kernel.external else ''}--examples "
           f"{args.examples} --steps {args.steps} --frontends {args.frontends} "
@@ -338,9 +358,12 @@ def _preflight(kernel: KernelChoice) -> bool:
 def _kernel_choice(args: argparse.Namespace) -> KernelChoice:
     """The kernel to test; ValueError if the command line cannot start one."""
     if args.cmd is None and args.kernelspec is None:
-        return KernelChoice(None)
+        if args.adapter is None:
+            return KernelChoice(None)
+        return KernelChoice(ADAPTERS[args.adapter].default_source, args.start_timeout,
+                            args.control_timeout, args.adapter)
     return KernelChoice(KernelSource(kernelspec=args.kernelspec, cmd=args.cmd),
-                        args.start_timeout, args.control_timeout)
+                        args.start_timeout, args.control_timeout, args.adapter)
 
 
 def _search_times(result: RunResult, seconds: float) -> list[PhaseTime]:

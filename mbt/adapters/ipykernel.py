@@ -8,7 +8,8 @@ whose code is :mod:`.ipykernel_shim`: the kernel then traces and serves the cont
 socket from the inside, by reading its own internals, without changing what it does.
 The model-based test then fails where ipykernel breaks a rule, naming it: a crashed
 frontend's default comm stays open (``no_unobserved_default_comm``), a kernel request
-to a departed frontend stays pending...
+to a departed frontend stays pending... Run it with ``commspec mbt --adapter ipykernel``
+(kernelspec ``python3`` unless ``--kernelspec`` or ``--cmd`` names another).
 
 **It depends on ipykernel's internals** (none of them public API), as found in each
 version it is tested on, :data:`TESTED_VERSIONS` (ipykernel 7.4.0 with comm 0.2.3,

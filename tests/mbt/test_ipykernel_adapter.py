@@ -20,6 +20,7 @@ from importlib.metadata import version
 import pytest
 import zmq
 
+from commspec.cli import main
 from commspec.conform.kernel import KernelSource
 from commspec.impl.comm import Comm, Deferred
 from commspec.impl.errors import RemoteError, RequestFailed
@@ -264,3 +265,30 @@ def test_a_printed_reproducer_makes_the_ipykernel_adapter_again() -> None:
     assert "IpykernelAdapter(KernelSource(kernelspec='python3'))" in program
     assert "ReferenceKernel" not in program
 
+
+#: the CLI run's actions: frontends start, open, request and crash, the kernel opens,
+#: closes and asks; what makes long programs (stdin, races, adoption, shutdown) is left
+#: out, so the directed programs that remain take seconds
+CLI_SKIP = ("kernel_stdin_request,race_reply_first,race_together,race_iopub_first,"
+            "frontend_adopt,shutdown,exit")
+
+
+def test_commspec_mbt_through_the_adapter_prints_the_rules_ipykernel_breaks(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The end-to-end run, bounded (about 10 s at load 1): one random program of up to
+    6 steps, no shrinking, 5 s step timeouts, the directed programs left with crashes
+    only (5 of 18); ipykernel from the kernelspec python3."""
+    status = main(["mbt", "--adapter", "ipykernel", "--skip", CLI_SKIP, "--examples", "1",
+                   "--steps", "6", "--max-shrinks", "0", "--step-timeout", "5",
+                   "--quiet", "1", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert "kernelspec python3 through the ipykernel adapter" in out.splitlines()[0]
+    assert "skipping" in out and "freeze" in out.splitlines()[0]
+    assert "(no_unobserved_default_comm, SPEC 'The disconnection policy'); the kernel " \
+           "stayed open" in out
+    assert "persistent_comm_survives" in out
+    # the reproducer replays it against ipykernel, never the reference kernel
+    assert "IpykernelAdapter(KernelSource(kernelspec='python3'))" in out
+    assert "ReferenceKernel" not in out
+    assert "to repeat: commspec mbt --adapter ipykernel --kernelspec python3 --skip" in out
