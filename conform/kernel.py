@@ -44,6 +44,8 @@ CMD_SPEC = "commspec-conform-target"
 PORTS = range(20_000, 32_768)
 #: picks tried before giving up (each one verified free by binding it)
 PORT_TRIES = 100
+#: how often a kernel that has not answered yet is asked kernel_info again, seconds
+RESEND_EVERY = 1.0
 
 
 def free_loopback_port(taken: frozenset[int] = frozenset()) -> int:
@@ -156,12 +158,23 @@ def running_kernel(source: KernelSource, start_timeout: float) -> Iterator[Runni
 def _first_kernel_info(manager: KernelManager, client: Client, source: KernelSource,
                        timeout: float, output: Path) -> dict[str, Any]:
     """The kernel's first kernel_info_reply; a kernel that exits first is reported as
-    soon as it has, with the last of its output, not after the whole timeout."""
-    request = client.send("shell", "kernel_info_request", {})
+    soon as it has, with the last of its output, not after the whole timeout.
+
+    The request is sent again every second until one is answered, as jupyter_client's
+    own wait_for_ready does: one request sent while the kernel was still binding can
+    be lost for good (seen once in CI, a kernel alive and silent for the whole 60 s)."""
     deadline = time.monotonic() + timeout
+    asked: list[str] = []
+    resend_at = 0.0
     while True:
+        now = time.monotonic()
+        if now >= resend_at:
+            asked.append(client.send("shell", "kernel_info_request", {})["header"]["msg_id"])
+            resend_at = now + RESEND_EVERY
         try:
-            return client.reply_to(request, min(0.2, max(0.0, deadline - time.monotonic())))
+            return client.wait("shell", lambda m: m["parent_header"].get("msg_id") in asked,
+                               min(0.2, max(0.0, deadline - time.monotonic())),
+                               "kernel_info_reply")
         except NoAnswer:
             pass
         if not manager.is_alive():
