@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import KernelManager
@@ -46,12 +46,20 @@ PORTS = range(20_000, 32_768)
 PORT_TRIES = 100
 #: how often a kernel that has not answered yet is asked kernel_info again, seconds
 RESEND_EVERY = 1.0
+#: starts tried when the kernel finds a port taken, and how its output says so
+START_ATTEMPTS = 3
+PORT_TAKEN = "Address already in use"
+
+
+#: not the module's generator: Hypothesis seeds that one alike in every run, and two
+#: runs at once then pick the same ports in the same order (seen in CI)
+_PICK = random.SystemRandom()
 
 
 def free_loopback_port(taken: frozenset[int] = frozenset()) -> int:
     """A TCP port free on 127.0.0.1 now, from ``PORTS``, not one of ``taken``."""
     for _ in range(PORT_TRIES):
-        port = random.choice(PORTS)
+        port = _PICK.choice(PORTS)
         if port in taken:
             continue
         with socket.socket() as s:
@@ -65,6 +73,10 @@ def free_loopback_port(taken: frozenset[int] = frozenset()) -> int:
 
 class KernelStartFailed(RuntimeError):
     """The kernel did not start, or did not answer kernel_info in time."""
+
+
+class PortTaken(KernelStartFailed):
+    """The kernel exited saying a port it was given was taken (EADDRINUSE)."""
 
 
 @dataclass(frozen=True)
@@ -128,31 +140,52 @@ def _manager(source: KernelSource, folder: Path) -> KernelManager:
 
 @contextmanager
 def running_kernel(source: KernelSource, start_timeout: float) -> Iterator[RunningKernel]:
-    """A fresh kernel for one check; stopped however the check ends."""
+    """A fresh kernel for one check; stopped however the check ends. A kernel that
+    could not listen on its ports (another process bound one between our pick and its
+    bind) is started again on others, at most START_ATTEMPTS times."""
     with tempfile.TemporaryDirectory(prefix="commspec-conform-") as tmp:
-        manager = _manager(source, Path(tmp))
-        # The kernel's own output goes to a file of its own, not into the scorecard.
-        output = (Path(tmp) / "kernel-output.txt").open("wb")
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                kernel, output = _start(source, Path(tmp) / f"attempt-{attempt}",
+                                        start_timeout)
+                break
+            except PortTaken:
+                if attempt == START_ATTEMPTS:
+                    raise
         try:
-            manager.start_kernel(env={**os.environ, **dict(source.env)}, stdout=output,
-                                 stderr=output)
-        except NoSuchKernel:
-            output.close()
-            installed = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
-            raise KernelStartFailed(f"no kernelspec named {source.kernelspec!r} "
-                                    f"(installed: {installed})") from None
-        except Exception as e:
-            output.close()
-            raise KernelStartFailed(f"{source.describe()} did not start: {e}") from e
-        try:
-            info: dict[str, Any] = dict(manager.get_connection_info())
-            with Client(info, name="starter") as client:
-                reply = _first_kernel_info(manager, client, source, start_timeout,
-                                           Path(output.name))
-            yield RunningKernel(manager, info, reply["content"])
+            yield kernel
         finally:
-            _stop(manager)
+            _stop(kernel.manager)
             output.close()
+
+
+def _start(source: KernelSource, folder: Path,
+           start_timeout: float) -> tuple[RunningKernel, IO[bytes]]:
+    folder.mkdir()
+    manager = _manager(source, folder)
+    # The kernel's own output goes to a file of its own, not into the scorecard.
+    output = (folder / "kernel-output.txt").open("wb")
+    try:
+        manager.start_kernel(env={**os.environ, **dict(source.env)}, stdout=output,
+                             stderr=output)
+    except NoSuchKernel:
+        output.close()
+        installed = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
+        raise KernelStartFailed(f"no kernelspec named {source.kernelspec!r} "
+                                f"(installed: {installed})") from None
+    except Exception as e:
+        output.close()
+        raise KernelStartFailed(f"{source.describe()} did not start: {e}") from e
+    try:
+        info: dict[str, Any] = dict(manager.get_connection_info())
+        with Client(info, name="starter") as client:
+            reply = _first_kernel_info(manager, client, source, start_timeout,
+                                       Path(output.name))
+    except BaseException:
+        _stop(manager)
+        output.close()
+        raise
+    return RunningKernel(manager, info, reply["content"]), output
 
 
 def _first_kernel_info(manager: KernelManager, client: Client, source: KernelSource,
@@ -181,7 +214,9 @@ def _first_kernel_info(manager: KernelManager, client: Client, source: KernelSou
             process = getattr(manager.provisioner, "process", None)
             status = process.poll() if process is not None else None
             said = output.read_text(errors="replace").strip().splitlines()[-3:]
-            raise KernelStartFailed(
+            failure = PortTaken if any(PORT_TAKEN in line for line in said) \
+                else KernelStartFailed
+            raise failure(
                 f"{source.describe()} exited with status {status} before answering "
                 f"kernel_info" + (f"; its last output: {' / '.join(said)}" if said else ""))
         if time.monotonic() >= deadline:

@@ -5,6 +5,7 @@ until it answers."""
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,22 @@ def test_a_kernel_info_request_that_was_lost_is_sent_again(tmp_path: Path) -> No
         shell.close(0)
         context.term()
     assert [m["msg_type"] for m in got] == ["kernel_info_request"] * 2
+
+
+def test_a_kernel_that_found_a_port_taken_is_started_again(tmp_path: Path) -> None:
+    """Another process can bind a port between our pick and the kernel's bind: the
+    kernel exits saying so, and is started again on other ports."""
+    marker = tmp_path / "tried-once"
+    flaky = tmp_path / "flaky_kernel.py"
+    flaky.write_text(
+        "import os, sys\n"
+        f"marker = {str(marker)!r}\n"
+        "if not os.path.exists(marker):\n"
+        "    open(marker, 'w').close()\n"
+        "    print('cannot listen on its ports (Address already in use)', file=sys.stderr)\n"
+        "    sys.exit(2)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'commspec', 'kernel', *sys.argv[1:]])\n")
+    source = KernelSource(cmd=f"{sys.executable} {flaky} --connection-file {{connection_file}}")
+    with running_kernel(source, 60.0) as kernel:
+        assert kernel.kernel_info["implementation"] == "commspec"
+    assert marker.exists(), "the first start was the one that failed"
