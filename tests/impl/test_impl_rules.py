@@ -19,6 +19,7 @@ from ki_peers import (
     RawFrontend,
     SpawnedFrontend,
     open_and_wait,
+    wait_until,
 )
 
 from commspec.impl.errors import Disconnected, NoFrontend, TimedOut, Undeliverable, Unreachable
@@ -189,6 +190,10 @@ def test_stdin_request_to_departed_frontend(
     assert (lost.event, lost.dest) == ("sent", "pending")
     lost = kut.sink.wait_for(match(machine="stdin_request", object=stdin_id, event="peer_lost"))
     assert lost.dest == "unreachable"
+    # That can be its stdin connection's end, seen before IOPub's unsubscribe: wait for
+    # presence too (until then a request to it goes out into the dying connection, and
+    # ends unreachable by peer_lost, not at once).
+    wait_until(lambda: proc.identity not in kut.kernel.live_peers, "the frontend departed")
 
     # Addressed to it afterwards: unreachable at once, never pending.
     with pytest.raises(Unreachable):
