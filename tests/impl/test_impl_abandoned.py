@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from ki_peers import KernelUnderTest, RawFrontend, open_and_wait, wait_until
+from ki_peers import KernelUnderTest, RawFrontend, open_and_wait
 
 from commspec.impl.targets import ECHO, ECHO_PERSISTENT
+from commspec.impl.tracing import match
 
 N = 100  # below SETTLE_SLICE: every answer is dropped within the departure's own input
 
@@ -28,9 +29,12 @@ def test_nothing_is_published_for_a_departed_requester(
     comm_id = open_and_wait(a, target)
     asked = {a.request(comm_id, "call_frontend", {"method": "hang"})["header"]["msg_id"]
              for _ in range(N)}
-    wait_until(lambda: kut.kernel.pending_count == N, f"{N} kernel requests to A pending")
+    kut.sink.wait_for(match(endpoint="kernel", machine="request", event="sent"), count=N)
+    assert kut.kernel.pending_count == N
     a.close()
-    wait_until(lambda: kut.kernel.pending_count == 0, "A's departure failed them")
+    # Traced as the departure is applied; its futures settle in the same input.
+    kut.sink.wait_for(match(endpoint="kernel", machine="request", event="peer_lost"), count=N)
+    assert kut.kernel.pending_count == 0
     assert kut.kernel.abandoned_answers == N
 
     b.wait_idle(b.send(b.shell, "kernel_info_request", {}))

@@ -19,7 +19,6 @@ from ki_peers import (
     RawFrontend,
     SpawnedFrontend,
     open_and_wait,
-    wait_until,
 )
 
 from commspec.impl.errors import Disconnected, NoFrontend, TimedOut, Undeliverable, Unreachable
@@ -185,6 +184,7 @@ def test_stdin_request_to_departed_frontend(
     assert kut.kernel.stdin_pending_count == 1
 
     # Pending while its frontend dies: unreachable (per-peer presence).
+    mark = kut.sink.mark()
     proc.kill()
     lost = kut.sink.wait_for(match(machine="stdin_request", object=stdin_id))
     assert (lost.event, lost.dest) == ("sent", "pending")
@@ -193,7 +193,8 @@ def test_stdin_request_to_departed_frontend(
     # That can be its stdin connection's end, seen before IOPub's unsubscribe: wait for
     # presence too (until then a request to it goes out into the dying connection, and
     # ends unreachable by peer_lost, not at once).
-    wait_until(lambda: proc.identity not in kut.kernel.live_peers, "the frontend departed")
+    kut.sink.wait_for(match(machine="presence", event="unsubscribe"), since=mark)
+    assert proc.identity not in kut.kernel.live_peers
 
     # Addressed to it afterwards: unreachable at once, never pending.
     with pytest.raises(Unreachable):
