@@ -97,6 +97,13 @@ class Scene:
                              f"{state}, was never counted late")
         self.kernel_move(machine, request, "late_reply")
 
+    def pended(self, machine: str, msg_id: str, what: str) -> None:
+        """Wait for the kernel's ``machine`` object ``msg_id`` to be pending."""
+        if not self.recorder.wait_until(
+                lambda: self.recorder.get("kernel", machine, msg_id, "") == "pending",
+                self.timeout):
+            raise MbtFailure(f"{what} {msg_id} never pended")
+
     def kernel_move(self, machine: str, obj: str, event: str) -> None:
         """Wait for the kernel to trace ``event`` on ``obj`` (MbtFailure if it never does)."""
         def moved() -> bool:
@@ -188,10 +195,7 @@ def _held_request(scene: Scene) -> tuple[str, str, Future[Any]]:
     mark = scene.recorder.mark()
     comm_id, future = scene.request_on_new_comm(lambda params: Deferred())  # held
     msg_id = scene.request_id(mark)
-    if not scene.recorder.wait_until(
-            lambda: scene.recorder.get("kernel", "request", msg_id, "") == "pending",
-            scene.timeout):
-        raise MbtFailure(f"kernel request {msg_id} never pended")
+    scene.pended("request", msg_id, "kernel request")
     return comm_id, msg_id, future
 
 
@@ -229,10 +233,7 @@ def _held_stdin(scene: Scene) -> tuple[str, Future[Any], Future[str]]:
     msg_id = scene.recorder.started("kernel", "stdin_request", mark, scene.timeout)
     if msg_id is None:
         raise MbtFailure("the kernel traced no stdin request")
-    if not scene.recorder.wait_until(
-            lambda: scene.recorder.get("kernel", "stdin_request", msg_id, "") == "pending",
-            scene.timeout):
-        raise MbtFailure(f"stdin request {msg_id} never pended")
+    scene.pended("stdin_request", msg_id, "stdin request")
     return msg_id, future, answer
 
 
