@@ -24,17 +24,19 @@ import os
 import queue
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import zmq
 
 from commspec.model.messages import FAILURE_CODES, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND
 
+from .comm import Comm
+from .connection import ConnectionInfo
 from .errors import BadMessage, NoFrontend, RemoteError, RequestFailed
-from .kernel import KernelEndpoint
+from .targets import TargetRegistry
 from .wire import Codec
 
 __all__ = [
@@ -188,10 +190,42 @@ class SocketThread:
             self.socket.send_multipart(frames)
 
 
+class ControlledKernel(Protocol):
+    """What the control socket needs of a kernel: the reference kernel's thread-safe API
+    (``KernelEndpoint``, and commspec for ipykernel's ``KernelBridge``)."""
+
+    @property
+    def connection_info(self) -> ConnectionInfo: ...
+    @property
+    def targets(self) -> TargetRegistry: ...
+    @property
+    def max_detached(self) -> int: ...
+    @property
+    def subscriber_count(self) -> int: ...
+    @property
+    def late_replies(self) -> int: ...
+    @property
+    def pending_count(self) -> int: ...
+    @property
+    def stdin_pending_count(self) -> int: ...
+    #: whether ``hold_until_queued`` can hold the kernel's input
+    holds_inbound: bool
+
+    def open_comm(self, target_name: str, data: dict[str, Any] | None = None, *,
+                  persistent: bool = False, comm_id: str | None = None,
+                  owner: bytes | None = None) -> Comm: ...
+    def comm(self, comm_id: str) -> Comm | None: ...
+    def comm_states(self) -> dict[str, str]: ...
+    def stdin_request(self, msg_type: str, content: dict[str, Any],
+                      identity: bytes | None = None) -> Future[Any]: ...
+    def hold_until_queued(self, channels: Sequence[str],
+                          timeout: float = 5.0) -> Future[bool]: ...
+
+
 class ControlServer:
     """The control socket of one running kernel (see the module docstring)."""
 
-    def __init__(self, kernel: KernelEndpoint, endpoint: str) -> None:
+    def __init__(self, kernel: ControlledKernel, endpoint: str) -> None:
         self.kernel = kernel
         self.endpoint = check_control_endpoint(endpoint)
         info = kernel.connection_info
@@ -324,10 +358,12 @@ class ControlServer:
         k = self.kernel
         return {"subscribers": k.subscriber_count, "late_replies": k.late_replies,
                 "pending": k.pending_count, "stdin_pending": k.stdin_pending_count,
-                "comms": k.comm_states(), "max_detached": k.config.max_detached,
-                "hold_inbound": True}
+                "comms": k.comm_states(), "max_detached": k.max_detached,
+                "hold_inbound": k.holds_inbound}
 
     def _hold_inbound(self, params: dict[str, Any], ids: list[bytes], parent: Any) -> Any:
+        if not self.kernel.holds_inbound:
+            raise ControlError(METHOD_NOT_FOUND, "this kernel cannot hold its input")
         timeout = params.get("timeout", 5.0)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
                 or not 0 < timeout <= 60:

@@ -148,8 +148,9 @@ class KernelApplication(Application):
     def comm_close(self, comm: Comm, data: JsonDict | None) -> None:
         self.runner.submit(CloseComm(comm.comm_id, data or {}))
 
-    def stdin_request(self, msg_type: str, content: JsonDict,
-                      identity: bytes | None = None) -> Future[Any]:
+    def stdin_request(self, msg_type: str, content: JsonDict, identity: bytes | None = None,
+                      parent: Header | None = None) -> Future[Any]:
+        """``parent``: the header it answers to (default: the current request's)."""
         if msg_type not in STDIN_KINDS:
             raise ValueError(f"not a stdin request: {msg_type!r}")
         check_json(content)
@@ -158,7 +159,7 @@ class KernelApplication(Application):
             raise ValueError("no frontend to address the stdin request to")
         msg_id, future = self.new_request()
         self.runner.submit(StartStdinRequest(msg_id, msg_type, content, target,
-                                             self.current_header()))
+                                             parent or self.current_header()))
         return future
 
 

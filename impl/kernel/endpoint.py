@@ -343,6 +343,13 @@ class KernelEndpoint(LoopRunner):
                           if self.core.comms.get(comm_id) is not None else None)
 
     @property
+    def max_detached(self) -> int:
+        return self.config.max_detached
+
+    #: ``hold_until_queued`` is supported (the control socket's ``hold_inbound``)
+    holds_inbound = True
+
+    @property
     def io_failures(self) -> int:
         """Callbacks of the I/O thread that raised: logged and counted; the loop went on."""
         return self._loop.failures

@@ -1,0 +1,4 @@
+from commspec.ipykernel.app import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""``IPKernelApp`` with the spec's sockets and an IOPub thread that reports presence.
+
+- Every socket ipykernel binds gets the spec's options first (``sockets.py``).
+- The IOPub thread is ipykernel's, with one change: the XPUB's subscription frames
+  are read with their metadata (``copy=False``: what tells libzmq's own unsubscribes
+  from a peer's) and handed to the kernel's protocol core instead of to ipykernel's
+  welcome (the core welcomes every subscriber itself). Frames that arrive before the
+  kernel exists are kept and handed over when it attaches, so a frontend that
+  connected while the kernel was starting is not missed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+from ipykernel.iostream import IOPubThread
+from ipykernel.kernelapp import IPKernelApp
+from traitlets import Float, Integer, Type
+
+from commspec.impl.kernel.sockets import HeartbeatSettings, check_max_message_bytes
+from commspec.impl.wire import DEFAULT_MAX_MESSAGE_BYTES
+
+from .kernel import CommspecIPythonKernel
+from .sockets import SocketOptions
+
+__all__ = ["CommspecKernelApp", "PresenceIOPubThread", "main"]
+
+#: how long attaching waits for the IOPub thread to take the kernel's handler
+ATTACH_TIMEOUT = 10.0
+
+Frames = list[zmq.Frame]
+
+
+class PresenceIOPubThread(IOPubThread):
+    """ipykernel's IOPub thread, whose subscription frames go to the protocol core."""
+
+    def _setup_xpub_listener(self) -> None:
+        super()._setup_xpub_listener()
+        self._presence: Callable[[Frames], None] | None = None
+        self._early: list[Frames] = []
+        stream = getattr(self, "_xpub_stream", None)
+        if stream is None:
+            raise RuntimeError("ipykernel's IOPub thread has no XPUB stream "
+                               "(IOPubThread._xpub_stream): this ipykernel is not supported")
+        stream.on_recv(self._on_subscription, copy=False)
+
+    def _on_subscription(self, frames: Frames) -> None:
+        if self._presence is None:
+            self._early.append(frames)
+        else:
+            self._presence(frames)
+
+    def attach_presence(self, handler: Callable[[Frames], None]) -> None:
+        """From now on, ``handler`` gets each subscription message (on the IOPub thread),
+        the ones that came before first."""
+        attached = threading.Event()
+
+        def attach() -> None:
+            self._presence = handler
+            early, self._early = self._early, []
+            for frames in early:
+                handler(frames)
+            attached.set()
+
+        self.io_loop.add_callback(attach)
+        if not attached.wait(ATTACH_TIMEOUT):
+            raise RuntimeError("the IOPub thread did not take the presence handler")
+
+
+class CommspecKernelApp(IPKernelApp):
+    """``python -m commspec.ipykernel -f CONNECTION_FILE``: an IPython kernel that
+    keeps commspec's spec."""
+
+    name = "commspec-ipykernel"
+    kernel_class = Type(CommspecIPythonKernel, klass="ipykernel.kernelbase.Kernel",
+                        help="The kernel class (a subclass of CommspecIPythonKernel)"
+                        ).tag(config=True)
+    heartbeat_interval = Float(1.0, help="ZMTP heartbeat interval on shell, control, "
+                               "stdin and iopub, in seconds").tag(config=True)
+    heartbeat_timeout = Float(10.0, help="A peer silent this long (seconds) is "
+                              "disconnected: its departure is seen").tag(config=True)
+    max_message_bytes = Integer(DEFAULT_MAX_MESSAGE_BYTES, help="The largest message a "
+                                "peer may send; a larger frame ends its connection"
+                                ).tag(config=True)
+
+    def _bind_socket(self, s: zmq.Socket[Any], port: int) -> Any:
+        SocketOptions(HeartbeatSettings(self.heartbeat_interval, self.heartbeat_timeout),
+                      check_max_message_bytes(self.max_message_bytes)).apply(s)
+        return super()._bind_socket(s, port)
+
+    def init_iopub(self, context: zmq.Context[Any]) -> None:
+        # ipykernel's own init_iopub, making our IOPub thread: ipykernel names the class
+        # in its module, so it is swapped there for this one call (no copy of its code)
+        from ipykernel import kernelapp
+
+        stock = kernelapp.IOPubThread
+        kernelapp.IOPubThread = PresenceIOPubThread  # type: ignore[misc]
+        try:
+            super().init_iopub(context)
+        finally:
+            kernelapp.IOPubThread = stock  # type: ignore[misc]
+
+
+def main() -> None:
+    """Launch the kernel (``python -m commspec.ipykernel``)."""
+    CommspecKernelApp.launch_instance()

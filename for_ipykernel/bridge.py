@@ -1,0 +1,421 @@
+"""commspec's kernel protocol core, driven from inside ipykernel.
+
+Rules:
+- The core is :class:`~commspec.impl.core.kernel.KernelProtocol`, the reference
+  kernel's, with its policies; nothing of the disconnection rules is written here.
+  This module is one more runner of it (as ``KernelEndpoint`` is over its own
+  sockets): it turns what ipykernel sees into the core's inputs and carries out the
+  core's effects on ipykernel's sockets.
+- The core runs on ipykernel's main thread, the one that runs the user's code and
+  the comm handlers. What other threads see (the IOPub thread's subscription frames,
+  a control-socket call, a comm request made from a worker thread) is posted to an
+  inbox the main thread empties: from its event loop when idle, and from inside a
+  blocking ``input()`` (``wait``), which also reads the stdin socket itself.
+- What goes out: IOPub through ipykernel's IOPub thread (its ``BackgroundSocket``,
+  in order with ipykernel's own output); shell replies on the stream of the message
+  they answer; stdin requests on ipykernel's stdin ROUTER, whose ``ROUTER_MANDATORY``
+  (``sockets.py``) turns a send to a departed frontend into ``Sent(ok=False)``.
+- Busy and idle for the messages the core handles (``CORE_TYPES``) are the core's
+  (an RPC's idle follows its answer); ipykernel's own for these are suppressed
+  (``kernel.py``). In a message ipykernel dispatches while a cell holds the shell
+  (``concurrent``), the core's are dropped too, as ipykernel publishes none then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+import zmq
+
+from commspec.impl.comm import Comm
+from commspec.impl.connection import ConnectionInfo
+from commspec.impl.core.events import (
+    Channel,
+    Input,
+    Interrupt,
+    Received,
+    Refused,
+    Send,
+    Sent,
+    Shutdown,
+    ShutdownRequested,
+    SubscriptionFrames,
+)
+from commspec.impl.core.kernel import KernelProtocol
+from commspec.impl.errors import BadMessage, EndpointClosed
+from commspec.impl.frames import recv_frames_fd, sent_by_peer
+from commspec.impl.runner import EffectRunner
+from commspec.impl.targets import TargetRegistry
+from commspec.impl.wire import Codec
+from commspec.model.trace import TraceSink, discard
+
+from .application import IPyKernelApplication, PackageComms
+
+__all__ = ["CORE_TYPES", "BridgeConfig", "KernelBridge"]
+
+log = logging.getLogger("commspec.ipykernel")
+
+#: the shell messages the core handles (comms and their RPCs); ipykernel handles the rest
+CORE_TYPES = frozenset({"comm_open", "comm_msg", "comm_close", "comm_info_request"})
+#: how long a call from another thread waits for the main thread
+CALL_TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+
+class LoopTimer:
+    """A timer on ipykernel's main loop; cancelled before it is armed, it never is."""
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._handle: Any = None
+        self._cancelled = False
+
+    def arm(self, delay: float, callback: Callable[[], None]) -> None:
+        if not self._cancelled:
+            self._handle = self._loop.call_later(delay, callback)
+
+    def cancel(self) -> None:
+        """Any thread."""
+        self._cancelled = True
+        if self._handle is not None:
+            self._loop.add_callback(self._loop.remove_timeout, self._handle)
+
+
+class BridgeConfig:
+    """What the bridge is told (``IPyKernel``'s traits): see ``CommspecIPythonKernel``."""
+
+    def __init__(self, *, max_detached: int, remember: int, persistent_comm_targets:
+                 Sequence[str], sink: TraceSink = discard) -> None:
+        self.max_detached = max_detached
+        self.remember = remember
+        self.persistent_comm_targets = frozenset(persistent_comm_targets)
+        self.sink = sink
+
+
+class KernelBridge(EffectRunner):
+    """The core of one ipykernel, and its thread-safe API (the reference kernel's)."""
+
+    core: KernelProtocol
+    app: IPyKernelApplication
+
+    def __init__(self, kernel: Any, targets: TargetRegistry, config: BridgeConfig) -> None:
+        session = kernel.session
+        key = bytes(session.key)
+        self.kernel = kernel
+        self.config = config
+        self.targets = targets
+        self.sink = config.sink
+        self.log = log
+        self.codec = Codec(key, signature_scheme=session.signature_scheme,
+                           username="kernel", session_id=session.session)
+        self.package = PackageComms(config.persistent_comm_targets)
+        self.core = KernelProtocol(
+            session_id=session.session, key=key, targets=self._target_kind,
+            new_msg_id=self.codec.new_msg_id, tracing=self.sink is not discard,
+            remember=config.remember, max_detached=config.max_detached)
+        self.app = IPyKernelApplication(self.core, self, targets, self, self.package)
+        EffectRunner.__init__(self)
+        self.effects.update({Send: self._send, ShutdownRequested: lambda _e: None})
+        self._main = threading.main_thread()
+        self._inbox: deque[Callable[[], None]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._pump_scheduled = False
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._shell_stream: Any = None
+        #: messages ipykernel dispatched while a cell held the shell: no status for them
+        self._quiet: set[str] = set()
+        self._stopped = False
+
+    def _target_kind(self, name: str) -> bool | None:
+        """A commspec target's kind, else a ``comm`` package target's; None: neither."""
+        kind = self.targets.kind(name)
+        return kind if kind is not None else self.package.kind(name)
+
+    # =====================================================================
+    # the main thread: inputs in
+    # =====================================================================
+
+    def handle_shell(self, stream: Any, idents: Sequence[Any], msg: dict[str, Any],
+                     concurrent: bool = False) -> None:
+        """A message of ``CORE_TYPES`` that ipykernel read on shell (main thread)."""
+        self._shell_stream = stream
+        self.pump()  # subscriptions seen so far count before it (SPEC, presence first)
+        received = Received(Channel.SHELL, tuple(bytes(i) for i in idents), _message(msg))
+        if concurrent:
+            self._quiet.add(received.msg_id)
+        self.feed(received)
+
+    def on_stdin_frames(self, frames: Sequence[Any]) -> None:
+        """A message on ipykernel's stdin ROUTER (main thread)."""
+        fd: int | None = None
+        try:
+            fd = int(frames[0].get(zmq.SRCFD))
+        except (zmq.ZMQError, AttributeError, TypeError):
+            fd = None
+        data = [f.bytes if isinstance(f, zmq.Frame) else bytes(f) for f in frames]
+        try:
+            item: Received | Refused = self.codec.decode(data, "stdin", fd)
+        except BadMessage as e:
+            item = Refused(Channel.STDIN, e.reason.value, str(e))
+        self.feed(item)
+
+    def on_xpub(self, frames: Sequence[zmq.Frame]) -> None:
+        """One message on ipykernel's IOPub XPUB: a subscription frame (IOPub thread)."""
+        if len(frames) != 1:
+            self.post(lambda: self.feed(Refused(Channel.IOPUB, "iopub_frame",
+                                                f"{len(frames)}-part message on IOPub")))
+            return
+        frame = frames[0]
+        event = SubscriptionFrames((frame.bytes,), (sent_by_peer(frame),))
+        self.post(lambda: self.feed(event))
+
+    # -- the inbox ---------------------------------------------------------------
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the main thread, in order (any thread)."""
+        with self._inbox_lock:
+            if self._stopped:
+                raise EndpointClosed("the kernel has shut down")
+            self._inbox.append(fn)
+            schedule = not self._pump_scheduled
+            self._pump_scheduled = True
+        try:
+            os.write(self._wake_write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+        if schedule:
+            self.kernel.io_loop.add_callback(self.pump)
+
+    def pump(self) -> None:
+        """Everything posted so far, in order (main thread)."""
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            with self._inbox_lock:
+                if not self._inbox:
+                    self._pump_scheduled = False
+                    return
+                fn = self._inbox.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("commspec: a posted input failed")
+
+    def wait(self, future: Future[Any]) -> None:
+        """Block the main thread until ``future`` is done, meanwhile reading stdin and
+        the inbox (a blocking ``input()``: ipykernel's loop is not running). Ctrl-C
+        interrupts the wait, and the kernel's pending stdin requests end ``interrupted``."""
+        stdin = self.kernel.stdin_socket
+        try:
+            while not future.done():
+                readable, _, _ = zmq.select([stdin, self._wake_read], [], [])
+                if stdin in readable:
+                    while (got := recv_frames_fd(stdin)) is not None:
+                        frames, fd = got
+                        self._on_stdin_bytes(frames, fd)
+                self.pump()
+        except KeyboardInterrupt:
+            self.feed(Interrupt("SIGINT"))
+            raise
+
+    def _on_stdin_bytes(self, frames: list[bytes], fd: int | None) -> None:
+        try:
+            item: Received | Refused = self.codec.decode(frames, "stdin", fd)
+        except BadMessage as e:
+            item = Refused(Channel.STDIN, e.reason.value, str(e))
+        self.feed(item)
+
+    # =====================================================================
+    # effects out
+    # =====================================================================
+
+    def _send(self, effect: Send) -> None:
+        if effect.msg_type == "status" and effect.parent is not None \
+                and effect.parent.get("msg_id") in self._quiet:
+            if effect.content.get("execution_state") == "idle":
+                self._quiet.discard(effect.parent["msg_id"])
+            return
+        frames = [*effect.to, *self.codec.encode(effect.msg_id, effect.msg_type,
+                                                   effect.content, effect.parent),
+                  *effect.buffers]
+        if effect.channel is Channel.IOPUB:
+            self.kernel.iopub_socket.send_multipart(frames)
+            return
+        if effect.channel is Channel.SHELL:
+            self._shell_stream.send_multipart(frames)
+            return
+        if effect.channel is not Channel.STDIN:
+            raise ValueError(f"the bridge sends nothing on {effect.channel.value}")
+        ok, detail = True, ""
+        try:
+            self.kernel.stdin_socket.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            if e.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                raise
+            ok = False
+            detail = ("EHOSTUNREACH: the stdin socket has no such peer"
+                      if e.errno == zmq.EHOSTUNREACH else "EAGAIN: the peer's queue is full")
+            log.info("commspec: %s not sent: %s", effect.msg_type, detail)
+        if effect.confirm:
+            self.feed(Sent(effect.msg_id, ok, detail))
+
+    # =====================================================================
+    # CoreRunner (what the application needs)
+    # =====================================================================
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def run_at(self, when: float, callback: Callable[[], None]) -> LoopTimer:
+        return self.call_later(max(0.0, when - self.now()), callback)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> LoopTimer:
+        """On the main thread's loop (tornado's timers are not thread-safe: one asked
+        for from another thread is armed there)."""
+        timer = LoopTimer(self.kernel.io_loop)
+        if self.in_core_thread():
+            timer.arm(delay, callback)
+        else:
+            self.post(lambda: timer.arm(delay, callback))
+        return timer
+
+    def in_core_thread(self) -> bool:
+        return threading.current_thread() is self._main
+
+    def new_msg_id(self) -> str:
+        return self.codec.new_msg_id()
+
+    def submit(self, event: Input) -> None:
+        if self.in_core_thread():
+            self.feed(event)
+        else:
+            self.post(lambda: self.feed(event))
+
+    def call(self, event: Input) -> None:
+        self._on_main(lambda: self.feed(event))
+
+    def _on_main(self, fn: Callable[[], T]) -> T:
+        if self.in_core_thread():
+            return fn()
+        done: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as e:
+                done.set_exception(e)
+
+        self.post(run)
+        try:
+            return done.result(CALL_TIMEOUT)
+        except FutureTimeout:
+            raise TimeoutError(f"the kernel's main thread did not answer within "
+                               f"{CALL_TIMEOUT:g} s (it is running code)") from None
+
+    # =====================================================================
+    # shutdown
+    # =====================================================================
+
+    def shut_down(self) -> None:
+        """Every comm closed, every request failed (any thread; safe to call twice)."""
+        if self._stopped:
+            return
+        try:
+            self._on_main(lambda: self.feed(Shutdown()))
+        except (EndpointClosed, TimeoutError) as e:
+            log.warning("commspec: shutdown not carried out on the main thread: %s", e)
+        with self._inbox_lock:
+            self._stopped = True
+
+    # =====================================================================
+    # the reference kernel's public API, for kernel code and the control socket
+    # =====================================================================
+
+    @property
+    def connection_info(self) -> ConnectionInfo:
+        session = self.kernel.session
+        return ConnectionInfo(0, 0, 0, 0, 0, key=bytes(session.key).decode(),
+                              signature_scheme=session.signature_scheme)
+
+    @property
+    def max_detached(self) -> int:
+        return self.core.max_detached
+
+    #: ipykernel reads shell itself: its input cannot be held (``hold_inbound``)
+    holds_inbound = False
+
+    def hold_until_queued(self, channels: Sequence[str], timeout: float = 5.0) -> Future[bool]:
+        raise NotImplementedError("ipykernel reads its shell socket itself: it cannot be held")
+
+    @property
+    def subscriber_count(self) -> int:
+        return self._on_main(lambda: self.core.presence.subscriber_count)
+
+    @property
+    def late_replies(self) -> int:
+        return self._on_main(lambda: self.core.requests.late_replies
+                             + self.core.stdin.late_replies)
+
+    @property
+    def pending_count(self) -> int:
+        return self._on_main(lambda: self.core.requests.pending_count)
+
+    @property
+    def stdin_pending_count(self) -> int:
+        return self._on_main(lambda: self.core.stdin.pending_count)
+
+    def comm_states(self) -> dict[str, str]:
+        return self._on_main(lambda: {r.comm_id: r.state.value for r in self.core.comms})
+
+    def comm(self, comm_id: str) -> Comm | None:
+        return self._on_main(lambda: self.app.comms.get(comm_id)
+                             if self.core.comms.get(comm_id) is not None else None)
+
+    def current_identity(self) -> bytes | None:
+        return self.app.current_identity()
+
+    def open_comm(self, target_name: str, data: dict[str, Any] | None = None, *,
+                  persistent: bool = False, comm_id: str | None = None,
+                  owner: bytes | None = None) -> Comm:
+        """Open a comm from the kernel (any thread); NoFrontend if nobody is subscribed.
+        Its owner: ``owner``, else the frontend whose request is being handled (a cell's
+        ``execute_request`` included), else every subscriber."""
+        owner = owner if owner is not None else self.kernel_caller()
+        return self.app.open_comm(target_name, data, persistent=persistent, comm_id=comm_id,
+                                  owner=owner)
+
+    def kernel_caller(self) -> bytes | None:
+        """The frontend whose shell request the main thread is running, if any."""
+        return self.kernel.caller_identity() if self.in_core_thread() else None
+
+    def stdin_request(self, msg_type: str, content: dict[str, Any],
+                      identity: bytes | None = None) -> Future[Any]:
+        return self.app.stdin_request(msg_type, content, identity)
+
+
+def _message(msg: dict[str, Any]) -> Any:
+    """ipykernel's deserialized message in the core's shape (``Message``)."""
+    header = dict(msg["header"])
+    return {
+        "header": header,
+        "msg_id": header["msg_id"],
+        "msg_type": header["msg_type"],
+        "parent_header": dict(msg.get("parent_header") or {}),
+        "metadata": dict(msg.get("metadata") or {}),
+        "content": msg.get("content") or {},
+        "buffers": [memoryview(b) for b in msg.get("buffers") or ()],
+    }

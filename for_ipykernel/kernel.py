@@ -1,0 +1,188 @@
+"""ipykernel's IPython kernel, with commspec's protocol core for comms and stdin.
+
+Rules (what changes against stock ipykernel; everything else is ipykernel's):
+- Comms: ``comm_open``, ``comm_msg``, ``comm_close`` and ``comm_info_request`` go to
+  the core (``bridge.py``), not to ipykernel's comm manager, so comms follow the
+  disconnection policy; ``comm.create_comm`` makes comms the core carries
+  (``application.py``). ipykernel's busy/idle for these are the core's.
+- Presence: the IOPub thread's subscription frames go to the core (``app.py``
+  installs the IOPub thread that hands them over), which welcomes every subscriber.
+- ``kernel_info_reply`` says so: ``iopub_welcome`` and commspec's feature.
+- ``input()`` / ``getpass()`` are the core's stdin requests: one addressed to a
+  frontend that has left, or that leaves while it waits, ends ``unreachable`` /
+  ``peer_lost`` and the user's code gets :class:`FrontendGone` (an ``EOFError``, what
+  ``input()`` raises when its stdin is gone); Ctrl-C ends it ``interrupted``.
+- Shutdown closes every comm (``kernel_shutdown``) and ends every request first.
+- Before every shell message, the subscriptions the IOPub thread has seen are
+  handed to the core (a frontend's first request finds it subscribed).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import sys
+from typing import Any
+
+import comm as comm_package
+from ipykernel.ipkernel import IPythonKernel
+from ipykernel.thread import SHELL_CHANNEL_THREAD_NAME
+from traitlets import Integer, List, Unicode
+
+from commspec.impl.control import CONTROL_ENV, ControlServer
+from commspec.impl.core.comms import DEFAULT_MAX_DETACHED
+from commspec.impl.core.kernel import KERNEL_INFO
+from commspec.impl.errors import Disconnected, Interrupted, RequestFailed, Unreachable
+from commspec.impl.targets import DEFAULT_TARGETS, TargetRegistry
+from commspec.impl.tracing import JsonLinesSink
+from commspec.model.messages import FEATURE
+from commspec.model.trace import TraceSink, discard
+
+from .bridge import CORE_TYPES, BridgeConfig, KernelBridge
+
+__all__ = ["TARGETS", "TRACE_ENV", "CommspecIPythonKernel", "FrontendGone"]
+
+#: the ``comm`` package's logger
+COMM_LOGGER = "Comm"
+#: the environment variable naming the trace file (SPEC.md, "Trace export")
+TRACE_ENV = "COMMSPEC_TRACE"
+
+#: commspec targets every kernel of this process knows (``register_target``); it falls
+#: back to the reference kernel's demo targets (``commspec.echo`` and its persistent twin)
+TARGETS = TargetRegistry(DEFAULT_TARGETS)
+
+_concurrent: contextvars.ContextVar[bool] = contextvars.ContextVar("commspec_concurrent",
+                                                                  default=False)
+
+
+class FrontendGone(EOFError):
+    """``input()`` cannot be answered: the frontend it asked has left (or could not be
+    reached). An EOFError, as when a program's stdin is closed; ``__cause__`` is the
+    request's typed failure (``Disconnected``, ``Unreachable``)."""
+
+
+class CommspecIPythonKernel(IPythonKernel):
+    """An IPython kernel whose comms, presence and stdin keep commspec's spec."""
+
+    max_detached = Integer(
+        DEFAULT_MAX_DETACHED * 16,
+        help="How many detached comms (persistent, their frontend gone) are kept; past "
+             "that the one detached longest is closed. Widgets count: a notebook's "
+             "widgets all detach when its last tab closes.").tag(config=True)
+    remember = Integer(10_000, help="How many ended requests and closed comm ids are "
+                       "remembered, to tell a late reply from an unknown one").tag(config=True)
+    persistent_comm_targets = List(
+        Unicode(), default_value=["jupyter.widget"],
+        help="`comm` package targets whose comms are persistent: detached, not closed, "
+             "when their frontend leaves, and usable again when one is back (a widget "
+             "survives a page reload). Comms of other targets close and run their "
+             "on_close callback.").tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._trace: JsonLinesSink | None = None
+        path = os.environ.get(TRACE_ENV)
+        sink: TraceSink = discard
+        if path:
+            self._trace = JsonLinesSink(path)
+            sink = self._trace
+        self.bridge = KernelBridge(self, TargetRegistry(TARGETS), BridgeConfig(
+            max_detached=self.max_detached, remember=self.remember,
+            persistent_comm_targets=self.persistent_comm_targets, sink=sink))
+        for msg_type in CORE_TYPES:
+            self.shell_handlers[msg_type] = self._to_core
+        comm_package.create_comm = self.bridge.app.new_package_comm
+        logging.getLogger(COMM_LOGGER).addFilter(_RoutingLookupFilter())
+        self.control_server: ControlServer | None = None
+        endpoint = os.environ.get(CONTROL_ENV)
+        if endpoint:
+            self.control_server = ControlServer(self.bridge, endpoint).start()
+
+    # -- ipykernel's hooks ------------------------------------------------------------
+
+    def start(self) -> None:
+        super().start()
+        from zmq.eventloop.zmqstream import ZMQStream
+
+        # stdin replies while no input() waits (a target's stdin request, the control
+        # socket's); input() reads the socket itself (bridge.wait)
+        self._stdin_stream = ZMQStream(self.stdin_socket, self.io_loop)
+        self._stdin_stream.on_recv(self.bridge.on_stdin_frames, copy=False)
+        self.iopub_thread.attach_presence(self.bridge.on_xpub)
+
+    async def dispatch_shell(self, msg: Any, /, subshell_id: str | None = None, *,
+                             concurrent: bool = False) -> None:
+        self.bridge.pump()
+        _concurrent.set(concurrent)  # this task's: read by _to_core
+        await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+
+    def _to_core(self, stream: Any, idents: Any, msg: dict[str, Any]) -> None:
+        self.bridge.handle_shell(stream, [_as_bytes(i) for i in idents], msg,
+                                 concurrent=_concurrent.get())
+
+    def _publish_status(self, status: str, channel: str, parent: Any = None) -> None:
+        shown = parent or self.get_parent(channel)
+        if channel == "shell" and isinstance(shown, dict) \
+                and (shown.get("header") or {}).get("msg_type") in CORE_TYPES:
+            return  # the core brackets these itself (an RPC's idle follows its answer)
+        super()._publish_status(status, channel, parent)
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = dict(super().kernel_info)
+        features = list(info.get("supported_features", []))
+        info["supported_features"] = features + [
+            f for f in KERNEL_INFO["supported_features"] if f not in features]
+        info[FEATURE] = KERNEL_INFO[FEATURE]
+        return info
+
+    def _input_request(self, prompt: str, ident: Any, parent: Any,
+                       password: bool = False) -> str:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        identity = _as_bytes(ident[0]) if ident else None
+        header = parent.get("header") if isinstance(parent, dict) else None
+        future = self.bridge.app.stdin_request(
+            "input_request", {"prompt": prompt, "password": password}, identity,
+            parent=header or None)
+        self.bridge.wait(future)
+        try:
+            value: str = future.result()
+        except Interrupted:
+            raise KeyboardInterrupt("Interrupted by user") from None
+        except (Disconnected, Unreachable) as e:
+            raise FrontendGone(f"no answer can come: {e}") from e
+        except RequestFailed as e:  # pragma: no cover - a stdin request ends in the above
+            raise FrontendGone(str(e)) from e
+        if value == "\x04":
+            raise EOFError
+        return value
+
+    def do_shutdown(self, restart: bool) -> Any:
+        self.bridge.shut_down()
+        if self.control_server is not None:
+            self.control_server.stop()
+        return super().do_shutdown(restart)
+
+    def caller_identity(self) -> bytes | None:
+        """The frontend whose shell request the main thread is running, if any."""
+        ident = self._get_shell_context_var(self._shell_parent_ident)
+        return _as_bytes(ident[0]) if ident else None
+
+
+class _RoutingLookupFilter(logging.Filter):
+    """ipykernel looks every comm_msg's comm up in the ``comm`` package's manager, on
+    its shell channel thread (to route it to a subshell), and the package warns "No
+    such comm" on the user's stderr for each one it does not hold. The comms are the
+    core's, not the manager's: that lookup's warning says nothing (the core itself
+    counts a message for a comm it does not hold)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "No such comm: %s"
+                    and record.threadName == SHELL_CHANNEL_THREAD_NAME)
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value.bytes if hasattr(value, "bytes") else bytes(value)
