@@ -1,9 +1,11 @@
-"""``commspec install``: make the reference kernel a Jupyter kernel (a kernelspec).
+"""``commspec install``: make the reference kernel, or commspec for ipykernel, a
+Jupyter kernel (a kernelspec).
 
 JupyterLab, Notebook, Positron and ``jupyter console --kernel commspec`` then start it
 through jupyter_client, which writes the connection file and passes it as
-``--connection-file``. Its ``interrupt_mode`` is ``signal``: the kernel takes SIGINT
-as an interrupt, so the Interrupt button interrupts instead of killing it.
+``--connection-file`` (``-f`` for ipykernel). Its ``interrupt_mode`` is ``signal``, as
+ipykernel's own: the kernel takes SIGINT as an interrupt, so the Interrupt button
+interrupts instead of killing it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from jupyter_core.paths import SYSTEM_JUPYTER_PATH, jupyter_data_dir
 
 DEFAULT_NAME = "commspec"
 DEFAULT_DISPLAY_NAME = "commspec (reference comm kernel)"
+IPYKERNEL_NAME = "python3-commspec"
+IPYKERNEL_DISPLAY_NAME = "Python 3 (commspec)"
 
 # The names jupyter_client accepts for a kernel (it refuses others when starting one).
 _KERNEL_NAME = re.compile(r"[a-z0-9._-]+", re.IGNORECASE)
@@ -45,6 +49,29 @@ def kernelspec(display_name: str) -> dict[str, Any]:
     }
 
 
+def ipykernel_spec(display_name: str) -> dict[str, Any]:
+    """``kernel.json`` for commspec for ipykernel: ipykernel's own, run through
+    ``commspec.ipykernel``."""
+    return {
+        "argv": [sys.executable, "-m", "commspec.ipykernel", "-f", "{connection_file}"],
+        "display_name": display_name,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {"debugger": True},
+    }
+
+
+def _ipykernel_missing() -> str | None:
+    """Why commspec for ipykernel cannot run with this Python, or None if it can."""
+    try:
+        import commspec.ipykernel.app  # noqa: F401  (imports ipykernel, checks it)
+    except ImportError as e:
+        return (f"{e}: install it with  python -m pip install 'commspec[ipykernel]'")
+    except RuntimeError as e:  # an ipykernel this package does not support
+        return str(e)
+    return None
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "install",
@@ -61,11 +88,16 @@ def add_parser(subparsers: Any) -> None:
                        help=f"install into this Python's prefix ({sys.prefix})")
     where.add_argument("--prefix", type=Path, default=None,
                        help="install under PREFIX/share/jupyter/kernels")
-    p.add_argument("--name", type=kernel_name, default=DEFAULT_NAME,
-                   help=f"the kernel's name (default {DEFAULT_NAME}); an existing "
-                   "kernelspec of that name is replaced")
-    p.add_argument("--display-name", default=DEFAULT_DISPLAY_NAME,
-                   help=f"the name frontends show (default {DEFAULT_DISPLAY_NAME!r})")
+    p.add_argument("--ipykernel", action="store_true",
+                   help="install commspec for ipykernel (an IPython kernel that keeps the "
+                   f"spec) instead of the reference kernel: name {IPYKERNEL_NAME!r}, "
+                   f"shown as {IPYKERNEL_DISPLAY_NAME!r}")
+    p.add_argument("--name", type=kernel_name, default=None,
+                   help=f"the kernel's name (default {DEFAULT_NAME}, with --ipykernel "
+                   f"{IPYKERNEL_NAME}); an existing kernelspec of that name is replaced")
+    p.add_argument("--display-name", default=None,
+                   help=f"the name frontends show (default {DEFAULT_DISPLAY_NAME!r}, with "
+                   f"--ipykernel {IPYKERNEL_DISPLAY_NAME!r})")
 
 
 def _location(args: argparse.Namespace) -> tuple[bool, Path | None, Path]:
@@ -80,17 +112,37 @@ def _location(args: argparse.Namespace) -> tuple[bool, Path | None, Path]:
 
 def run(args: argparse.Namespace) -> int:
     user, prefix, where = _location(args)
+    if args.ipykernel:
+        missing = _ipykernel_missing()
+        if missing is not None:
+            print(f"commspec install --ipykernel: {missing}", file=sys.stderr)
+            return 2
+        name = args.name or IPYKERNEL_NAME
+        spec = ipykernel_spec(args.display_name or IPYKERNEL_DISPLAY_NAME)
+    else:
+        name = args.name or DEFAULT_NAME
+        spec = kernelspec(args.display_name or DEFAULT_DISPLAY_NAME)
     with tempfile.TemporaryDirectory(prefix="commspec-kernelspec-") as source:
-        (Path(source) / "kernel.json").write_text(
-            json.dumps(kernelspec(args.display_name), indent=2), encoding="utf-8")
+        (Path(source) / "kernel.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+        if args.ipykernel:
+            _copy_logos(Path(source))
         try:
             installed = KernelSpecManager().install_kernel_spec(
-                source, kernel_name=args.name, user=user,
+                source, kernel_name=name, user=user,
                 prefix=str(prefix) if prefix is not None else None)
         except OSError as e:
             hint = "" if user or prefix is not None else "; --user installs for you alone"
             print(f"commspec install: cannot install the kernelspec under {where} "
                   f"({e.strerror or e}){hint}", file=sys.stderr)
             return 2
-    print(f"Installed kernelspec {args.name} in {installed}")
+    print(f"Installed kernelspec {name} in {installed}")
     return 0
+
+
+def _copy_logos(folder: Path) -> None:
+    """ipykernel's logos, which frontends show beside the kernel's name."""
+    import ipykernel
+
+    resources = Path(ipykernel.__file__).parent / "resources"
+    for logo in resources.glob("logo-*.png"):
+        (folder / logo.name).write_bytes(logo.read_bytes())
