@@ -20,7 +20,11 @@ from ipykernel.iostream import IOPubThread
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import Float, Integer, Type
 
-from commspec.impl.kernel.sockets import HeartbeatSettings, check_max_message_bytes
+from commspec.impl.kernel.sockets import (
+    MONITORED_EVENTS,
+    HeartbeatSettings,
+    check_max_message_bytes,
+)
 from commspec.impl.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 from .kernel import CommspecIPythonKernel
@@ -30,6 +34,8 @@ __all__ = ["CommspecKernelApp", "PresenceIOPubThread", "main"]
 
 #: how long attaching waits for the IOPub thread to take the kernel's handler
 ATTACH_TIMEOUT = 10.0
+#: how long a shell message waits for the IOPub thread to read the XPUB first
+READ_NOW_TIMEOUT = 1.0
 
 Frames = list[zmq.Frame]
 
@@ -52,6 +58,26 @@ class PresenceIOPubThread(IOPubThread):
             self._early.append(frames)
         else:
             self._presence(frames)
+
+    def read_now(self, timeout: float = READ_NOW_TIMEOUT) -> None:
+        """Hand over every subscription frame the XPUB has queued, and return once done
+        (another thread): what a frontend subscribed before its shell message counts
+        before that message, as the spec's kernel reads IOPub before each."""
+        done = threading.Event()
+
+        def read() -> None:
+            try:
+                while True:
+                    try:
+                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        return
+                    self._on_subscription(frames)
+            finally:
+                done.set()
+
+        self.io_loop.add_callback(read)
+        done.wait(timeout)
 
     def attach_presence(self, handler: Callable[[Frames], None]) -> None:
         """From now on, ``handler`` gets each subscription message (on the IOPub thread),
@@ -86,9 +112,18 @@ class CommspecKernelApp(IPKernelApp):
                                 "peer may send; a larger frame ends its connection"
                                 ).tag(config=True)
 
+    #: the shell and stdin ROUTERs' socket monitors (per-connection departure)
+    shell_monitor: zmq.Socket[Any] | None = None
+    stdin_monitor: zmq.Socket[Any] | None = None
+
     def _bind_socket(self, s: zmq.Socket[Any], port: int) -> Any:
         SocketOptions(HeartbeatSettings(self.heartbeat_interval, self.heartbeat_timeout),
                       check_max_message_bytes(self.max_message_bytes)).apply(s)
+        # monitors before bind, so every connection's accept is seen
+        if s is getattr(self, "shell_socket", None) and self.shell_monitor is None:
+            self.shell_monitor = s.get_monitor_socket(MONITORED_EVENTS)
+        elif s is getattr(self, "stdin_socket", None) and self.stdin_monitor is None:
+            self.stdin_monitor = s.get_monitor_socket(MONITORED_EVENTS)
         return super()._bind_socket(s, port)
 
     def init_iopub(self, context: zmq.Context[Any]) -> None:

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import zmq
 
@@ -41,6 +41,10 @@ from commspec.impl.core.events import (
     Channel,
     Input,
     Interrupt,
+    Overheard,
+    PeerConnectionLost,
+    PeerConnectionMade,
+    PeerConnections,
     Received,
     Refused,
     Send,
@@ -51,13 +55,22 @@ from commspec.impl.core.events import (
 )
 from commspec.impl.core.kernel import KernelProtocol
 from commspec.impl.errors import BadMessage, EndpointClosed
-from commspec.impl.frames import recv_frames_fd, sent_by_peer
+from commspec.impl.frames import (
+    monitor_event,
+    readable,
+    recv_frames_fd,
+    recv_monitor_events,
+    sent_by_peer,
+)
 from commspec.impl.runner import EffectRunner
 from commspec.impl.targets import TargetRegistry
 from commspec.impl.wire import Codec
 from commspec.model.trace import TraceSink, discard
 
 from .application import IPyKernelApplication, PackageComms
+
+if TYPE_CHECKING:
+    from .shell_channel import ShellChannelWatch
 
 __all__ = ["CORE_TYPES", "BridgeConfig", "KernelBridge"]
 
@@ -132,7 +145,17 @@ class KernelBridge(EffectRunner):
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
-        self._shell_stream: Any = None
+        #: where shell replies go (the stream of the last shell message ipykernel handed
+        #: over; the kernel sets the first one at start)
+        self.shell_out: Any = None
+        #: the shell channel thread's part (shell_channel.py), if ipykernel has that thread
+        self.shell_watch: ShellChannelWatch | None = None
+        #: the stdin ROUTER's socket monitor (per-connection departure), if any
+        self.stdin_monitor: zmq.Socket[bytes] | None = None
+        self._ordered: deque[tuple[int, PeerConnections | SubscriptionFrames]] = deque()
+        self._ordered_count = 0
+        #: unsubscribes on their way through the shell channel thread
+        self._departing = 0
         #: messages ipykernel dispatched while a cell held the shell: no status for them
         self._quiet: set[str] = set()
         self._stopped = False
@@ -146,29 +169,64 @@ class KernelBridge(EffectRunner):
     # the main thread: inputs in
     # =====================================================================
 
-    def handle_shell(self, stream: Any, idents: Sequence[Any], msg: dict[str, Any],
-                     concurrent: bool = False) -> None:
+    def handle_shell(self, stream: Any, idents: Sequence[bytes], msg: dict[str, Any],
+                     fd: int | None, concurrent: bool = False) -> None:
         """A message of ``CORE_TYPES`` that ipykernel read on shell (main thread)."""
-        self._shell_stream = stream
-        self.pump()  # subscriptions seen so far count before it (SPEC, presence first)
-        received = Received(Channel.SHELL, tuple(bytes(i) for i in idents), _message(msg))
+        self.shell_out = stream
+        self.pump()
+        received = Received(Channel.SHELL, tuple(idents), _message(msg), fd)
         if concurrent:
             self._quiet.add(received.msg_id)
         self.feed(received)
 
-    def on_stdin_frames(self, frames: Sequence[Any]) -> None:
-        """A message on ipykernel's stdin ROUTER (main thread)."""
-        fd: int | None = None
+    def overheard(self, idents: Sequence[bytes], msg: dict[str, Any], fd: int | None) -> None:
+        """Any other shell message ipykernel handles: its sender's connection (main)."""
+        self.feed(Overheard(Received(Channel.SHELL, tuple(idents), _message(msg), fd)))
+
+    def on_stdin_frames(self, frames: Sequence[zmq.Frame]) -> None:
+        """A message the stdin stream read (main thread, while no input() waits)."""
         try:
-            fd = int(frames[0].get(zmq.SRCFD))
-        except (zmq.ZMQError, AttributeError, TypeError):
+            fd: int | None = int(frames[0].get(zmq.SRCFD))
+        except (zmq.ZMQError, TypeError, ValueError):
             fd = None
-        data = [f.bytes if isinstance(f, zmq.Frame) else bytes(f) for f in frames]
+        self._stdin_message([f.bytes for f in frames], fd)
+
+    def on_stdin_monitor(self, frames: Sequence[bytes]) -> None:
+        """A message the stdin monitor's stream read (main thread)."""
+        first = monitor_event(bytes(frames[0])) if frames else None
+        self._stdin_events([first] if first is not None else [])
+
+    def _read_stdin(self) -> list[Received | Refused]:
+        """Everything queued on the stdin ROUTER now (main thread), as the core's inputs;
+        a message with monitor events queued behind it has no trusted fd."""
+        out: list[Received | Refused] = []
+        stdin = self.kernel.stdin_socket
+        while (got := recv_frames_fd(stdin)) is not None:
+            frames, fd = got
+            if self.stdin_monitor is not None and readable(self.stdin_monitor):
+                fd = None
+            out.append(self._decode(frames, "stdin", fd))
+        return out
+
+    def _stdin_message(self, frames: list[bytes], fd: int | None) -> None:
+        if self.stdin_monitor is not None and readable(self.stdin_monitor):
+            fd = None
+        self.feed(self._decode(frames, "stdin", fd))
+        self._stdin_events([])
+
+    def _stdin_events(self, first: list[tuple[int, int]]) -> None:
+        """The stdin monitor's events (after the messages read before them)."""
+        events = first + (recv_monitor_events(self.stdin_monitor)
+                          if self.stdin_monitor is not None else [])
+        changes = connection_changes(Channel.STDIN, events)
+        if changes:
+            self.feed(PeerConnections(changes))
+
+    def _decode(self, frames: list[bytes], channel: str, fd: int | None) -> Received | Refused:
         try:
-            item: Received | Refused = self.codec.decode(data, "stdin", fd)
+            return self.codec.decode(frames, channel, fd)
         except BadMessage as e:
-            item = Refused(Channel.STDIN, e.reason.value, str(e))
-        self.feed(item)
+            return Refused(Channel(channel), e.reason.value, str(e))
 
     def on_xpub(self, frames: Sequence[zmq.Frame]) -> None:
         """One message on ipykernel's IOPub XPUB: a subscription frame (IOPub thread)."""
@@ -178,7 +236,18 @@ class KernelBridge(EffectRunner):
             return
         frame = frames[0]
         event = SubscriptionFrames((frame.bytes,), (sent_by_peer(frame),))
-        self.post(lambda: self.feed(event))
+        departure = frame.bytes[:1] == b"\x00"
+        with self._inbox_lock:
+            # a subscribe takes the fast way unless a departure is on its way: it must
+            # not overtake one (a reconnect's subscribe after the unsubscribe it follows)
+            ordered = self.shell_watch is not None and (departure or self._departing > 0)
+            if ordered and departure:
+                self._departing += 1
+        if ordered:
+            assert self.shell_watch is not None
+            self.shell_watch.subscription(event)  # after what shell had (shell_channel.py)
+        else:
+            self.post(lambda: self.feed(event))
 
     # -- the inbox ---------------------------------------------------------------
 
@@ -190,10 +259,7 @@ class KernelBridge(EffectRunner):
             self._inbox.append(fn)
             schedule = not self._pump_scheduled
             self._pump_scheduled = True
-        try:
-            os.write(self._wake_write, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
+        self._wake()
         if schedule:
             self.kernel.io_loop.add_callback(self.pump)
 
@@ -215,29 +281,58 @@ class KernelBridge(EffectRunner):
             except Exception:
                 log.exception("commspec: a posted input failed")
 
+    def ordered(self, item: PeerConnections | SubscriptionFrames) -> int:
+        """Queue an input that must be taken in order with the shell messages (any
+        thread): its number, which the marker that follows it carries."""
+        with self._inbox_lock:
+            self._ordered_count += 1
+            self._ordered.append((self._ordered_count, item))
+            number = self._ordered_count
+        self._wake()
+        return number
+
+    def take_ordered(self, upto: int | None = None) -> None:
+        """The ordered inputs up to ``upto`` (all: None), in order (main thread)."""
+        self.pump()
+        while True:
+            with self._inbox_lock:
+                if not self._ordered or (upto is not None and self._ordered[0][0] > upto):
+                    return
+                _, item = self._ordered.popleft()
+            if isinstance(item, SubscriptionFrames) \
+                    and any(f[:1] == b"\x00" for f in item.frames):
+                # the drain rule's stdin part: what stdin had received by now
+                item = SubscriptionFrames(item.frames, item.sent_by_peer,
+                                          item.drained + tuple(self._read_stdin()))
+                with self._inbox_lock:
+                    self._departing -= 1
+            self.feed(item)
+
     def wait(self, future: Future[Any]) -> None:
-        """Block the main thread until ``future`` is done, meanwhile reading stdin and
-        the inbox (a blocking ``input()``: ipykernel's loop is not running). Ctrl-C
-        interrupts the wait, and the kernel's pending stdin requests end ``interrupted``."""
+        """Block the main thread until ``future`` is done, meanwhile reading stdin, its
+        monitor and what other threads post (a blocking ``input()``: ipykernel's loop is
+        not running). Ctrl-C interrupts the wait, and the kernel's pending stdin
+        requests end ``interrupted``."""
         stdin = self.kernel.stdin_socket
+        watched: list[Any] = [stdin, self._wake_read]
+        if self.stdin_monitor is not None:
+            watched.append(self.stdin_monitor)
         try:
             while not future.done():
-                readable, _, _ = zmq.select([stdin, self._wake_read], [], [])
-                if stdin in readable:
-                    while (got := recv_frames_fd(stdin)) is not None:
-                        frames, fd = got
-                        self._on_stdin_bytes(frames, fd)
-                self.pump()
+                zmq.select(watched, [], [])
+                for item in self._read_stdin():
+                    self.feed(item)
+                self._stdin_events([])
+                self.take_ordered()
         except KeyboardInterrupt:
             self.feed(Interrupt("SIGINT"))
             raise
 
-    def _on_stdin_bytes(self, frames: list[bytes], fd: int | None) -> None:
+    def _wake(self) -> None:
         try:
-            item: Received | Refused = self.codec.decode(frames, "stdin", fd)
-        except BadMessage as e:
-            item = Refused(Channel.STDIN, e.reason.value, str(e))
-        self.feed(item)
+            os.write(self._wake_write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
 
     # =====================================================================
     # effects out
@@ -256,7 +351,7 @@ class KernelBridge(EffectRunner):
             self.kernel.iopub_socket.send_multipart(frames)
             return
         if effect.channel is Channel.SHELL:
-            self._shell_stream.send_multipart(frames)
+            self.shell_out.send_multipart(frames)
             return
         if effect.channel is not Channel.STDIN:
             raise ValueError(f"the bridge sends nothing on {effect.channel.value}")
@@ -405,6 +500,18 @@ class KernelBridge(EffectRunner):
     def stdin_request(self, msg_type: str, content: dict[str, Any],
                       identity: bytes | None = None) -> Future[Any]:
         return self.app.stdin_request(msg_type, content, identity)
+
+
+def connection_changes(channel: Channel, events: Sequence[tuple[int, int]]
+                       ) -> tuple[PeerConnectionMade | PeerConnectionLost, ...]:
+    """A socket monitor's events as the core's inputs (accepts and disconnects)."""
+    changes: list[PeerConnectionMade | PeerConnectionLost] = []
+    for event, fd in events:
+        if event == zmq.EVENT_ACCEPTED:
+            changes.append(PeerConnectionMade(channel, fd))
+        elif event == zmq.EVENT_DISCONNECTED:
+            changes.append(PeerConnectionLost(channel, fd))
+    return tuple(changes)
 
 
 def _message(msg: dict[str, Any]) -> Any:

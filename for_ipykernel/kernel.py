@@ -40,6 +40,7 @@ from commspec.model.messages import FEATURE
 from commspec.model.trace import TraceSink, discard
 
 from .bridge import CORE_TYPES, BridgeConfig, KernelBridge
+from .shell_channel import ShellChannelWatch, marker_number
 
 __all__ = ["TARGETS", "TRACE_ENV", "CommspecIPythonKernel", "FrontendGone"]
 
@@ -54,6 +55,8 @@ TARGETS = TargetRegistry(DEFAULT_TARGETS)
 
 _concurrent: contextvars.ContextVar[bool] = contextvars.ContextVar("commspec_concurrent",
                                                                   default=False)
+_shell_fd: contextvars.ContextVar[int | None] = contextvars.ContextVar("commspec_shell_fd",
+                                                                      default=None)
 
 
 class FrontendGone(EOFError):
@@ -105,21 +108,70 @@ class CommspecIPythonKernel(IPythonKernel):
         super().start()
         from zmq.eventloop.zmqstream import ZMQStream
 
+        bridge = self.bridge
+        channel_thread = getattr(self, "shell_channel_thread", None)
+        if channel_thread is not None:
+            bridge.shell_out = channel_thread.manager.get_subshell_to_shell_channel_socket(None)
+            bridge.shell_watch = ShellChannelWatch(
+                self, bridge, getattr(self.parent, "shell_monitor", None), CORE_TYPES)
+            bridge.shell_watch.start()
+        else:
+            bridge.shell_out = self.shell_stream
         # stdin replies while no input() waits (a target's stdin request, the control
         # socket's); input() reads the socket itself (bridge.wait)
         self._stdin_stream = ZMQStream(self.stdin_socket, self.io_loop)
-        self._stdin_stream.on_recv(self.bridge.on_stdin_frames, copy=False)
-        self.iopub_thread.attach_presence(self.bridge.on_xpub)
+        self._stdin_stream.on_recv(bridge.on_stdin_frames, copy=False)
+        bridge.stdin_monitor = getattr(self.parent, "stdin_monitor", None)
+        if bridge.stdin_monitor is not None:
+            self._stdin_monitor_stream = ZMQStream(bridge.stdin_monitor, self.io_loop)
+            self._stdin_monitor_stream.on_recv(bridge.on_stdin_monitor)
+        self.iopub_thread.attach_presence(bridge.on_xpub)
+
+    # -- the shell channel thread -----------------------------------------------------
+
+    async def shell_channel_thread_main(self, msg: Any) -> None:
+        watch = self.bridge.shell_watch
+        if watch is None:
+            await super().shell_channel_thread_main(msg)
+            return
+        watch.before_forward(msg)
+        await super().shell_channel_thread_main(msg)
+        watch.after_forward()
+
+    async def forward_shell(self, msg: Any) -> None:
+        """Forward a shell message as ipykernel does (the drain's, shell_channel.py)."""
+        await super().shell_channel_thread_main(msg)
+
+    # -- the main thread ------------------------------------------------------------
+
+    async def shell_main(self, subshell_id: str | None, msg: Any) -> None:
+        number = marker_number(msg)
+        if number is not None:
+            # an ordered input (a departure, a connection event): taken here, in order
+            # with the shell messages before it, even while a cell holds the shell
+            self.bridge.take_ordered(number)
+            return
+        await super().shell_main(subshell_id, msg)
 
     async def dispatch_shell(self, msg: Any, /, subshell_id: str | None = None, *,
                              concurrent: bool = False) -> None:
         self.bridge.pump()
-        _concurrent.set(concurrent)  # this task's: read by _to_core
+        watch = self.bridge.shell_watch
+        # this task's, read by _to_core and should_handle
+        _concurrent.set(concurrent)
+        _shell_fd.set(watch.fd_of(msg) if watch is not None else None)
         await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
 
+    def should_handle(self, stream: Any, msg: Any, idents: Any) -> Any:
+        # ipykernel calls this once for each shell message it handles, deserialized
+        if msg["header"].get("msg_type") not in CORE_TYPES:
+            self.bridge.overheard([_as_bytes(i) for i in idents], msg, _shell_fd.get())
+        return super().should_handle(stream, msg, idents)
+
     def _to_core(self, stream: Any, idents: Any, msg: dict[str, Any]) -> None:
+        self.iopub_thread.read_now()  # its sender's subscription first (presence first)
         self.bridge.handle_shell(stream, [_as_bytes(i) for i in idents], msg,
-                                 concurrent=_concurrent.get())
+                                 _shell_fd.get(), concurrent=_concurrent.get())
 
     def _publish_status(self, status: str, channel: str, parent: Any = None) -> None:
         shown = parent or self.get_parent(channel)
@@ -144,6 +196,8 @@ class CommspecIPythonKernel(IPythonKernel):
                 stream.flush()
         identity = _as_bytes(ident[0]) if ident else None
         header = parent.get("header") if isinstance(parent, dict) else None
+        self.iopub_thread.read_now()
+        self.bridge.pump()
         future = self.bridge.app.stdin_request(
             "input_request", {"prompt": prompt, "password": password}, identity,
             parent=header or None)

@@ -20,6 +20,7 @@ import zmq
 from zmq.backend import Socket as _CythonSocket
 
 __all__ = [
+    "monitor_event",
     "readable",
     "recv_frames",
     "recv_frames_fd",
@@ -87,10 +88,18 @@ def recv_monitor_events(sock: zmq.Socket[bytes]) -> list[tuple[int, int]]:
         first = frame.bytes
         while frame.more:
             frame = _recv(sock, _NOBLOCK, copy=False)
-        if len(first) >= 6:
-            event, value = _MONITOR_EVENT.unpack_from(first)
-            out.append((event, value))
+        event = monitor_event(first)
+        if event is not None:
+            out.append(event)
     return out
+
+
+def monitor_event(first: bytes) -> tuple[int, int] | None:
+    """``(event, value)`` from a socket monitor message's first frame, if it is one."""
+    if len(first) < _MONITOR_EVENT.size:
+        return None
+    event, value = _MONITOR_EVENT.unpack_from(first)
+    return int(event), int(value)
 
 
 def recv_subscription(sock: zmq.Socket[bytes]) -> list[zmq.Frame] | None:

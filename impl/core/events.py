@@ -60,6 +60,7 @@ __all__ = [
     "Message",
     "OpenComm",
     "OpenLink",
+    "Overheard",
     "PeerConnectionLost",
     "PeerConnectionMade",
     "PeerConnections",
@@ -226,6 +227,16 @@ class PeerConnections:
 
 
 @dataclass(frozen=True, slots=True)
+class Overheard:
+    """A shell message someone else handles (a kernel that runs the core beside its own
+    handlers: commspec for ipykernel's ``execute_request``), shown to the core for what
+    it says about its sender: the connection it came by (``connections.py``), and that
+    it is the last frontend that sent a request."""
+
+    received: Received
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     timer: Timer
 
@@ -388,7 +399,7 @@ class CloseSession:
 
 
 Input = (
-    Received | Refused | SubscriptionFrames | PeerConnections | PeerConnectionMade
+    Received | Refused | SubscriptionFrames | Overheard | PeerConnections | PeerConnectionMade
     | PeerConnectionLost | TimerFired | Sent | LinkLost | OpenComm
     | CloseComm | SendCommData | StartRequest | StartStdinRequest | Answer | Shutdown
     | Interrupt | RegisterTarget | CallKernel | AdoptComms | Connect | AnswerStdin | Disconnect

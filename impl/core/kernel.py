@@ -57,6 +57,7 @@ from .events import (
     Header,
     Interrupt,
     OpenComm,
+    Overheard,
     PeerConnectionLost,
     PeerConnectionMade,
     PeerConnections,
@@ -185,6 +186,7 @@ class KernelProtocol(ProtocolCore):
             Received: self._on_received,
             Refused: self._on_refused,
             SubscriptionFrames: self._on_subscriptions,
+            Overheard: self._on_overheard,
             PeerConnections: self._on_connections,
             PeerConnectionMade: self._on_connection_change,
             PeerConnectionLost: self._on_connection_change,
@@ -346,6 +348,15 @@ class KernelProtocol(ProtocolCore):
         finally:
             if idle_now:
                 self._status("idle", header)
+
+    def _on_overheard(self, event: Overheard) -> None:
+        received = event.received
+        if received.channel is not Channel.SHELL:
+            raise ValueError("only shell messages are overheard")
+        if not self._batch_bound:
+            self.connections.note(received)
+        if received.identities:
+            self.last_sender = received.identities[0]
 
     # -- presence ----------------------------------------------------------------
 
