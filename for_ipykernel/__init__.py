@@ -27,6 +27,10 @@ For a kernel-side library (a plot pane, a variables pane):
 
 from __future__ import annotations
 
+# isort: off
+from .supported import SUPPORTED  # first: it refuses an ipykernel this is not built on
+
+# isort: on
 from typing import Any
 
 from commspec.impl.comm import Comm
@@ -34,8 +38,8 @@ from commspec.impl.targets import Target
 
 from .kernel import TARGETS, CommspecIPythonKernel, FrontendGone
 
-__all__ = ["CommspecIPythonKernel", "CommspecKernelApp", "FrontendGone", "current_kernel",
-           "open_comm", "register_target"]
+__all__ = ["SUPPORTED", "CommspecIPythonKernel", "CommspecKernelApp", "FrontendGone",
+           "current_kernel", "open_comm", "register_target"]
 
 Handler = Any  # Callable[[Comm, dict[str, Any]], None]
 

@@ -3,10 +3,11 @@
 - Every socket ipykernel binds gets the spec's options first (``sockets.py``).
 - The IOPub thread is ipykernel's, with one change: the XPUB's subscription frames
   are read with their metadata (``copy=False``: what tells libzmq's own unsubscribes
-  from a peer's) and handed to the kernel's protocol core instead of to ipykernel's
-  welcome (the core welcomes every subscriber itself). Frames that arrive before the
-  kernel exists are kept and handed over when it attaches, so a frontend that
-  connected while the kernel was starting is not missed.
+  from a peer's) and handed to the kernel's protocol core. Each subscribe is welcomed
+  there and then (ipykernel's welcome message, the core's rule for which topic), so the
+  welcome comes before anything published after the subscriber joined. Frames that
+  arrive before the kernel exists are kept and handed over when it attaches, so a
+  frontend that connected while the kernel was starting is not missed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ipykernel.iostream import IOPubThread
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import Float, Integer, Type
 
+from commspec.impl.core.kernel import welcome_subscription
 from commspec.impl.kernel.sockets import (
     MONITORED_EVENTS,
     HeartbeatSettings,
@@ -54,6 +56,16 @@ class PresenceIOPubThread(IOPubThread):
         stream.on_recv(self._on_subscription, copy=False)
 
     def _on_subscription(self, frames: Frames) -> None:
+        # The welcome goes out here, at once, as stock ipykernel's does: libzmq sends this
+        # subscriber whatever is published from now on, and the welcome must come first.
+        # The rule is the core's (which topic, and whether any); the core then only
+        # records the subscriber (the bridge drops the welcome it would send).
+        for frame in frames:
+            data = frame.bytes
+            if data[:1] == b"\x01":
+                subscription = welcome_subscription(data[1:])
+                if subscription is not None:
+                    self._send_welcome_message(subscription)
         if self._presence is None:
             self._early.append(frames)
         else:

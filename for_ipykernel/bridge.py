@@ -339,6 +339,8 @@ class KernelBridge(EffectRunner):
     # =====================================================================
 
     def _send(self, effect: Send) -> None:
+        if effect.msg_type == "iopub_welcome":
+            return  # sent by the IOPub thread as the subscribe arrived (app.py)
         if effect.msg_type == "status" and effect.parent is not None \
                 and effect.parent.get("msg_id") in self._quiet:
             if effect.content.get("execution_state") == "idle":

@@ -6,7 +6,7 @@ Rules (what changes against stock ipykernel; everything else is ipykernel's):
   disconnection policy; ``comm.create_comm`` makes comms the core carries
   (``application.py``). ipykernel's busy/idle for these are the core's.
 - Presence: the IOPub thread's subscription frames go to the core (``app.py``
-  installs the IOPub thread that hands them over), which welcomes every subscriber.
+  installs the IOPub thread that hands them over, and welcomes every subscriber).
 - ``kernel_info_reply`` says so: ``iopub_welcome`` and commspec's feature.
 - ``input()`` / ``getpass()`` are the core's stdin requests: one addressed to a
   frontend that has left, or that leaves while it waits, ends ``unreachable`` /
@@ -44,8 +44,9 @@ from .shell_channel import ShellChannelWatch, marker_number
 
 __all__ = ["TARGETS", "TRACE_ENV", "CommspecIPythonKernel", "FrontendGone"]
 
-#: the ``comm`` package's logger
+#: the ``comm`` package's logger, and the one pyzmq's streams log send errors to
 COMM_LOGGER = "Comm"
+TORNADO_LOGGER = "tornado.general"
 #: the environment variable naming the trace file (SPEC.md, "Trace export")
 TRACE_ENV = "COMMSPEC_TRACE"
 
@@ -97,6 +98,7 @@ class CommspecIPythonKernel(IPythonKernel):
             self.shell_handlers[msg_type] = self._to_core
         comm_package.create_comm = self.bridge.app.new_package_comm
         logging.getLogger(COMM_LOGGER).addFilter(_RoutingLookupFilter())
+        logging.getLogger(TORNADO_LOGGER).addFilter(_DepartedReplyFilter())
         self.control_server: ControlServer | None = None
         endpoint = os.environ.get(CONTROL_ENV)
         if endpoint:
@@ -153,14 +155,15 @@ class CommspecIPythonKernel(IPythonKernel):
             return
         await super().shell_main(subshell_id, msg)
 
-    async def dispatch_shell(self, msg: Any, /, subshell_id: str | None = None, *,
-                             concurrent: bool = False) -> None:
+    async def dispatch_shell(self, msg: Any, /, *args: Any, **kwargs: Any) -> None:
+        # (ipykernel 7.4 adds ``concurrent``: a comm message dispatched while a cell holds
+        # the shell, with no busy/idle; 7.2 has no such dispatch)
         self.bridge.pump()
         watch = self.bridge.shell_watch
         # this task's, read by _to_core and should_handle
-        _concurrent.set(concurrent)
+        _concurrent.set(bool(kwargs.get("concurrent", False)))
         _shell_fd.set(watch.fd_of(msg) if watch is not None else None)
-        await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+        await super().dispatch_shell(msg, *args, **kwargs)
 
     def should_handle(self, stream: Any, msg: Any, idents: Any) -> Any:
         # ipykernel calls this once for each shell message it handles, deserialized
@@ -169,7 +172,12 @@ class CommspecIPythonKernel(IPythonKernel):
         return super().should_handle(stream, msg, idents)
 
     def _to_core(self, stream: Any, idents: Any, msg: dict[str, Any]) -> None:
-        self.iopub_thread.read_now()  # its sender's subscription first (presence first)
+        if msg["header"].get("msg_type") == "comm_open" \
+                or self.bridge.core.presence.subscriptions == 0:
+            # its sender's subscription first (presence first): a comm_open whose sender
+            # seems gone is lost at once. A round trip to the IOPub thread (65-130 us),
+            # so only where presence decides (BENCHMARKS.md)
+            self.iopub_thread.read_now()
         self.bridge.handle_shell(stream, [_as_bytes(i) for i in idents], msg,
                                  _shell_fd.get(), concurrent=_concurrent.get())
 
@@ -236,6 +244,19 @@ class _RoutingLookupFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.msg == "No such comm: %s"
                     and record.threadName == SHELL_CHANNEL_THREAD_NAME)
+
+
+class _DepartedReplyFilter(logging.Filter):
+    """A reply ipykernel sends on shell or control to a frontend that has left fails
+    with EHOSTUNREACH (``ROUTER_MANDATORY``), and pyzmq's stream logs that as an ERROR
+    in every server log: it is the frontend being gone, not a failure (SPEC)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "SEND Error: %s" and "Host unreachable" in str(record.args):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = ("a reply to a frontend that has left was not sent "
+                                       "(EHOSTUNREACH)"), ()
+        return True
 
 
 def _as_bytes(value: Any) -> bytes:

@@ -89,7 +89,8 @@ from .protocol import ProtocolCore
 from .requests import STDIN_KINDS, PendingRequests, ReplyOutcome, StdinRequests
 from .unserved import UNSERVED, error_content, reply_type
 
-__all__ = ["CONTROL_TYPES", "ENDPOINT", "KERNEL_INFO", "SHELL_TYPES", "KernelProtocol"]
+__all__ = ["CONTROL_TYPES", "ENDPOINT", "KERNEL_INFO", "SHELL_TYPES", "KernelProtocol",
+           "welcome_subscription"]
 
 
 log = logging.getLogger("commspec.kernel")
@@ -121,6 +122,16 @@ KERNEL_INFO: dict[str, Any] = {
     "supported_features": ["iopub_welcome", FEATURE],
     FEATURE: {"version": SPEC_VERSION, "peer_topic_prefix": PEER_TOPIC_PREFIX.decode()},
 }
+
+def welcome_subscription(topic: bytes) -> str | None:
+    """What JEP 65's welcome for a subscribe to ``topic`` names (it goes out on that
+    topic): none for a topic that is not UTF-8 (JEP 65), and a peer topic's without its
+    tag (its tag is its proof)."""
+    try:
+        return Presence.public_name(topic).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
 
 #: the target registry as the core sees it: a target's kind (persistent?) or None
 TargetKind = Callable[[str], bool | None]
@@ -454,14 +465,10 @@ class KernelProtocol(ProtocolCore):
                          identity.decode("utf-8", "replace"), gone.channel.value, ended)
 
     def _welcome(self, topic: bytes) -> None:
-        """JEP 65's welcome, for every subscribe; none for a topic that is not UTF-8 (JEP
-        65), and a peer topic's goes out without its tag (its tag is its proof)."""
-        shown = Presence.public_name(topic)
-        try:
-            subscription = shown.decode("utf-8")
-        except UnicodeDecodeError:
-            return
-        self._publish("iopub_welcome", {"subscription": subscription}, None, shown)
+        subscription = welcome_subscription(topic)
+        if subscription is not None:
+            self._publish("iopub_welcome", {"subscription": subscription}, None,
+                          subscription.encode("utf-8"))
 
     # -- shell and control requests ------------------------------------------------
 
