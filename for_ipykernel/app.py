@@ -113,9 +113,9 @@ class CommspecKernelApp(IPKernelApp):
     keeps commspec's spec."""
 
     name = "commspec-ipykernel"
-    kernel_class = Type(CommspecIPythonKernel, klass="ipykernel.kernelbase.Kernel",
-                        help="The kernel class (a subclass of CommspecIPythonKernel)"
-                        ).tag(config=True)
+    kernel_class = Type(  # type: ignore[assignment]  # a trait, as IPKernelApp's own
+        CommspecIPythonKernel, klass="ipykernel.kernelbase.Kernel",
+        help="The kernel class (a subclass of CommspecIPythonKernel)").tag(config=True)
     heartbeat_interval = Float(1.0, help="ZMTP heartbeat interval on shell, control, "
                                "stdin and iopub, in seconds").tag(config=True)
     heartbeat_timeout = Float(10.0, help="A peer silent this long (seconds) is "
@@ -143,12 +143,12 @@ class CommspecKernelApp(IPKernelApp):
         # in its module, so it is swapped there for this one call (no copy of its code)
         from ipykernel import kernelapp
 
-        stock = kernelapp.IOPubThread
-        kernelapp.IOPubThread = PresenceIOPubThread  # type: ignore[misc]
+        stock = kernelapp.IOPubThread  # type: ignore[attr-defined]
+        kernelapp.IOPubThread = PresenceIOPubThread  # type: ignore[attr-defined]
         try:
             super().init_iopub(context)
         finally:
-            kernelapp.IOPubThread = stock  # type: ignore[misc]
+            kernelapp.IOPubThread = stock  # type: ignore[attr-defined]
 
 
 def main() -> None:

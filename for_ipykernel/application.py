@@ -137,7 +137,7 @@ class IPyKernelApplication(KernelApplication):
                 self._package_requests[(effect.comm_id, effect.data.get("id"))] = effect.exchange
         with self._serving(_Current(effect.identity, effect.request["header"])):
             try:
-                comm.handle_msg(effect.request)
+                comm.handle_msg(dict(effect.request))
             except Exception:
                 log.exception("commspec: comm %s: its on_msg callback failed", effect.comm_id)
 

@@ -15,15 +15,15 @@ this package reads, listed in the closing note of its issue and in ``kernel.py``
 
 from __future__ import annotations
 
-import ipykernel
+from ipykernel._version import __version__, version_info
 
 __all__ = ["SUPPORTED"]
 
 #: the lowest and the highest (major, minor) supported
 SUPPORTED = ((7, 4), (7, 4))
 
-if not SUPPORTED[0] <= tuple(ipykernel.version_info[:2]) <= SUPPORTED[1]:
+if not SUPPORTED[0] <= tuple(version_info[:2]) <= SUPPORTED[1]:
     raise RuntimeError(
-        f"commspec.ipykernel supports ipykernel 7.4, not {ipykernel.__version__} "
+        f"commspec.ipykernel supports ipykernel 7.4, not {__version__} "
         "(before 7.2 IOPub reports no subscriber; 7.2 and 7.3 stop replying once a "
         "reply to a departed frontend fails): python -m pip install 'ipykernel>=7.4,<7.5'")
