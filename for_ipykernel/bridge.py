@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import zmq
@@ -50,7 +51,6 @@ from commspec.impl.core.events import (
     Send,
     Sent,
     Shutdown,
-    ShutdownRequested,
     SubscriptionFrames,
 )
 from commspec.impl.core.kernel import KernelProtocol
@@ -103,15 +103,14 @@ class LoopTimer:
             self._loop.add_callback(self._loop.remove_timeout, self._handle)
 
 
+@dataclass(frozen=True)
 class BridgeConfig:
-    """What the bridge is told (``IPyKernel``'s traits): see ``CommspecIPythonKernel``."""
+    """What the bridge is told (``CommspecIPythonKernel``'s traits say what each is)."""
 
-    def __init__(self, *, max_detached: int, remember: int, persistent_comm_targets:
-                 Sequence[str], sink: TraceSink = discard) -> None:
-        self.max_detached = max_detached
-        self.remember = remember
-        self.persistent_comm_targets = frozenset(persistent_comm_targets)
-        self.sink = sink
+    max_detached: int
+    remember: int
+    persistent_comm_targets: frozenset[str]
+    sink: TraceSink = discard
 
 
 class KernelBridge(EffectRunner):
@@ -137,7 +136,7 @@ class KernelBridge(EffectRunner):
             remember=config.remember, max_detached=config.max_detached)
         self.app = IPyKernelApplication(self.core, self, targets, self, self.package)
         EffectRunner.__init__(self)
-        self.effects.update({Send: self._send, ShutdownRequested: lambda _e: None})
+        self.effects.update({Send: self._send})
         self._main = threading.main_thread()
         self._inbox: deque[Callable[[], None]] = deque()
         self._inbox_lock = threading.Lock()

@@ -93,7 +93,7 @@ class CommspecIPythonKernel(IPythonKernel):
             sink = self._trace
         self.bridge = KernelBridge(self, TargetRegistry(TARGETS), BridgeConfig(
             max_detached=self.max_detached, remember=self.remember,
-            persistent_comm_targets=self.persistent_comm_targets, sink=sink))
+            persistent_comm_targets=frozenset(self.persistent_comm_targets), sink=sink))
         for msg_type in CORE_TYPES:
             self.shell_handlers[msg_type] = self._to_core
         comm_package.create_comm = self.bridge.app.new_package_comm
