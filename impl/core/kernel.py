@@ -631,6 +631,10 @@ class KernelProtocol(ProtocolCore):
         if received.msg_type not in STDIN_KINDS.values():
             raise RemoteProtocolError("unknown_msg_type", f"{received.msg_type!r} on stdin")
         parent = received.parent_msg_id
+        if parent is None:
+            # jupyter_client's KernelClient.input (jupyter console's too) sends no parent:
+            # it answers the one request pending for its sender, if there is exactly one
+            parent = self.stdin.only_pending_for(received.identity)
         asked = self.stdin.get(parent) if parent and self.stdin.is_pending(parent) else None
         if asked is not None and received.identity != asked.identity:
             # Only the frontend asked may answer: another's reply is dropped and counted,

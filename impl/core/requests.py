@@ -382,6 +382,12 @@ class StdinRequests(_Requests[StdinRecord]):
             msg_id, None, record.kind, record.state.value, code, message))
         return ReplyOutcome.ERRORED
 
+    def only_pending_for(self, identity: bytes | None) -> str | None:
+        """The msg_id of the one stdin request pending for ``identity``; None if it has
+        none or several (a reply without a parent can then answer only that one)."""
+        found = [r.msg_id for r in self._pending.values() if r.identity == identity]
+        return found[0] if len(found) == 1 else None
+
     def fail_peer(self, identity: bytes, detail: str = "its frontend left") -> int:
         """PEER_LOST for every pending request addressed to ``identity``."""
         records = [r for r in self._pending.values() if r.identity == identity]

@@ -607,3 +607,27 @@ def test_a_stdin_reply_from_another_frontend_is_refused_and_the_request_waits() 
     assert c.core.bad.counts().get("stdin_reply_from_another_frontend") == 1
     c.feed(c.reply(X, asked, None))
     assert not c.pending(asked) and c.ended[asked].error is None
+
+
+def _parentless_reply(identity: bytes, n: int) -> Received:
+    """What jupyter_client's ``KernelClient.input`` sends (jupyter console's too): an
+    input_reply with no parent_header."""
+    return Received(Channel.STDIN, (identity,), _msg(f"p{n}", "input_reply",
+                                                     content={"value": "Ada"}))
+
+
+def test_a_parentless_reply_answers_the_one_request_pending_for_its_sender() -> None:
+    c = Core()
+    asked_x, asked_y = c.ask(X), c.ask(Y)
+    c.feed(_parentless_reply(X, 1))
+    assert not c.pending(asked_x) and c.ended[asked_x].result == "Ada"
+    assert c.pending(asked_y), "Y's request is not X's to answer"
+
+
+def test_a_parentless_reply_with_no_or_several_requests_pending_ends_nothing() -> None:
+    c = Core()
+    c.feed(_parentless_reply(X, 1))  # nothing pending for X
+    first, second = c.ask(X), c.ask(X)
+    c.feed(_parentless_reply(X, 2))  # two pending: which one it answers cannot be told
+    assert c.pending(first) and c.pending(second)
+    assert c.core.bad.counts().get("unknown_reply") == 2
