@@ -138,6 +138,20 @@ class CommspecKernelApp(IPKernelApp):
             self.stdin_monitor = s.get_monitor_socket(MONITORED_EVENTS)
         return super()._bind_socket(s, port)
 
+    def close(self) -> None:
+        # The monitors are ours: closed before ipykernel terminates the context, which
+        # waits for every socket (else the process never exits after shutdown_request).
+        # The shell channel thread reads the shell monitor: it is stopped first, as
+        # ipykernel's close would stop it.
+        thread = getattr(self, "shell_channel_thread", None)
+        if thread is not None and thread.is_alive():
+            thread.stop()
+            thread.join()
+        for monitor in (self.shell_monitor, self.stdin_monitor):
+            if monitor is not None and not monitor.closed:
+                monitor.close(linger=0)
+        super().close()
+
     def init_iopub(self, context: zmq.Context[Any]) -> None:
         # ipykernel's own init_iopub, making our IOPub thread: ipykernel names the class
         # in its module, so it is swapped there for this one call (no copy of its code)
