@@ -4,9 +4,11 @@
         [--kernel 'LABEL=kernelspec:NAME' | --kernel 'LABEL=cmd:COMMAND' ...]
 
 runs every check (``commspec conform``, the same runner, profiles and timeouts)
-against commspec's reference kernel and stock ipykernel (the ``python3``
-kernelspec), then against each ``--kernel`` given, and writes one markdown table
-(a column per kernel), each kernel's scorecard as ``commspec conform`` prints it,
+against commspec's reference kernel, stock ipykernel (the ``python3`` kernelspec) and
+commspec for ipykernel (the kernelspec ``commspec install --ipykernel`` writes, written
+here to a temporary folder put first on ``JUPYTER_PATH`` for the run: this Python's,
+whatever is installed), then against each ``--kernel`` given, and writes one markdown
+table (a column per kernel), each kernel's scorecard as ``commspec conform`` prints it,
 the versions it ran with and the date. The document is never edited by hand: run
 this again instead.
 
@@ -18,28 +20,40 @@ kernel that does not start).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
+import json
+import os
 import platform
 import shlex
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 
+from commspec.commands.install import IPYKERNEL_DISPLAY_NAME, IPYKERNEL_NAME, ipykernel_spec
+
 from . import choose_profile, run_checks, scorecard, select
 from .context import Timeouts
 from .kernel import KernelSource, KernelStartFailed
 from .registry import Check, Verdict
 
-__all__ = ["Column", "main", "render"]
+__all__ = ["Column", "main", "render", "temporary_kernelspecs"]
 
 #: how the reference kernel is started (this Python's commspec)
 REFERENCE_CMD = "python -m commspec kernel --connection-file {connection_file}"
-DEFAULT_KERNELS = (f"commspec=cmd:{REFERENCE_CMD}", "ipykernel=kernelspec:python3")
+#: commspec for ipykernel's column, beside stock ipykernel's: its kernelspec as
+#: ``commspec install --ipykernel`` writes it (``TEMPORARY_KERNELSPECS``)
+IPYKERNEL_LABEL = "commspec.ipykernel"
+DEFAULT_KERNELS = (f"commspec=cmd:{REFERENCE_CMD}", "ipykernel=kernelspec:python3",
+                   f"{IPYKERNEL_LABEL}=kernelspec:{IPYKERNEL_NAME}")
+#: the kernelspecs the run writes to a temporary folder of its own (name: kernel.json)
+TEMPORARY_KERNELSPECS = {IPYKERNEL_NAME: ipykernel_spec(IPYKERNEL_DISPLAY_NAME)}
 #: what this Python has that the harness or the kernels it runs are made of
 PACKAGES = ("commspec", "jupyter_client", "pyzmq", "ipykernel", "comm", "ipython")
 #: how the xeus-python column is added (it needs a Python of its own)
@@ -95,6 +109,28 @@ def parse_kernel(text: str) -> tuple[str, KernelSource]:
     return label, source
 
 
+@contextlib.contextmanager
+def temporary_kernelspecs(specs: dict[str, dict[str, Any]] = TEMPORARY_KERNELSPECS
+                          ) -> Iterator[Path]:
+    """While in use, ``specs`` are kernelspecs in a temporary folder put first on
+    ``JUPYTER_PATH`` (jupyter_client finds them before any installed one of the same
+    name); the folder goes, and ``JUPYTER_PATH`` is as it was, afterwards."""
+    previous = os.environ.get("JUPYTER_PATH")
+    with tempfile.TemporaryDirectory(prefix="commspec-document-") as tmp:
+        for name, spec in specs.items():
+            folder = Path(tmp) / "kernels" / name
+            folder.mkdir(parents=True)
+            (folder / "kernel.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([tmp, *([previous] if previous else [])])
+        try:
+            yield Path(tmp)
+        finally:
+            if previous is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = previous
+
+
 def run_column(label: str, source: KernelSource, checks: list[Check],
                timeouts: Timeouts) -> Column:
     """The checks against one kernel (KernelStartFailed if it does not start)."""
@@ -144,7 +180,10 @@ Do not edit it by hand: run that command again (it takes a few minutes; the
 departure checks wait for the kernel's heartbeat). Each kernel is started as
 Jupyter starts it, once per check; `commspec conform --kernelspec NAME` prints
 one kernel's scorecard the same way (README, "Hold your kernel to the spec").
-CI does not run this: the verdicts are the kernels' behaviour, not ours.
+The {IPYKERNEL_LABEL} column is commspec for ipykernel, started from the kernelspec
+`commspec install --ipykernel` writes ({IPYKERNEL_NAME}), which the command writes to
+a temporary folder of its own. CI does not run this: the verdicts are the kernels'
+behaviour, not ours.
 {xeus}
 ## Kernels and versions
 
@@ -191,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     timeouts = Timeouts(reply=args.reply_timeout, departure=args.departure_timeout)
     try:
-        columns = [run_column(label, source, checks, timeouts) for label, source in kernels]
+        with temporary_kernelspecs():
+            columns = [run_column(label, source, checks, timeouts)
+                       for label, source in kernels]
     except KernelStartFailed as e:
         print(f"commspec.conform.document: {e}", file=sys.stderr)
         return 2

@@ -164,12 +164,13 @@ class LiveSystem:
         if isinstance(action, Freeze):
             return world.kernel.up and world.kernel.peers[action.frontend]
         if isinstance(action, Race) and action.order is RaceOrder.QUEUED:
-            return self._holds_inbound()
+            return self.holds_inbound()
         return True
 
-    def _holds_inbound(self) -> bool:
+    def holds_inbound(self) -> bool:
         """The adapter has ``hold_inbound`` and, if it can tell (``supports_hold_inbound``:
-        a kernel in another process says at start), its kernel serves it."""
+        a kernel in another process says at start, so ask once started), its kernel
+        serves it."""
         if not callable(getattr(self.adapter, "hold_inbound", None)):
             return False
         supports = getattr(self.adapter, "supports_hold_inbound", None)

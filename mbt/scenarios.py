@@ -9,7 +9,7 @@ whatever the random programs did.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from commspec.model.actions import (
@@ -41,7 +41,7 @@ from .reconcile import StaleRequest, UnseenRequest
 from .recorder import Coverage
 
 __all__ = ["DIRECTED", "ONE_FRONTEND", "Verdict", "directed_verdicts", "run_directed",
-           "unsupported"]
+           "unsupported", "unsupported_once_started"]
 
 ONE_FRONTEND = Bounds(frontends=1, comms=2, requests=2, reconnects=0, faults=1)
 #: room for two freezes and an exit, one reconnect
@@ -150,6 +150,17 @@ def unsupported(program: tuple[Action, ...], bounds: Bounds, supported: frozense
     return None
 
 
+def unsupported_once_started(program: tuple[Action, ...], system: System) -> str | None:
+    """Why the started ``system`` cannot run ``program``, or None: what only a running
+    kernel can say (a kernel in another process tells at start whether it serves
+    ``hold_inbound``; the adapter always has the method)."""
+    holds = getattr(system, "holds_inbound", None)
+    if callable(holds) and not holds() and any(
+            isinstance(a, Race) and a.order is RaceOrder.QUEUED for a in program):
+        return "the kernel cannot hold its inbound queues (its state says hold_inbound false)"
+    return None
+
+
 def directed_verdicts(
     adapter_factory: Callable[[], KernelAdapter] = ReferenceKernel,
     coverage: Coverage | None = None,
@@ -159,14 +170,16 @@ def directed_verdicts(
     supported: frozenset[str] = SUPPORTED,
     step_timeout: float = STEP_TIMEOUT,
     quiet: float = QUIET,
+    programs: Sequence[tuple[str, Bounds, tuple[Action, ...]]] = DIRECTED,
 ) -> list[Verdict]:
-    """Run every directed program, live or ``in_process`` (the reference kernel's core
-    with the adapter's policies), each to its own verdict: a failure does not stop the
-    programs after it, and a program with an action the kernel cannot make happen
-    (not in ``supported``, or needing what its adapter lacks) is skipped, not failed.
-    ``done`` hears each program's name as it ends (a progress display)."""
+    """Run every directed program (of ``programs``), live or ``in_process`` (the
+    reference kernel's core with the adapter's policies), each to its own verdict: a
+    failure does not stop the programs after it, and a program with an action the kernel
+    cannot make happen (not in ``supported``, or needing what its adapter lacks, or what
+    the started kernel says it cannot do) is skipped, not failed. ``done`` hears each
+    program's name as it ends (a progress display)."""
     out: list[Verdict] = []
-    for name, bounds, program in DIRECTED:
+    for name, bounds, program in programs:
         out.append(_directed(name, bounds, program, adapter_factory, coverage, in_process,
                              supported, step_timeout, quiet))
         if done is not None:
@@ -192,6 +205,9 @@ def _directed(name: str, bounds: Bounds, program: tuple[Action, ...],
     harness = Harness(system, bounds, supported=supported)
     try:
         with harness:
+            why = unsupported_once_started(program, system)
+            if why is not None:
+                return Verdict(name, "skipped", why)
             for action in program:
                 harness.apply(action)
                 harness.check()

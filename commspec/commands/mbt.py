@@ -17,8 +17,15 @@ when the system always matched the model, 1 otherwise, 2 on bad arguments.
 out of process, through its trace file (``COMMSPEC_TRACE``) and its control socket
 (``COMMSPEC_CONTROL``; SPEC.md, "A kernel in any language"): each program starts it
 afresh; the directed programs each end in a verdict (skipped when they need an action
-left out with ``--skip``); the scenarios are those through the adapter; a failure is
-printed as a test that replays it against that kernel.
+left out with ``--skip``, or what the started kernel says it lacks: ``hold_inbound``);
+the scenarios are those through the adapter; a failure is printed as a test that
+replays it against that kernel. The freezes need the kernel's ZMTP heartbeat to drop a
+stopped frontend within ``--step-timeout``: for commspec kernel,
+``--heartbeat-timeout 0.25``; for commspec.ipykernel,
+``c.CommspecKernelApp.heartbeat_interval = 0.05`` and
+``c.CommspecKernelApp.heartbeat_timeout = 0.25`` in an IPython profile's
+``ipython_config.py`` (``$IPYTHONDIR/profile_default``), or the same options on its
+command line.
 """
 
 from __future__ import annotations

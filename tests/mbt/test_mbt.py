@@ -28,9 +28,9 @@ from commspec.mbt.harness import MBT_BOUNDS, Harness, MbtFailure
 from commspec.mbt.inprocess import InProcessSystem
 from commspec.mbt.live import LiveSystem
 from commspec.mbt.machine import Program, RunResult, StepChooser, program_as_test, run
-from commspec.mbt.race import Race
+from commspec.mbt.race import Race, RaceOrder
 from commspec.mbt.recorder import Coverage
-from commspec.mbt.scenarios import DIRECTED, run_directed
+from commspec.mbt.scenarios import DIRECTED, directed_verdicts, run_directed
 from commspec.mbt.session_edges import SESSION_EDGES, run_session_edges
 from commspec.mbt.simulated_edges import SIMULATED_EDGES, run_simulated_edges
 from commspec.model.actions import Action, Crash, FrontendOpen, FrontendRequest, Start
@@ -243,3 +243,30 @@ def test_cli_mbt_refuses_both_systems(capsys: pytest.CaptureFixture[str]) -> Non
 def test_cli_mbt_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["mbt", "--examples", "0"]) == 2
     assert ">= 1" in capsys.readouterr().err
+
+
+class WithoutHold(ReferenceKernel):
+    """The reference kernel, saying what a kernel in another process says in its first
+    ``state`` when it cannot hold its inbound queues (``hold_inbound`` false), while it
+    still has the method (as ExternalKernel always has)."""
+
+    def supports_hold_inbound(self) -> bool:
+        return False
+
+
+QUEUED_RACE = [d for d in DIRECTED
+               if any(isinstance(a, Race) and a.order is RaceOrder.QUEUED for a in d[2])]
+
+
+@pytest.mark.parametrize(("kernel", "status"), [(ReferenceKernel, "passed"),
+                                                (WithoutHold, "skipped")])
+def test_the_queued_race_is_skipped_when_the_started_kernel_cannot_hold_its_queues(
+        kernel: type[ReferenceKernel], status: str) -> None:
+    """Only the running kernel can tell (ExternalKernel asks its control socket at
+    start): the directed program is skipped then, not failed for a race the harness
+    then never offers."""
+    assert len(QUEUED_RACE) == 1
+    [verdict] = directed_verdicts(kernel, programs=QUEUED_RACE)
+    assert verdict.status == status, verdict
+    if status == "skipped":
+        assert "hold_inbound" in verdict.detail, verdict
