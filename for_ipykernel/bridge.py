@@ -327,6 +327,10 @@ class KernelBridge(EffectRunner):
             self.feed(Interrupt("SIGINT"))
             raise
 
+    def interrupt(self) -> None:
+        """SIGINT between cells (main thread): pending stdin requests end interrupted."""
+        self.feed(Interrupt("SIGINT"))
+
     def _wake(self) -> None:
         try:
             os.write(self._wake_write, b"\0")

@@ -30,7 +30,7 @@ from ipykernel.ipkernel import IPythonKernel
 from ipykernel.thread import SHELL_CHANNEL_THREAD_NAME
 from traitlets import Integer, List, Unicode
 
-from commspec.impl.control import CONTROL_ENV, ControlServer
+from commspec.impl.control import CONTROL_ENV, ControlServer, max_detached_from_env
 from commspec.impl.core.comms import DEFAULT_MAX_DETACHED
 from commspec.impl.core.kernel import KERNEL_INFO
 from commspec.impl.errors import Disconnected, Interrupted, RequestFailed, Unreachable
@@ -91,6 +91,10 @@ class CommspecIPythonKernel(IPythonKernel):
         if path:
             self._trace = JsonLinesSink(path)
             sink = self._trace
+        # the harness's bound, if it set one (SPEC.md, "A kernel in any language")
+        from_env = max_detached_from_env()
+        if from_env is not None:
+            self.max_detached = from_env
         self.bridge = KernelBridge(self, TargetRegistry(TARGETS), BridgeConfig(
             max_detached=self.max_detached, remember=self.remember,
             persistent_comm_targets=frozenset(self.persistent_comm_targets), sink=sink))

@@ -35,6 +35,7 @@ from commspec.model.messages import FAILURE_CODES, INTERNAL_ERROR, INVALID_PARAM
 
 from .comm import Comm
 from .connection import ConnectionInfo
+from .core.comms import check_max_detached
 from .errors import BadMessage, NoFrontend, RemoteError, RequestFailed
 from .targets import TargetRegistry
 from .wire import Codec
@@ -42,18 +43,22 @@ from .wire import Codec
 __all__ = [
     "CONTROL_ENV",
     "EVENT_TYPE",
+    "MAX_DETACHED_ENV",
     "REPLY_TYPE",
     "REQUEST_TYPE",
     "ControlError",
     "ControlServer",
     "SocketThread",
     "check_control_endpoint",
+    "max_detached_from_env",
 ]
 
 log = logging.getLogger("commspec.control")
 
 #: the environment variable that enables the control socket, and where it binds
 CONTROL_ENV = "COMMSPEC_CONTROL"
+#: the environment variable by which the harness sets the detached bound (SPEC.md)
+MAX_DETACHED_ENV = "COMMSPEC_MAX_DETACHED"
 REQUEST_TYPE = "commspec_control_request"
 REPLY_TYPE = "commspec_control_reply"
 EVENT_TYPE = "commspec_control_event"
@@ -73,6 +78,19 @@ class ControlError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def max_detached_from_env() -> int | None:
+    """``max_detached`` from the environment, if the harness set it (SPEC.md, "A kernel
+    in any language"); ValueError naming what was given if it is not a count."""
+    text = os.environ.get(MAX_DETACHED_ENV, "")
+    if not text:
+        return None
+    try:
+        return check_max_detached(int(text))
+    except ValueError as e:
+        raise ValueError(f"{MAX_DETACHED_ENV}: expected a whole number of comms >= 0, "
+                         f"not {text!r}") from e
 
 
 def check_control_endpoint(endpoint: str) -> str:

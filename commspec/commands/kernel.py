@@ -23,7 +23,12 @@ from typing import Any, TypeVar
 import zmq
 from jupyter_core.paths import jupyter_runtime_dir
 
-from commspec.impl.control import CONTROL_ENV, ControlServer, check_control_endpoint
+from commspec.impl.control import (
+    CONTROL_ENV,
+    ControlServer,
+    check_control_endpoint,
+    max_detached_from_env,
+)
 from commspec.impl.errors import EndpointClosed
 from commspec.impl.kernel import HeartbeatSettings, KernelConfig, KernelEndpoint
 from commspec.impl.tracing import JsonLinesSink
@@ -81,8 +86,6 @@ def add_parser(subparsers: Any) -> None:
 
 #: the environment variable naming the trace file (SPEC.md, "Trace export")
 TRACE_ENV = "COMMSPEC_TRACE"
-#: the environment variable giving the detached bound the harness assumes
-MAX_DETACHED_ENV = "COMMSPEC_MAX_DETACHED"
 
 #: the exit status when the kernel's I/O thread dies (EX_SOFTWARE): a restarter sees it
 IO_DEATH_EXIT = 70
@@ -180,15 +183,8 @@ def _from_env(name: str, kind: Callable[[str], T]) -> T | None:
 
 
 def _detached_bound() -> dict[str, Any]:
-    """``max_detached`` from the environment, if the harness set it (SPEC.md, "A kernel
-    in any language"); ValueError naming what was given if it is not a count."""
-    text = os.environ.get(MAX_DETACHED_ENV, "")
-    if not text:
-        return {}
-    try:
-        return {"max_detached": int(text)}
-    except ValueError:
-        raise ValueError(f"expected a whole number of comms, not {text!r}") from None
+    bound = max_detached_from_env()
+    return {} if bound is None else {"max_detached": bound}
 
 
 def _control_endpoint(endpoint: str | None) -> str | None:
@@ -227,7 +223,7 @@ def _start_kernel(args: argparse.Namespace, trace: JsonLinesSink | None,
             insecure=args.insecure, **_detached_bound(),
         )
     except ValueError as e:
-        raise UsageError(f"{MAX_DETACHED_ENV}: {e}") from e
+        raise UsageError(str(e)) from e
     try:
         connection_file = args.connection_file or default_connection_file()
     except OSError as e:
