@@ -85,12 +85,8 @@ class CommspecIPythonKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._trace: JsonLinesSink | None = None
         path = os.environ.get(TRACE_ENV)
-        sink: TraceSink = discard
-        if path:
-            self._trace = JsonLinesSink(path)
-            sink = self._trace
+        sink: TraceSink = JsonLinesSink(path) if path else discard
         # the harness's bound, if it set one (SPEC.md, "A kernel in any language")
         from_env = max_detached_from_env()
         if from_env is not None:
@@ -115,14 +111,12 @@ class CommspecIPythonKernel(IPythonKernel):
         from zmq.eventloop.zmqstream import ZMQStream
 
         bridge = self.bridge
-        channel_thread = getattr(self, "shell_channel_thread", None)
-        if channel_thread is not None:
-            bridge.shell_out = channel_thread.manager.get_subshell_to_shell_channel_socket(None)
-            bridge.shell_watch = ShellChannelWatch(
-                self, bridge, getattr(self.parent, "shell_monitor", None), CORE_TYPES)
-            bridge.shell_watch.start()
-        else:
-            bridge.shell_out = self.shell_stream
+        # ipykernel 7.4 reads shell on a thread of its own and forwards to this one
+        manager = self.shell_channel_thread.manager
+        bridge.shell_out = manager.get_subshell_to_shell_channel_socket(None)
+        bridge.shell_watch = ShellChannelWatch(
+            self, bridge, getattr(self.parent, "shell_monitor", None), CORE_TYPES)
+        bridge.shell_watch.start()
         # stdin replies while no input() waits (a target's stdin request, the control
         # socket's); input() reads the socket itself (bridge.wait)
         self._stdin_stream = ZMQStream(self.stdin_socket, self.io_loop)
@@ -137,7 +131,7 @@ class CommspecIPythonKernel(IPythonKernel):
 
     async def shell_channel_thread_main(self, msg: Any) -> None:
         watch = self.bridge.shell_watch
-        if watch is None:
+        if watch is None:  # read while start() was still setting the watch up
             await super().shell_channel_thread_main(msg)
             return
         watch.before_forward(msg)
@@ -159,15 +153,16 @@ class CommspecIPythonKernel(IPythonKernel):
             return
         await super().shell_main(subshell_id, msg)
 
-    async def dispatch_shell(self, msg: Any, /, *args: Any, **kwargs: Any) -> None:
-        # (ipykernel 7.4 adds ``concurrent``: a comm message dispatched while a cell holds
-        # the shell, with no busy/idle; 7.2 has no such dispatch)
+    async def dispatch_shell(self, msg: Any, /, subshell_id: str | None = None, *,
+                             concurrent: bool = False) -> None:
+        # ``concurrent``: a comm message ipykernel dispatches while a cell holds the
+        # shell, with no busy/idle of its own
         self.bridge.pump()
         watch = self.bridge.shell_watch
         # this task's, read by _to_core and should_handle
-        _concurrent.set(bool(kwargs.get("concurrent", False)))
+        _concurrent.set(concurrent)
         _shell_fd.set(watch.fd_of(msg) if watch is not None else None)
-        await super().dispatch_shell(msg, *args, **kwargs)
+        await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
 
     def should_handle(self, stream: Any, msg: Any, idents: Any) -> Any:
         # ipykernel calls this once for each shell message it handles, deserialized
