@@ -55,6 +55,7 @@ from jupyter_client.session import Session
 
 from .common import PAYLOAD, child_env, load_average, machine, median, now, process_cpu
 from .report import table
+from .rpc_ipykernel import REGISTER, TARGET
 
 #: a wait this long for one message means the kernel is stuck or gone: fail, do not hang
 TIMEOUT = 30.0
@@ -65,19 +66,9 @@ ASK_EVERY = 0.5
 WINDOWS = (1, 64)
 TRIPS, ROUNDS, WARMUP = 1_000, 7, 200
 
-#: the comm target the stock kernel registers (commspec kernels have theirs)
-STOCK_TARGET = "bench.echo"
-REGISTER = f"""
-import comm as _comm
-
-def _bench_echo(c, open_msg):
-    def on_msg(msg):
-        data = msg["content"]["data"]
-        c.send({{"jsonrpc": "2.0", "id": data["id"], "result": data.get("params")}})
-    c.on_msg(on_msg)
-
-_comm.get_comm_manager().register_target({STOCK_TARGET!r}, _bench_echo)
-"""
+#: the comm target the stock kernel registers (commspec kernels have theirs), and the
+#: code that registers it: rpc_ipykernel's, the stock ipykernel benchmark's
+STOCK_TARGET = TARGET
 IPYKERNEL_OPTIONS = ["--HistoryManager.enabled=False"]
 
 
