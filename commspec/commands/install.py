@@ -75,10 +75,12 @@ def _ipykernel_missing() -> str | None:
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "install",
-        help="install the reference kernel as a Jupyter kernelspec",
-        description="Write a kernelspec that runs 'commspec kernel' with this Python, as "
-        "'python -m ipykernel install' does for IPython. Frontends send its interrupts as "
-        "SIGINT, which interrupts it (pending stdin requests end interrupted). Without "
+        help="install the reference kernel, or commspec for ipykernel, as a kernelspec",
+        description="Write a kernelspec that runs 'commspec kernel' (with --ipykernel: "
+        "'python -m commspec.ipykernel', an IPython kernel that keeps the spec) with this "
+        "Python, as 'python -m ipykernel install' does for IPython. Frontends send its "
+        "interrupts as SIGINT, which interrupts it (pending stdin requests end "
+        "interrupted). Without "
         f"--user, --sys-prefix or --prefix it goes system-wide ({SYSTEM_JUPYTER_PATH[0]}).",
     )
     where = p.add_mutually_exclusive_group()
