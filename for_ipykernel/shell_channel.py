@@ -26,7 +26,6 @@ Everything here runs on the shell channel thread, but ``fd_of`` (main thread).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -43,16 +42,14 @@ from commspec.impl.core.events import (
 )
 from commspec.impl.errors import BadMessage
 from commspec.impl.frames import monitor_event, readable, recv_monitor_events
+from commspec.impl.wire import DELIMITER
 
 from .bridge import KernelBridge, connection_changes
 
 __all__ = ["MARKER", "ShellChannelWatch"]
 
-log = logging.getLogger("commspec.ipykernel")
-
 #: the first bytes of an ordered-input marker on the inproc socket to the main thread
 MARKER = b"commspec-ordered:"
-DELIMITER = b"<IDS|MSG>"
 #: how many shell messages' fds wait for the main thread at most
 FDS_KEPT = 10_000
 
