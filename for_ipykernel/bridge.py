@@ -43,8 +43,6 @@ from commspec.impl.core.events import (
     Input,
     Interrupt,
     Overheard,
-    PeerConnectionLost,
-    PeerConnectionMade,
     PeerConnections,
     Received,
     Refused,
@@ -62,6 +60,7 @@ from commspec.impl.frames import (
     recv_monitor_events,
     sent_by_peer,
 )
+from commspec.impl.kernel.sockets import UNSENT, connection_changes
 from commspec.impl.runner import EffectRunner
 from commspec.impl.targets import TargetRegistry
 from commspec.impl.wire import Codec
@@ -172,7 +171,6 @@ class KernelBridge(EffectRunner):
                      fd: int | None, concurrent: bool = False) -> None:
         """A message of ``CORE_TYPES`` that ipykernel read on shell (main thread)."""
         self.shell_out = stream
-        self.pump()
         received = Received(Channel.SHELL, tuple(idents), _message(msg), fd)
         if concurrent:
             self._quiet.add(received.msg_id)
@@ -219,7 +217,7 @@ class KernelBridge(EffectRunner):
                           if self.stdin_monitor is not None else [])
         changes = connection_changes(Channel.STDIN, events)
         if changes:
-            self.feed(PeerConnections(changes))
+            self.feed(PeerConnections(tuple(changes)))
 
     def _decode(self, frames: list[bytes], channel: str, fd: int | None) -> Received | Refused:
         try:
@@ -364,11 +362,9 @@ class KernelBridge(EffectRunner):
         try:
             self.kernel.stdin_socket.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as e:
-            if e.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+            if e.errno not in UNSENT:
                 raise
-            ok = False
-            detail = ("EHOSTUNREACH: the stdin socket has no such peer"
-                      if e.errno == zmq.EHOSTUNREACH else "EAGAIN: the peer's queue is full")
+            ok, detail = False, UNSENT[e.errno]
             log.info("commspec: %s not sent: %s", effect.msg_type, detail)
         if effect.confirm:
             self.feed(Sent(effect.msg_id, ok, detail))
@@ -505,18 +501,6 @@ class KernelBridge(EffectRunner):
     def stdin_request(self, msg_type: str, content: dict[str, Any],
                       identity: bytes | None = None) -> Future[Any]:
         return self.app.stdin_request(msg_type, content, identity)
-
-
-def connection_changes(channel: Channel, events: Sequence[tuple[int, int]]
-                       ) -> tuple[PeerConnectionMade | PeerConnectionLost, ...]:
-    """A socket monitor's events as the core's inputs (accepts and disconnects)."""
-    changes: list[PeerConnectionMade | PeerConnectionLost] = []
-    for event, fd in events:
-        if event == zmq.EVENT_ACCEPTED:
-            changes.append(PeerConnectionMade(channel, fd))
-        elif event == zmq.EVENT_DISCONNECTED:
-            changes.append(PeerConnectionLost(channel, fd))
-    return tuple(changes)
 
 
 def _message(msg: dict[str, Any]) -> Any:

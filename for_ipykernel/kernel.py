@@ -177,6 +177,7 @@ class CommspecIPythonKernel(IPythonKernel):
             # seems gone is lost at once. A round trip to the IOPub thread (65-130 us),
             # so only where presence decides (BENCHMARKS.md)
             self.iopub_thread.read_now()
+            self.bridge.pump()  # dispatch_shell pumped already: only what read_now posted
         self.bridge.handle_shell(stream, [_as_bytes(i) for i in idents], msg,
                                  _shell_fd.get(), concurrent=_concurrent.get())
 

@@ -42,9 +42,10 @@ from commspec.impl.core.events import (
 )
 from commspec.impl.errors import BadMessage
 from commspec.impl.frames import monitor_event, readable, recv_monitor_events
+from commspec.impl.kernel.sockets import connection_changes
 from commspec.impl.wire import DELIMITER
 
-from .bridge import KernelBridge, connection_changes
+from .bridge import KernelBridge
 
 __all__ = ["MARKER", "ShellChannelWatch"]
 
@@ -140,7 +141,7 @@ class ShellChannelWatch:
     def _hand_over(self, events: list[tuple[int, int]]) -> None:
         changes = connection_changes(Channel.SHELL, events)
         if changes:
-            self._ordered(PeerConnections(changes))
+            self._ordered(PeerConnections(tuple(changes)))
 
     # -- subscriptions (from the IOPub thread) ------------------------------------------
 

@@ -38,6 +38,7 @@ from commspec.impl.connection import ConnectionInfo
 from commspec.impl.control import (
     CONTROL_ENV,
     EVENT_TYPE,
+    MAX_DETACHED_ENV,
     REPLY_TYPE,
     REQUEST_TYPE,
     ControlError,
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 TRACE_ENV = "COMMSPEC_TRACE"
-MAX_DETACHED_ENV = "COMMSPEC_MAX_DETACHED"
 #: how long a control request may take to be answered (a kernel starting is not one)
 CONTROL_TIMEOUT = 10.0
 #: how long the kernel may take to start and answer kernel_info

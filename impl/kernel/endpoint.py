@@ -77,7 +77,14 @@ from ..runner import LoopRunner
 from ..targets import DEFAULT_TARGETS, TargetRegistry
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, Codec
 from .application import KernelApplication
-from .sockets import HeartbeatEcho, HeartbeatSettings, KernelSockets, check_max_message_bytes
+from .sockets import (
+    UNSENT,
+    HeartbeatEcho,
+    HeartbeatSettings,
+    KernelSockets,
+    check_max_message_bytes,
+    connection_changes,
+)
 
 __all__ = ["KernelConfig", "KernelEndpoint"]
 
@@ -517,16 +524,15 @@ class KernelEndpoint(LoopRunner):
         try:
             send_frames(sock, effect.to, frames, effect.buffers)
         except zmq.ZMQError as e:
+            if e.errno not in UNSENT:
+                raise
+            ok, detail = False, UNSENT[e.errno]
             if e.errno == zmq.EHOSTUNREACH:
-                ok, detail = False, "EHOSTUNREACH: the stdin socket has no such peer"
                 log.info("kernel: %s not sent: its frontend is gone", effect.msg_type)
-            elif e.errno == zmq.EAGAIN:
+            else:
                 # Cannot happen: the sockets have no send limit (sockets.py). Were it
                 # to, the message is lost, and says why.
-                ok, detail = False, "EAGAIN: the peer's queue is full"
                 log.error("kernel: %s not sent: the peer's queue is full", effect.msg_type)
-            else:
-                raise
         if effect.confirm:
             self.feed(Sent(effect.msg_id, ok, detail))
 
@@ -610,15 +616,12 @@ class KernelEndpoint(LoopRunner):
         while True:
             for channel in MONITORED:
                 full = self._drain_into(channel, drained) or full
-            events = [(channel, event, fd) for channel in MONITORED
-                      for event, fd in recv_monitor_events(monitors[channel])]
-            if not events:
+            events = [(channel, recv_monitor_events(monitors[channel]))
+                      for channel in MONITORED]
+            if not any(queued for _, queued in events):
                 break
-            for channel, event, fd in events:
-                if event == zmq.EVENT_ACCEPTED:
-                    changes.append(PeerConnectionMade(channel, fd))
-                elif event == zmq.EVENT_DISCONNECTED:
-                    changes.append(PeerConnectionLost(channel, fd))
+            for channel, queued in events:
+                changes += connection_changes(channel, queued)
             if full:
                 break
         if full:

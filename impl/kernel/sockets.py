@@ -33,23 +33,32 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import zmq
 
 from ..connection import ConnectionInfo
+from ..core.events import Channel, PeerConnectionLost, PeerConnectionMade
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = [
     "MONITORED_EVENTS",
+    "UNSENT",
     "HeartbeatEcho",
     "HeartbeatSettings",
     "KernelSockets",
     "check_max_message_bytes",
+    "connection_changes",
 ]
 
 #: what the shell and stdin monitors report: connections made and gone, with their fd
 MONITORED_EVENTS = int(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+#: why a send to one peer did not go out, by errno (mandatory ROUTERs raise these)
+UNSENT: dict[int, str] = {
+    zmq.EHOSTUNREACH: "EHOSTUNREACH: the stdin socket has no such peer",
+    zmq.EAGAIN: "EAGAIN: the peer's queue is full",
+}
 #: no limit on what waits to be sent to one peer (libzmq's 0)
 UNLIMITED = 0
 
@@ -146,6 +155,18 @@ class KernelSockets:
             if not sock.closed:
                 sock.close(linger=_ms(linger) if linger > 0 else 0)
         self._all.clear()
+
+
+def connection_changes(channel: Channel, events: Iterable[tuple[int, int]]
+                       ) -> list[PeerConnectionMade | PeerConnectionLost]:
+    """A socket monitor's ``(event, fd)`` as the core's inputs: accepts and disconnects."""
+    changes: list[PeerConnectionMade | PeerConnectionLost] = []
+    for event, fd in events:
+        if event == zmq.EVENT_ACCEPTED:
+            changes.append(PeerConnectionMade(channel, fd))
+        elif event == zmq.EVENT_DISCONNECTED:
+            changes.append(PeerConnectionLost(channel, fd))
+    return changes
 
 
 def check_max_message_bytes(limit: int) -> int:
